@@ -1,0 +1,3 @@
+//! Admin listener: health, readiness, Prometheus metrics, JSON API.
+
+pub mod metrics;

@@ -1,0 +1,620 @@
+//! The TOML configuration: listeners, static certificates, file routes, limits, logging, and
+//! the Docker, label and ACME settings. Parsing is strict (`deny_unknown_fields`) so a typo is
+//! an error that names the key instead of a silently ignored setting.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::labels::LabelsConfig;
+use crate::model::{
+    Action, Endpoint, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Provenance, RouteSpec, TlsPolicy,
+    UpstreamScheme, UpstreamSpec, UpstreamTarget,
+};
+
+/// The embedded default config (what `config/swarmgate.toml` holds), used when `--config` is
+/// not given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config/swarmgate.toml");
+
+/// A config error, naming the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError { key: key.into(), message: message.into() }
+    }
+}
+
+/// Every error found in one file (we report them all at once, not one per run).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {}", .errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid { path: PathBuf, errors: Vec<ConfigError> },
+}
+
+/// A duration written as `250ms`, `10s`, `5m`, `1h` (or a bare number of seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
+            Raw::S(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl serde::Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}ms", self.0.as_millis()))
+    }
+}
+
+/// Parses `250ms`, `10s`, `1.5s`, `5m`, `1h`, `2d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 500ms, 10s, 5m)"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h, d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: Listen,
+    pub tls: TlsSection,
+    pub routes: Vec<RouteConfig>,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub docker: DockerConfig,
+    pub labels: LabelsConfig,
+    pub acme: AcmeConfig,
+    /// Directory for state: certificates, ACME account, last good discovery snapshot.
+    pub storage: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen { http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), https: None, admin: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSection {
+    pub certificates: Vec<StaticCertConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticCertConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Optional name routes use in `tls = "<name>"`.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    #[default]
+    Text,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub access: bool,
+    pub format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `swarmgate=debug`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { access: true, format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Time a client has to send a complete request head (slowloris guard) → 408.
+    pub header_read_timeout: Dur,
+    /// Idle keep-alive connections are closed after this.
+    pub idle_timeout: Dur,
+    /// Largest request head accepted → 431.
+    pub max_header_bytes: usize,
+    /// Largest request body accepted, 0 = unlimited → 413.
+    pub max_body_bytes: u64,
+    /// Client connections open at once; more get 503 and are closed.
+    pub max_connections: usize,
+    pub upstream_connect_timeout: Dur,
+    /// Time for the upstream to send its response head → 504.
+    pub upstream_response_timeout: Dur,
+    /// Idle pooled upstream connections are closed after this.
+    pub upstream_idle_timeout: Dur,
+    /// Graceful shutdown: time in-flight requests get to finish after SIGTERM.
+    pub grace_period: Dur,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Dur(Duration::from_secs(10)),
+            idle_timeout: Dur(Duration::from_secs(60)),
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 0,
+            max_connections: 10_000,
+            upstream_connect_timeout: Dur(Duration::from_secs(3)),
+            upstream_response_timeout: Dur(Duration::from_secs(60)),
+            upstream_idle_timeout: Dur(Duration::from_secs(50)),
+            grace_period: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Whether to read Swarm services from Docker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DockerMode {
+    /// Use Docker when its socket answers.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl<'de> Deserialize<'de> for DockerMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            B(bool),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::B(true) => Ok(DockerMode::On),
+            Raw::B(false) => Ok(DockerMode::Off),
+            Raw::S(s) if s == "auto" => Ok(DockerMode::Auto),
+            Raw::S(s) if s == "true" => Ok(DockerMode::On),
+            Raw::S(s) if s == "false" => Ok(DockerMode::Off),
+            Raw::S(s) => Err(serde::de::Error::custom(format!("expected true, false or \"auto\", got {s:?}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DockerConfig {
+    pub enabled: DockerMode,
+    /// `unix:///var/run/docker.sock`, `tcp://host:2375` or `http://…`; `DOCKER_HOST` wins when
+    /// this is not set.
+    pub host: Option<String>,
+    /// Networks whose task addresses are used (names or IDs); empty = the proxy's own networks
+    /// when it runs in a container, else every swarm network the task is on.
+    pub networks: Vec<String>,
+    /// Task re-list interval.
+    pub poll_interval: Dur,
+    /// Task re-list interval while a service is rolling out.
+    pub poll_interval_updating: Dur,
+}
+
+impl Default for DockerConfig {
+    fn default() -> Self {
+        DockerConfig {
+            enabled: DockerMode::Auto,
+            host: None,
+            networks: Vec::new(),
+            poll_interval: Dur(Duration::from_secs(1)),
+            poll_interval_updating: Dur(Duration::from_millis(200)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AcmeConfig {
+    pub enabled: bool,
+    pub email: Option<String>,
+    /// ACME directory URL; Let's Encrypt production by default.
+    pub directory: String,
+    /// Extra trust root (PEM) for the ACME server's HTTPS (test CAs such as Pebble).
+    pub ca_root: Option<PathBuf>,
+    /// Where certificates and the account live; default `<storage>/acme`.
+    pub storage: Option<PathBuf>,
+    /// Challenge types to use, in order of preference.
+    pub challenges: Vec<ChallengeKind>,
+    /// Renew when this fraction of the lifetime has passed.
+    pub renew_fraction: f64,
+    /// How often renewals are checked.
+    pub check_interval: Dur,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            enabled: false,
+            email: None,
+            directory: "https://acme-v02.api.letsencrypt.org/directory".into(),
+            ca_root: None,
+            storage: None,
+            challenges: vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
+            renew_fraction: 2.0 / 3.0,
+            check_interval: Dur(Duration::from_secs(3600)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthConfig {
+    pub path: Option<String>,
+    pub interval: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadersConfig {
+    pub request: BTreeMap<String, String>,
+    pub response: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// `user:bcrypt-hash` entries.
+    pub basic: Vec<String>,
+    pub realm: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    #[serde(default = "default_200")]
+    pub status: u16,
+    #[serde(default)]
+    pub body: String,
+}
+
+fn default_200() -> u16 {
+    200
+}
+
+fn default_308() -> u16 {
+    308
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    pub to: String,
+    #[serde(default = "default_308")]
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PathKind {
+    /// Segment-aware prefix.
+    #[default]
+    Prefix,
+    Exact,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub average: u64,
+    #[serde(default)]
+    pub period: Option<Dur>,
+    #[serde(default)]
+    pub burst: Option<u64>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    pub hosts: Vec<String>,
+    pub path: Option<String>,
+    pub path_match: PathKind,
+    pub strip_prefix: bool,
+    pub upstreams: Vec<String>,
+    pub scheme: UpstreamScheme,
+    pub lb: LbPolicy,
+    pub sticky_cookie: Option<String>,
+    pub pass_host: Option<bool>,
+    pub redirect_https: Option<bool>,
+    /// `auto`, `off`, or the `name` of a static certificate.
+    pub tls: Option<String>,
+    pub health: HealthConfig,
+    pub headers: HeadersConfig,
+    pub auth: AuthConfig,
+    pub priority: i64,
+    pub retries: Option<u32>,
+    pub rate_limit: Option<RateLimitConfig>,
+    pub respond: Option<RespondConfig>,
+    pub redirect: Option<RedirectConfig>,
+}
+
+impl Config {
+    /// Parses TOML text and validates it; `path` only labels messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, LoadError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| LoadError::Parse { path: path.into(), message: e.to_string() })?;
+        let errors = cfg.validate();
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(LoadError::Invalid { path: path.into(), errors })
+        }
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let mut cfg = Self::parse(&text, path)?;
+        cfg.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Config {
+        Self::parse(EMBEDDED_DEFAULT, Path::new("<embedded config/swarmgate.toml>")).expect("the embedded config is valid")
+    }
+
+    /// Certificate paths are relative to the config file's folder.
+    fn resolve_relative_paths(&mut self, base: &Path) {
+        for c in &mut self.tls.certificates {
+            if c.cert.is_relative() {
+                c.cert = base.join(&c.cert);
+            }
+            if c.key.is_relative() {
+                c.key = base.join(&c.key);
+            }
+        }
+        if let Some(root) = self.acme.ca_root.as_mut().filter(|r| r.is_relative()) {
+            *root = base.join(&*root);
+        }
+    }
+
+    /// The state directory (default `./swarmgate-data`).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.storage.clone().unwrap_or_else(|| PathBuf::from("swarmgate-data"))
+    }
+
+    /// Every problem in the file, each naming its key.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.listen.http.is_none() && self.listen.https.is_none() {
+            errors.push(ConfigError::new("listen", "set at least one of listen.http and listen.https"));
+        }
+        if self.limits.max_connections == 0 {
+            errors.push(ConfigError::new("limits.max_connections", "must be at least 1"));
+        }
+        if self.limits.max_header_bytes < 1024 {
+            errors.push(ConfigError::new("limits.max_header_bytes", "must be at least 1024"));
+        }
+        if !(0.1..1.0).contains(&self.acme.renew_fraction) {
+            errors.push(ConfigError::new("acme.renew_fraction", "must be between 0.1 and 1"));
+        }
+        if self.acme.enabled && self.acme.challenges.is_empty() {
+            errors.push(ConfigError::new("acme.challenges", "list at least one of \"http-01\", \"tls-alpn-01\""));
+        }
+        let names: Vec<&str> = self.tls.certificates.iter().filter_map(|c| c.name.as_deref()).collect();
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = |k: &str| format!("routes[{i}].{k}");
+            if r.hosts.is_empty() {
+                errors.push(ConfigError::new(key("hosts"), "list at least one host (\"*\" for every host)"));
+            }
+            for h in &r.hosts {
+                if h != "*" && (h.is_empty() || h.contains('/') || h[h.starts_with("*.") as usize * 2..].contains('*')) {
+                    errors.push(ConfigError::new(key("hosts"), format!("{h:?} is not a host name (a leading \"*.\" is the only wildcard)")));
+                }
+            }
+            if let Some(p) = &r.path {
+                if !p.starts_with('/') {
+                    errors.push(ConfigError::new(key("path"), format!("{p:?} must start with /")));
+                }
+            }
+            let actions = usize::from(!r.upstreams.is_empty()) + usize::from(r.respond.is_some()) + usize::from(r.redirect.is_some());
+            if actions != 1 {
+                errors.push(ConfigError::new(key("upstreams"), "give exactly one of upstreams, respond, redirect"));
+            }
+            for u in &r.upstreams {
+                if let Err(e) = resolve_upstream(u) {
+                    errors.push(ConfigError::new(key("upstreams"), e));
+                }
+            }
+            if let Some(t) = &r.tls {
+                if t != "auto" && t != "off" && !names.contains(&t.as_str()) {
+                    errors.push(ConfigError::new(key("tls"), format!("{t:?} is not auto, off or the name of a [[tls.certificates]] entry")));
+                }
+            }
+            match (&r.health.path, &r.health.interval) {
+                (Some(p), _) if !p.starts_with('/') => errors.push(ConfigError::new(key("health.path"), "must start with /")),
+                (None, Some(_)) => errors.push(ConfigError::new(key("health.path"), "health.interval needs health.path")),
+                _ => {}
+            }
+            for entry in &r.auth.basic {
+                if !entry.contains(':') {
+                    errors.push(ConfigError::new(key("auth.basic"), "entries are user:bcrypt-hash"));
+                }
+            }
+            if r.lb != LbPolicy::Cookie && r.sticky_cookie.is_some() {
+                errors.push(ConfigError::new(key("sticky_cookie"), "only used with lb = \"cookie\""));
+            }
+            if let Some(rl) = &r.rate_limit {
+                if rl.average == 0 {
+                    errors.push(ConfigError::new(key("rate_limit.average"), "must be at least 1"));
+                }
+            }
+        }
+        errors
+    }
+
+    /// The file routes as `RouteSpec`s.
+    pub fn route_specs(&self) -> Vec<RouteSpec> {
+        self.routes.iter().enumerate().map(|(i, r)| r.to_spec(i)).collect()
+    }
+}
+
+/// `ip:port` or `host:port` (resolved once, at load) → addresses.
+pub fn resolve_upstream(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let s = s.strip_prefix("http://").unwrap_or(s);
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    if !s.contains(':') {
+        return Err(format!("{s:?} needs a port (host:port)"));
+    }
+    s.to_socket_addrs()
+        .map(|a| a.collect())
+        .map_err(|e| format!("{s:?} does not resolve: {e}"))
+        .and_then(|v: Vec<_>| if v.is_empty() { Err(format!("{s:?} resolves to no address")) } else { Ok(v) })
+}
+
+impl RouteConfig {
+    fn to_spec(&self, index: usize) -> RouteSpec {
+        let endpoints: Vec<Endpoint> = self
+            .upstreams
+            .iter()
+            .flat_map(|u| resolve_upstream(u).unwrap_or_default())
+            .map(|addr| Endpoint { addr, task: String::new() })
+            .collect();
+        let mut up = UpstreamSpec::new(UpstreamTarget::Static(endpoints));
+        up.scheme = self.scheme;
+        up.lb = self.lb;
+        up.sticky_cookie = self.sticky_cookie.clone();
+        up.pass_host = self.pass_host.unwrap_or(true);
+        up.health = self.health.path.as_ref().map(|p| HealthCheck {
+            path: p.clone(),
+            interval: self.health.interval.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
+        });
+        let hosts = self.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let mut spec = RouteSpec::proxy(format!("file/{index}"), Provenance::File { index }, hosts, up);
+        let path = self.path.clone().unwrap_or_else(|| "/".into());
+        spec.path = match self.path_match {
+            PathKind::Prefix => PathMatch::Prefix(path.clone()),
+            PathKind::Exact => PathMatch::Exact(path.clone()),
+        };
+        if let Some(r) = &self.respond {
+            spec.action = Action::Respond { status: r.status, body: r.body.clone() };
+        } else if let Some(r) = &self.redirect {
+            spec.action = Action::Redirect { location: r.to.clone(), status: r.status };
+        }
+        spec.priority = self.priority;
+        spec.redirect_https = self.redirect_https;
+        spec.tls = match self.tls.as_deref() {
+            None | Some("auto") => TlsPolicy::Auto,
+            Some("off") => TlsPolicy::Off,
+            Some(name) => TlsPolicy::Static(name.into()),
+        };
+        spec.entrypoints = Entrypoints::default();
+        if self.strip_prefix && path != "/" {
+            spec.middlewares.push(Middleware::StripPrefix(path));
+        }
+        if !self.headers.request.is_empty() {
+            spec.middlewares.push(Middleware::RequestHeaders(HeaderEdits { set: self.headers.request.clone(), ..Default::default() }));
+        }
+        if !self.headers.response.is_empty() {
+            spec.middlewares.push(Middleware::ResponseHeaders(HeaderEdits { set: self.headers.response.clone(), ..Default::default() }));
+        }
+        if !self.auth.basic.is_empty() {
+            let users = self.auth.basic.iter().filter_map(|e| e.split_once(':')).map(|(u, h)| (u.to_owned(), h.to_owned())).collect();
+            spec.middlewares.push(Middleware::BasicAuth { realm: self.auth.realm.clone().unwrap_or_else(|| "restricted".into()), users });
+        }
+        if let Some(rl) = &self.rate_limit {
+            spec.middlewares.push(Middleware::RateLimit {
+                average: rl.average,
+                period: rl.period.map(|d| d.0).unwrap_or(Duration::from_secs(1)),
+                burst: rl.burst.unwrap_or(rl.average),
+            });
+        }
+        if let Some(n) = self.retries {
+            spec.middlewares.push(Middleware::Retry { attempts: n + 1 });
+        }
+        spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded();
+        assert!(!c.routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = Config::parse("[listen]\nhttp = \"127.0.0.1:1\"\nhtps = \"x\"\n", Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("htps"), "{err}");
+    }
+
+    #[test]
+    fn route_errors_name_their_key() {
+        let text = "[[routes]]\nhosts = [\"a.com\"]\nupstreams = [\"nope\"]\n[[routes]]\nhosts = []\nrespond = { body = \"x\" }\n";
+        let err = Config::parse(text, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("routes[0].upstreams"), "{err}");
+        assert!(err.contains("routes[1].hosts"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,364 @@
+//! `RouteSpec`: the one route model every provider produces.
+//!
+//! Providers (the file config, the Swarm labels in three dialects) never touch the data plane:
+//! they describe what they want as plain data here, and `model::compile` turns the merged specs
+//! into an immutable [`RouteTable`](super::RouteTable). Keeping this plain (no sockets, no
+//! handles) is what lets `swarmgate check` show exactly what a label set would do.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Where a route came from, so a problem or a `check` line can name it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+pub enum Provenance {
+    /// `[[routes]]` entry number `index` of the config file.
+    File { index: usize },
+    /// A Swarm service label set; `key` is the label (or label prefix) that defined the route.
+    Service { service: String, key: String },
+    /// Built into swarmgate (e.g. the admin route of the embedded default).
+    Builtin,
+}
+
+impl std::fmt::Display for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Provenance::File { index } => write!(f, "routes[{index}]"),
+            Provenance::Service { service, key } => write!(f, "service {service} label {key}"),
+            Provenance::Builtin => f.write_str("builtin"),
+        }
+    }
+}
+
+/// How a route's path is matched. Chosen at table-build time; the request path is only compared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum PathMatch {
+    /// Segment-aware prefix: `/api` matches `/api`, `/api/`, `/api/x`, not `/apix`. `/` matches all.
+    Prefix(String),
+    /// Plain string prefix (Caddy `/api*`, Traefik `PathPrefix`): `/api` matches `/apix` too.
+    RawPrefix(String),
+    /// The whole path, exactly (Traefik `Path`, Caddy matcher without `*`).
+    Exact(String),
+}
+
+impl PathMatch {
+    /// Matches every path.
+    pub fn any() -> Self {
+        PathMatch::Prefix("/".into())
+    }
+
+    /// True for `path` (the request path, no query).
+    #[inline]
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Prefix(p) => {
+                if p == "/" {
+                    return true;
+                }
+                let p = p.strip_suffix('/').unwrap_or(p);
+                path.starts_with(p)
+                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+            }
+            PathMatch::RawPrefix(p) => path.starts_with(p.as_str()),
+            PathMatch::Exact(p) => path == p,
+        }
+    }
+
+    /// Length used to order routes: the longer, more specific match wins.
+    pub fn specificity(&self) -> usize {
+        match self {
+            PathMatch::Prefix(p) if p == "/" => 0,
+            PathMatch::Prefix(p) | PathMatch::RawPrefix(p) => p.len(),
+            // An exact match beats any prefix of the same length.
+            PathMatch::Exact(p) => p.len() + 1,
+        }
+    }
+
+    /// The literal the path is compared with.
+    pub fn literal(&self) -> &str {
+        match self {
+            PathMatch::Prefix(p) | PathMatch::RawPrefix(p) | PathMatch::Exact(p) => p,
+        }
+    }
+}
+
+/// How a header (or query) value is compared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum ValueMatch {
+    /// Header present with any value.
+    Present,
+    Exact(String),
+    /// Case-insensitive containment (Caddy `*Upgrade*`).
+    Contains(String),
+    Prefix(String),
+    Suffix(String),
+    /// A regular expression (Traefik `HeaderRegexp`); compiled once at table-build time.
+    Regex(String),
+}
+
+/// Extra request conditions beyond host and path (Traefik rule language, Caddy named matchers).
+/// Evaluated per request only for routes that have one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Predicate {
+    Header { name: String, value: ValueMatch },
+    Method(Vec<String>),
+    Query { name: String, value: ValueMatch },
+    /// Client address inside `net/prefix_len`.
+    ClientIp { net: IpAddr, prefix_len: u8 },
+    Path(PathMatch),
+    /// Host test inside a compound rule (e.g. `Host(a) || Header(..)`); case-insensitive.
+    Host(String),
+    And(Vec<Predicate>),
+    Or(Vec<Predicate>),
+    Not(Box<Predicate>),
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamScheme {
+    #[default]
+    Http,
+    Https,
+    /// Cleartext HTTP/2 (gRPC).
+    H2c,
+}
+
+/// Balancing policy across a route's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    RoundRobin,
+    LeastConn,
+    /// Power of two choices over peak-EWMA latency × in-flight.
+    #[default]
+    P2c,
+    IpHash,
+    /// Sticky by cookie; falls back to p2c for a new client.
+    Cookie,
+}
+
+/// Active health check settings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+}
+
+/// One backend address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Swarm task id (or empty for static upstreams); shown in check output and logs.
+    pub task: String,
+}
+
+/// What a route's backends are before discovery resolves them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum UpstreamTarget {
+    /// Fixed addresses from the config file.
+    Static(Vec<Endpoint>),
+    /// The running tasks of one or more Swarm services (several when Caddy sites with the same
+    /// address merge across services). Resolved into `Static` by discovery.
+    Tasks(Vec<TaskTarget>),
+}
+
+/// The running tasks of one Swarm service at one container port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct TaskTarget {
+    /// Service name (`Spec.Name`).
+    pub service: String,
+    /// Network whose task address is used; `None` = the networks shared with the proxy.
+    pub network: Option<String>,
+    pub port: u16,
+}
+
+/// The backend side of a proxying route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct UpstreamSpec {
+    pub target: UpstreamTarget,
+    pub scheme: UpstreamScheme,
+    pub lb: LbPolicy,
+    /// Cookie name for `LbPolicy::Cookie` (default `swarmgate_sticky`).
+    pub sticky_cookie: Option<String>,
+    pub health: Option<HealthCheck>,
+    /// Forward the client's `Host` header (true) or the upstream address (false).
+    pub pass_host: bool,
+}
+
+impl UpstreamSpec {
+    pub fn new(target: UpstreamTarget) -> Self {
+        UpstreamSpec {
+            target,
+            scheme: UpstreamScheme::Http,
+            lb: LbPolicy::default(),
+            sticky_cookie: None,
+            health: None,
+            pass_host: true,
+        }
+    }
+}
+
+/// What a matched request gets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Action {
+    Proxy(UpstreamSpec),
+    /// Redirect to `location`; `{uri}` in it is replaced by the request's path and query.
+    Redirect { location: String, status: u16 },
+    /// A fixed response.
+    Respond { status: u16, body: String },
+}
+
+/// Header edits; an empty value removes the header.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct HeaderEdits {
+    pub set: BTreeMap<String, String>,
+    /// Appended (not replacing) values, Caddy `header +Name value`.
+    pub add: BTreeMap<String, String>,
+    pub remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// A step applied to the request (and response) before the action.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Middleware {
+    /// Remove a literal path prefix before forwarding; sets `X-Forwarded-Prefix`.
+    StripPrefix(String),
+    /// Replace a literal path prefix (Caddy `rewrite` prefix form).
+    ReplacePrefix { from: String, to: String },
+    /// Prepend a prefix to the path.
+    AddPrefix(String),
+    RequestHeaders(HeaderEdits),
+    ResponseHeaders(HeaderEdits),
+    /// `user` → bcrypt hash. Requests without valid credentials get 401.
+    BasicAuth { realm: String, users: BTreeMap<String, String> },
+    /// Token bucket: `average` requests per `period`, `burst` extra. Excess gets 429.
+    RateLimit { average: u64, period: Duration, burst: u64 },
+    /// Retry idempotent requests on another endpoint up to `attempts` times.
+    Retry { attempts: u32 },
+}
+
+/// Certificate policy for a route's hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize)]
+pub enum TlsPolicy {
+    /// ACME for public names, none for IPs/localhost-style names.
+    #[default]
+    Auto,
+    /// Plain HTTP only; no certificate, no redirect.
+    Off,
+    /// A static certificate from the config, by name (or any static certificate covering the host).
+    Static(String),
+    /// A self-signed certificate made locally (Caddy `tls internal`).
+    Internal,
+}
+
+/// Which listeners a route answers on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Entrypoints {
+    pub http: bool,
+    pub https: bool,
+}
+
+impl Default for Entrypoints {
+    fn default() -> Self {
+        Entrypoints { http: true, https: true }
+    }
+}
+
+/// One route as a provider wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct RouteSpec {
+    /// Stable, unique name (used as the metrics label), e.g. `file/0` or `svc/shop_web/caddy_0/1`.
+    pub id: String,
+    pub provenance: Provenance,
+    /// Lower-case host names; `*.example.com` is a one-label wildcard; `*` alone is the default
+    /// host (file config only: labels may not create a catch-all).
+    pub hosts: Vec<String>,
+    pub path: PathMatch,
+    /// Extra conditions (headers, methods, …); `None` for plain host+path routes.
+    pub predicate: Option<Predicate>,
+    /// Higher wins; ties go to the more specific path. 0 = derived from the path.
+    pub priority: i64,
+    pub middlewares: Vec<Middleware>,
+    pub action: Action,
+    pub tls: TlsPolicy,
+    /// Plain-HTTP requests get 308 to https. `None` = true when the host has a certificate.
+    pub redirect_https: Option<bool>,
+    /// Extra names to put on the certificate (Traefik `tls.domains`), beyond `hosts`.
+    pub tls_domains: Vec<String>,
+    pub entrypoints: Entrypoints,
+}
+
+impl RouteSpec {
+    /// A proxy route with defaults for everything but hosts and upstream.
+    pub fn proxy(id: impl Into<String>, provenance: Provenance, hosts: Vec<String>, upstream: UpstreamSpec) -> Self {
+        RouteSpec {
+            id: id.into(),
+            provenance,
+            hosts,
+            path: PathMatch::any(),
+            predicate: None,
+            priority: 0,
+            middlewares: Vec::new(),
+            action: Action::Proxy(upstream),
+            tls: TlsPolicy::Auto,
+            redirect_https: None,
+            tls_domains: Vec::new(),
+            entrypoints: Entrypoints::default(),
+        }
+    }
+
+    /// The upstream spec, for proxy routes.
+    pub fn upstream(&self) -> Option<&UpstreamSpec> {
+        match &self.action {
+            Action::Proxy(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    pub fn upstream_mut(&mut self) -> Option<&mut UpstreamSpec> {
+        match &mut self.action {
+            Action::Proxy(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// Something a provider could not understand. Never fatal for other services.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Problem {
+    /// Service name, or `config` for the file.
+    pub source: String,
+    /// The label key or config key at fault.
+    pub key: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(source: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { source: source.into(), key: key.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.source, self.key, self.message)
+    }
+}
+
+/// True for names that never get a public certificate: IP literals, `localhost`, single-label
+/// names and reserved test suffixes handled by the ACME issuer decide the rest.
+pub fn is_public_dns_name(host: &str) -> bool {
+    if host.parse::<IpAddr>().is_ok() || host == "localhost" || host.ends_with(".localhost") {
+        return false;
+    }
+    if host.ends_with(".local") || host.ends_with(".internal") || !host.contains('.') {
+        return false;
+    }
+    !host.starts_with("*.") || host.len() > 2
+}

@@ -1,0 +1,772 @@
+//! `RouteTable`: the compiled, immutable routing table the data plane reads.
+//!
+//! Everything that can be decided once per route is decided here (host index, route order,
+//! header values, redirect templates, regexes, the balancer group) so a request only looks
+//! things up. A table is published through `ArcSwap`; requests in flight keep the table they
+//! started with.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use rustc_hash::FxHashMap;
+
+use super::spec::*;
+use crate::admin::metrics::{Metrics, RouteMetrics};
+use crate::proxy::balancer::{now_ns, EndpointRegistry, UpstreamGroup};
+
+/// Inputs to `compile` beyond the specs.
+pub struct CompileOptions<'a> {
+    pub registry: &'a EndpointRegistry,
+    pub metrics: &'a Metrics,
+    /// Names covered by static certificates (exact or `*.` wildcard), for the redirect default.
+    pub static_cert_names: &'a BTreeSet<String>,
+    pub generation: u64,
+}
+
+/// How a plain-HTTP request to a route is treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectHttps {
+    Never,
+    Always,
+    /// Redirect only once a certificate for the host is live (ACME), so a host whose
+    /// certificate is still being ordered keeps answering on HTTP.
+    WhenCertificate,
+}
+
+/// A route's action, ready to run.
+#[derive(Debug)]
+pub enum CompiledAction {
+    Proxy(Arc<UpstreamGroup>),
+    Redirect { location: RedirectTemplate, status: http::StatusCode },
+    Respond { status: http::StatusCode, body: Bytes },
+}
+
+/// A redirect target split around `{uri}` once, at build time.
+#[derive(Debug, Clone)]
+pub struct RedirectTemplate {
+    pub before: String,
+    /// `Some(after)` when the template contains `{uri}`.
+    pub after: Option<String>,
+}
+
+impl RedirectTemplate {
+    pub fn new(location: &str) -> Self {
+        match location.split_once("{uri}") {
+            Some((a, b)) => RedirectTemplate { before: a.into(), after: Some(b.into()) },
+            None => RedirectTemplate { before: location.into(), after: None },
+        }
+    }
+
+    pub fn render(&self, path_and_query: &str) -> String {
+        match &self.after {
+            Some(after) => format!("{}{}{}", self.before, path_and_query, after),
+            None => self.before.clone(),
+        }
+    }
+}
+
+/// Precomputed header edits.
+#[derive(Debug, Default)]
+pub struct CompiledHeaders {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl CompiledHeaders {
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Basic auth with a cache of accepted `Authorization` values: bcrypt is deliberately slow
+/// (tens of ms), so each distinct credential is verified once per table.
+#[derive(Debug)]
+pub struct BasicAuth {
+    pub realm: String,
+    pub challenge: HeaderValue,
+    users: Vec<(String, String)>,
+    accepted: dashmap::DashSet<Box<[u8]>>,
+}
+
+impl BasicAuth {
+    /// True when `authorization` carries valid credentials.
+    pub fn check(&self, authorization: Option<&HeaderValue>) -> bool {
+        use base64::Engine;
+        let Some(value) = authorization else { return false };
+        if self.accepted.contains(value.as_bytes()) {
+            return true;
+        }
+        let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) else { return false };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
+        let Ok(decoded) = String::from_utf8(decoded) else { return false };
+        let Some((user, password)) = decoded.split_once(':') else { return false };
+        let ok = self
+            .users
+            .iter()
+            .any(|(u, hash)| u == user && bcrypt::verify(password, hash).unwrap_or(false));
+        if ok && self.accepted.len() < 1024 {
+            self.accepted.insert(value.as_bytes().into());
+        }
+        ok
+    }
+}
+
+/// A lock-free token bucket (GCRA): one atomic compare-and-swap per request.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval_ns: u64,
+    tolerance_ns: u64,
+    tat_ns: AtomicU64,
+}
+
+impl RateLimiter {
+    pub fn new(average: u64, period: std::time::Duration, burst: u64) -> Self {
+        let interval_ns = (period.as_nanos() as u64 / average.max(1)).max(1);
+        RateLimiter { interval_ns, tolerance_ns: interval_ns * burst.max(1), tat_ns: AtomicU64::new(0) }
+    }
+
+    /// True if the request may pass.
+    pub fn allow(&self) -> bool {
+        let now = now_ns();
+        let mut tat = self.tat_ns.load(Ordering::Relaxed);
+        loop {
+            let start = tat.max(now);
+            if start - now >= self.tolerance_ns {
+                return false;
+            }
+            match self.tat_ns.compare_exchange_weak(tat, start + self.interval_ns, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(actual) => tat = actual,
+            }
+        }
+    }
+}
+
+/// A predicate with its regexes compiled.
+#[derive(Debug)]
+pub enum CompiledPredicate {
+    Header { name: HeaderName, value: CompiledValue },
+    Method(Vec<http::Method>),
+    Query { name: String, value: CompiledValue },
+    ClientIp { net: IpAddr, prefix_len: u8 },
+    Path(PathMatch),
+    Host(String),
+    And(Vec<CompiledPredicate>),
+    Or(Vec<CompiledPredicate>),
+    Not(Box<CompiledPredicate>),
+}
+
+#[derive(Debug)]
+pub enum CompiledValue {
+    Present,
+    Exact(String),
+    Contains(String),
+    Prefix(String),
+    Suffix(String),
+    Regex(regex::Regex),
+}
+
+impl CompiledValue {
+    fn matches(&self, v: &str) -> bool {
+        match self {
+            CompiledValue::Present => true,
+            CompiledValue::Exact(x) => v == x,
+            CompiledValue::Contains(x) => v.to_ascii_lowercase().contains(x.as_str()),
+            CompiledValue::Prefix(x) => v.starts_with(x.as_str()),
+            CompiledValue::Suffix(x) => v.ends_with(x.as_str()),
+            CompiledValue::Regex(r) => r.is_match(v),
+        }
+    }
+}
+
+/// What a predicate may look at.
+pub struct RequestFacts<'a> {
+    pub method: &'a http::Method,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl CompiledPredicate {
+    pub fn matches(&self, r: &RequestFacts<'_>) -> bool {
+        match self {
+            CompiledPredicate::Header { name, value } => {
+                r.headers.get_all(name).iter().any(|v| v.to_str().map(|v| value.matches(v)).unwrap_or(false))
+            }
+            CompiledPredicate::Method(ms) => ms.iter().any(|m| m == r.method),
+            CompiledPredicate::Query { name, value } => r.query.is_some_and(|q| {
+                q.split('&').any(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    k == name && value.matches(v)
+                })
+            }),
+            CompiledPredicate::ClientIp { net, prefix_len } => r.client_ip.is_some_and(|ip| ip_in(ip, *net, *prefix_len)),
+            CompiledPredicate::Path(p) => p.matches(r.path),
+            CompiledPredicate::Host(h) => host_matches(h, r.host),
+            CompiledPredicate::And(ps) => ps.iter().all(|p| p.matches(r)),
+            CompiledPredicate::Or(ps) => ps.iter().any(|p| p.matches(r)),
+            CompiledPredicate::Not(p) => !p.matches(r),
+        }
+    }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host.split_once('.').is_some_and(|(_, rest)| rest == suffix),
+        None => pattern == host,
+    }
+}
+
+fn ip_in(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix.min(128))) };
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V4(_)) => a.to_ipv4_mapped().is_some_and(|a| ip_in(IpAddr::V4(a), net, prefix)),
+        _ => false,
+    }
+}
+
+/// One route, compiled.
+#[derive(Debug)]
+pub struct CompiledRoute {
+    pub id: Arc<str>,
+    pub spec: RouteSpec,
+    pub path: PathMatch,
+    pub predicate: Option<CompiledPredicate>,
+    pub action: CompiledAction,
+    pub strip_prefix: Option<String>,
+    pub replace_prefix: Option<(String, String)>,
+    pub add_prefix: Option<String>,
+    pub request_headers: CompiledHeaders,
+    pub response_headers: CompiledHeaders,
+    pub basic_auth: Option<BasicAuth>,
+    pub rate_limit: Option<RateLimiter>,
+    /// Extra attempts on another endpoint for idempotent requests after a failure.
+    pub retries: u32,
+    pub redirect_https: RedirectHttps,
+    pub on_http: bool,
+    pub on_https: bool,
+    pub metrics: Arc<RouteMetrics>,
+    order: (i64, usize),
+}
+
+impl CompiledRoute {
+    /// True when the path rewrite middlewares would change the path.
+    pub fn rewrites_path(&self) -> bool {
+        self.strip_prefix.is_some() || self.replace_prefix.is_some() || self.add_prefix.is_some()
+    }
+
+    /// The upstream path for `path` after strip/replace/add prefix.
+    pub fn rewrite_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        use std::borrow::Cow;
+        let mut out: Cow<'a, str> = Cow::Borrowed(path);
+        if let Some(prefix) = &self.strip_prefix {
+            if let Some(rest) = out.strip_prefix(prefix.as_str()) {
+                out = if rest.starts_with('/') { Cow::Owned(rest.to_owned()) } else { Cow::Owned(format!("/{rest}")) };
+            }
+        }
+        if let Some((from, to)) = &self.replace_prefix {
+            if let Some(rest) = out.strip_prefix(from.as_str()) {
+                out = Cow::Owned(format!("{to}{rest}"));
+            }
+        }
+        if let Some(prefix) = &self.add_prefix {
+            out = Cow::Owned(format!("{}{}", prefix.trim_end_matches('/'), out));
+        }
+        out
+    }
+}
+
+/// Routes for one host, most specific first.
+#[derive(Debug, Default)]
+struct HostRoutes {
+    routes: Vec<Arc<CompiledRoute>>,
+}
+
+/// Result of a lookup.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// No route names this host: answer 404 from the proxy, never forward.
+    UnknownHost,
+    /// The host is known but no route matches this request.
+    NoRoute,
+    Route(&'a Arc<CompiledRoute>),
+}
+
+/// The immutable routing table.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    exact: FxHashMap<Box<str>, HostRoutes>,
+    /// Keyed by the suffix after `*.`.
+    wildcard: FxHashMap<Box<str>, HostRoutes>,
+    default: Option<HostRoutes>,
+    /// Every compiled route, in spec order (for `check` and the admin API).
+    pub routes: Vec<Arc<CompiledRoute>>,
+    /// Problems found while compiling (and those the providers reported).
+    pub problems: Vec<Problem>,
+    pub generation: u64,
+}
+
+/// Normalises a Host header or URI authority: lower-case, no port, no trailing dot.
+/// Borrows when nothing needs changing (the common case).
+#[inline]
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
+    let without_port = if raw.starts_with('[') {
+        match raw.find(']') {
+            Some(end) => &raw[1..end],
+            None => raw,
+        }
+    } else {
+        match raw.rfind(':') {
+            Some(i) if raw[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &raw[..i],
+            _ => raw,
+        }
+    };
+    let trimmed = without_port.strip_suffix('.').unwrap_or(without_port);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    }
+}
+
+impl RouteTable {
+    /// Finds the route for a request. `host` must be normalised (`normalize_host`).
+    #[inline]
+    pub fn lookup(&self, host: &str, facts: &RequestFacts<'_>, https: bool) -> Lookup<'_> {
+        let entry = self
+            .exact
+            .get(host)
+            .or_else(|| host.split_once('.').and_then(|(_, rest)| self.wildcard.get(rest)))
+            .or(self.default.as_ref());
+        let Some(entry) = entry else { return Lookup::UnknownHost };
+        for route in &entry.routes {
+            if !(if https { route.on_https } else { route.on_http }) {
+                continue;
+            }
+            if route.path.matches(facts.path) && route.predicate.as_ref().is_none_or(|p| p.matches(facts)) {
+                return Lookup::Route(route);
+            }
+        }
+        Lookup::NoRoute
+    }
+
+    /// True when some route names `host` exactly or by wildcard (not the default route).
+    pub fn knows_host(&self, host: &str) -> bool {
+        self.exact.contains_key(host) || host.split_once('.').is_some_and(|(_, rest)| self.wildcard.contains_key(rest))
+    }
+
+    /// Host names whose routes want an ACME certificate (`TlsPolicy::Auto`), public names only,
+    /// without those covered by static certificates.
+    pub fn acme_names(&self, static_cert_names: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for r in &self.routes {
+            if r.spec.tls != TlsPolicy::Auto || !r.spec.entrypoints.https {
+                continue;
+            }
+            for h in r.spec.hosts.iter().chain(r.spec.tls_domains.iter()) {
+                if h == "*" || h.starts_with("*.") || !is_public_dns_name(h) || covered_by(static_cert_names, h) {
+                    continue;
+                }
+                names.insert(h.clone());
+            }
+        }
+        names
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+}
+
+/// True when `names` (exact names and `*.` wildcards) covers `host`.
+pub fn covered_by(names: &BTreeSet<String>, host: &str) -> bool {
+    names.contains(host) || host.split_once('.').is_some_and(|(_, rest)| names.contains(&format!("*.{rest}")))
+}
+
+fn compile_value(v: &ValueMatch, key: &str, problems: &mut Vec<Problem>, source: &str) -> Option<CompiledValue> {
+    Some(match v {
+        ValueMatch::Present => CompiledValue::Present,
+        ValueMatch::Exact(x) => CompiledValue::Exact(x.clone()),
+        ValueMatch::Contains(x) => CompiledValue::Contains(x.to_ascii_lowercase()),
+        ValueMatch::Prefix(x) => CompiledValue::Prefix(x.clone()),
+        ValueMatch::Suffix(x) => CompiledValue::Suffix(x.clone()),
+        ValueMatch::Regex(r) => match regex::Regex::new(r) {
+            Ok(re) => CompiledValue::Regex(re),
+            Err(e) => {
+                problems.push(Problem::new(source, key, format!("invalid regular expression {r:?}: {e}")));
+                return None;
+            }
+        },
+    })
+}
+
+fn compile_predicate(p: &Predicate, key: &str, problems: &mut Vec<Problem>, source: &str) -> Option<CompiledPredicate> {
+    Some(match p {
+        Predicate::Header { name, value } => CompiledPredicate::Header {
+            name: match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(n) => n,
+                Err(_) => {
+                    problems.push(Problem::new(source, key, format!("invalid header name {name:?}")));
+                    return None;
+                }
+            },
+            value: compile_value(value, key, problems, source)?,
+        },
+        Predicate::Method(ms) => {
+            let mut out = Vec::new();
+            for m in ms {
+                match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => out.push(m),
+                    Err(_) => {
+                        problems.push(Problem::new(source, key, format!("invalid method {m:?}")));
+                        return None;
+                    }
+                }
+            }
+            CompiledPredicate::Method(out)
+        }
+        Predicate::Query { name, value } => {
+            CompiledPredicate::Query { name: name.clone(), value: compile_value(value, key, problems, source)? }
+        }
+        Predicate::ClientIp { net, prefix_len } => CompiledPredicate::ClientIp { net: *net, prefix_len: *prefix_len },
+        Predicate::Path(pm) => CompiledPredicate::Path(pm.clone()),
+        Predicate::Host(h) => CompiledPredicate::Host(h.to_ascii_lowercase()),
+        Predicate::And(ps) => {
+            CompiledPredicate::And(ps.iter().map(|p| compile_predicate(p, key, problems, source)).collect::<Option<_>>()?)
+        }
+        Predicate::Or(ps) => {
+            CompiledPredicate::Or(ps.iter().map(|p| compile_predicate(p, key, problems, source)).collect::<Option<_>>()?)
+        }
+        Predicate::Not(p) => CompiledPredicate::Not(Box::new(compile_predicate(p, key, problems, source)?)),
+    })
+}
+
+fn compile_headers(edits: &HeaderEdits, key: &str, problems: &mut Vec<Problem>, source: &str) -> Option<CompiledHeaders> {
+    let mut out = CompiledHeaders::default();
+    let name = |n: &str, problems: &mut Vec<Problem>| match HeaderName::from_bytes(n.as_bytes()) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            problems.push(Problem::new(source, key, format!("invalid header name {n:?}")));
+            None
+        }
+    };
+    let value = |v: &str, problems: &mut Vec<Problem>| match HeaderValue::from_str(v) {
+        Ok(v) => Some(v),
+        Err(_) => {
+            problems.push(Problem::new(source, key, format!("invalid header value {v:?}")));
+            None
+        }
+    };
+    for (n, v) in &edits.set {
+        let n = name(n, problems)?;
+        if v.is_empty() {
+            out.remove.push(n);
+        } else {
+            out.set.push((n, value(v, problems)?));
+        }
+    }
+    for (n, v) in &edits.add {
+        out.add.push((name(n, problems)?, value(v, problems)?));
+    }
+    for n in &edits.remove {
+        out.remove.push(name(n, problems)?);
+    }
+    Some(out)
+}
+
+fn source_of(spec: &RouteSpec) -> String {
+    match &spec.provenance {
+        Provenance::File { .. } => "config".into(),
+        Provenance::Service { service, .. } => service.clone(),
+        Provenance::Builtin => "builtin".into(),
+    }
+}
+
+/// Compiles one spec; `None` (with problems) when the route cannot be served as written.
+/// A route is never half-applied.
+fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec<Problem>) -> Option<CompiledRoute> {
+    let source = source_of(spec);
+    let key = match &spec.provenance {
+        Provenance::Service { key, .. } => key.clone(),
+        other => other.to_string(),
+    };
+    let action = match &spec.action {
+        Action::Proxy(up) => {
+            let endpoints = match &up.target {
+                UpstreamTarget::Static(eps) => eps.as_slice(),
+                UpstreamTarget::Tasks(_) => {
+                    problems.push(Problem::new(&source, &key, "upstream tasks were not resolved to addresses"));
+                    return None;
+                }
+            };
+            CompiledAction::Proxy(Arc::new(UpstreamGroup::new(
+                opts.registry,
+                endpoints,
+                up.lb,
+                up.scheme,
+                up.pass_host,
+                up.sticky_cookie.clone(),
+                up.health.clone(),
+            )))
+        }
+        Action::Redirect { location, status } => CompiledAction::Redirect {
+            location: RedirectTemplate::new(location),
+            status: match http::StatusCode::from_u16(*status) {
+                Ok(s) if s.is_redirection() => s,
+                _ => {
+                    problems.push(Problem::new(&source, &key, format!("redirect status {status} is not a 3xx status")));
+                    return None;
+                }
+            },
+        },
+        Action::Respond { status, body } => CompiledAction::Respond {
+            status: match http::StatusCode::from_u16(*status) {
+                Ok(s) => s,
+                Err(_) => {
+                    problems.push(Problem::new(&source, &key, format!("invalid status {status}")));
+                    return None;
+                }
+            },
+            body: Bytes::from(body.clone()),
+        },
+    };
+    let mut route = CompiledRoute {
+        id: spec.id.as_str().into(),
+        spec: spec.clone(),
+        path: spec.path.clone(),
+        predicate: match &spec.predicate {
+            Some(p) => Some(compile_predicate(p, &key, problems, &source)?),
+            None => None,
+        },
+        action,
+        strip_prefix: None,
+        replace_prefix: None,
+        add_prefix: None,
+        request_headers: CompiledHeaders::default(),
+        response_headers: CompiledHeaders::default(),
+        basic_auth: None,
+        rate_limit: None,
+        retries: 1,
+        redirect_https: RedirectHttps::Never,
+        on_http: spec.entrypoints.http,
+        on_https: spec.entrypoints.https,
+        metrics: opts.metrics.route(&spec.id),
+        order: (spec.priority, spec.path.specificity()),
+    };
+    for m in &spec.middlewares {
+        match m {
+            Middleware::StripPrefix(p) => route.strip_prefix = Some(p.trim_end_matches('/').to_owned()),
+            Middleware::ReplacePrefix { from, to } => route.replace_prefix = Some((from.clone(), to.clone())),
+            Middleware::AddPrefix(p) => route.add_prefix = Some(p.clone()),
+            Middleware::RequestHeaders(e) => {
+                let h = compile_headers(e, &key, problems, &source)?;
+                route.request_headers.set.extend(h.set);
+                route.request_headers.add.extend(h.add);
+                route.request_headers.remove.extend(h.remove);
+            }
+            Middleware::ResponseHeaders(e) => {
+                let h = compile_headers(e, &key, problems, &source)?;
+                route.response_headers.set.extend(h.set);
+                route.response_headers.add.extend(h.add);
+                route.response_headers.remove.extend(h.remove);
+            }
+            Middleware::BasicAuth { realm, users } => {
+                if users.is_empty() {
+                    problems.push(Problem::new(&source, &key, "basic auth without users would lock everyone out"));
+                    return None;
+                }
+                route.basic_auth = Some(BasicAuth {
+                    challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
+                        .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"restricted\"")),
+                    realm: realm.clone(),
+                    users: users.iter().map(|(u, h)| (u.clone(), h.clone())).collect(),
+                    accepted: Default::default(),
+                })
+            }
+            Middleware::RateLimit { average, period, burst } => {
+                route.rate_limit = Some(RateLimiter::new(*average, *period, *burst))
+            }
+            Middleware::Retry { attempts } => route.retries = attempts.saturating_sub(1).min(8),
+        }
+    }
+    route.redirect_https = match (spec.redirect_https, &spec.tls) {
+        (_, TlsPolicy::Off) => RedirectHttps::Never,
+        (Some(false), _) => RedirectHttps::Never,
+        _ if !spec.entrypoints.https => RedirectHttps::Never,
+        (Some(true), _) => RedirectHttps::Always,
+        (None, TlsPolicy::Static(_)) => RedirectHttps::Always,
+        (None, _) if spec.hosts.iter().all(|h| covered_by(opts.static_cert_names, h)) => RedirectHttps::Always,
+        (None, _) => RedirectHttps::WhenCertificate,
+    };
+    Some(route)
+}
+
+/// Compiles specs into a table. Routes that cannot be compiled are left out with a problem;
+/// duplicate ids keep the first.
+pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &CompileOptions<'_>) -> RouteTable {
+    let mut table = RouteTable { problems: provider_problems, generation: opts.generation, ..Default::default() };
+    let mut seen = BTreeSet::new();
+    for spec in specs {
+        if !seen.insert(spec.id.clone()) {
+            table.problems.push(Problem::new(source_of(spec), spec.provenance.to_string(), format!("duplicate route id {}", spec.id)));
+            continue;
+        }
+        if spec.hosts.is_empty() {
+            table.problems.push(Problem::new(source_of(spec), spec.provenance.to_string(), "route has no host"));
+            continue;
+        }
+        let Some(route) = compile_route(spec, opts, &mut table.problems) else { continue };
+        let route = Arc::new(route);
+        for host in &spec.hosts {
+            let host = normalize_host(host).into_owned();
+            let entry = if host == "*" {
+                table.default.get_or_insert_with(HostRoutes::default)
+            } else if let Some(suffix) = host.strip_prefix("*.") {
+                table.wildcard.entry(suffix.into()).or_default()
+            } else {
+                table.exact.entry(host.into()).or_default()
+            };
+            entry.routes.push(route.clone());
+        }
+        table.routes.push(route);
+    }
+    let sort = |e: &mut HostRoutes| e.routes.sort_by(|a, b| b.order.cmp(&a.order));
+    table.exact.values_mut().for_each(sort);
+    table.wildcard.values_mut().for_each(sort);
+    if let Some(d) = table.default.as_mut() {
+        sort(d)
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn respond(id: &str, hosts: &[&str], path: PathMatch, body: &str) -> RouteSpec {
+        let mut r = RouteSpec::proxy(id, Provenance::Builtin, hosts.iter().map(|s| s.to_string()).collect(), UpstreamSpec::new(UpstreamTarget::Static(vec![])));
+        r.action = Action::Respond { status: 200, body: body.into() };
+        r.path = path;
+        r
+    }
+
+    fn build(specs: &[RouteSpec]) -> RouteTable {
+        let reg = EndpointRegistry::new();
+        let m = Metrics::new();
+        compile(specs, vec![], &CompileOptions { registry: &reg, metrics: &m, static_cert_names: &BTreeSet::new(), generation: 1 })
+    }
+
+    fn find<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
+        let headers = http::HeaderMap::new();
+        let host = normalize_host(host);
+        let facts = RequestFacts { method: &http::Method::GET, host: &host, path, query: None, headers: &headers, client_ip: None };
+        match t.lookup(&host, &facts, false) {
+            Lookup::Route(r) => Some(match &r.action {
+                CompiledAction::Respond { body, .. } => std::str::from_utf8(body).unwrap(),
+                _ => "?",
+            })
+            .map(|s| Box::leak(s.to_owned().into_boxed_str()) as &str),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn host_matching_ignores_case_port_and_trailing_dot() {
+        let t = build(&[respond("a", &["example.com"], PathMatch::any(), "a")]);
+        for h in ["example.com", "EXAMPLE.COM", "example.com:8080", "example.com."] {
+            assert_eq!(find(&t, h, "/"), Some("a"), "{h}");
+        }
+        assert_eq!(find(&t, "other.com", "/"), None);
+    }
+
+    #[test]
+    fn exact_beats_wildcard_beats_default() {
+        let t = build(&[
+            respond("d", &["*"], PathMatch::any(), "default"),
+            respond("w", &["*.example.org"], PathMatch::any(), "wild"),
+            respond("e", &["a.example.org"], PathMatch::any(), "exact"),
+        ]);
+        assert_eq!(find(&t, "a.example.org", "/"), Some("exact"));
+        assert_eq!(find(&t, "b.example.org", "/"), Some("wild"));
+        assert_eq!(find(&t, "x.b.example.org", "/"), Some("default"), "wildcard covers one label only");
+        assert_eq!(find(&t, "elsewhere", "/"), Some("default"));
+    }
+
+    #[test]
+    fn longest_segment_aware_prefix_wins() {
+        let t = build(&[
+            respond("root", &["h"], PathMatch::Prefix("/".into()), "root"),
+            respond("api", &["h"], PathMatch::Prefix("/api".into()), "api"),
+            respond("v2", &["h"], PathMatch::Prefix("/api/v2".into()), "v2"),
+        ]);
+        assert_eq!(find(&t, "h", "/api"), Some("api"));
+        assert_eq!(find(&t, "h", "/api/x"), Some("api"));
+        assert_eq!(find(&t, "h", "/apix"), Some("root"));
+        assert_eq!(find(&t, "h", "/api/v2/y"), Some("v2"));
+    }
+
+    #[test]
+    fn unknown_host_is_not_routed_without_default() {
+        let t = build(&[respond("a", &["a.com"], PathMatch::any(), "a")]);
+        let headers = http::HeaderMap::new();
+        let facts = RequestFacts { method: &http::Method::GET, host: "evil.com", path: "/", query: None, headers: &headers, client_ip: None };
+        assert!(matches!(t.lookup("evil.com", &facts, false), Lookup::UnknownHost));
+    }
+
+    #[test]
+    fn bad_route_is_reported_and_others_survive() {
+        let mut bad = respond("bad", &["b.com"], PathMatch::any(), "b");
+        bad.action = Action::Redirect { location: "/x".into(), status: 200 };
+        let t = build(&[bad, respond("good", &["g.com"], PathMatch::any(), "g")]);
+        assert_eq!(find(&t, "g.com", "/"), Some("g"));
+        assert_eq!(find(&t, "b.com", "/"), None);
+        assert!(t.problems.iter().any(|p| p.message.contains("not a 3xx")));
+    }
+
+    #[test]
+    fn rate_limiter_allows_burst_then_refuses() {
+        let rl = RateLimiter::new(1, std::time::Duration::from_secs(60), 3);
+        let allowed = (0..10).filter(|_| rl.allow()).count();
+        assert_eq!(allowed, 3);
+    }
+
+    #[test]
+    fn strip_prefix_keeps_leading_slash() {
+        let mut s = respond("s", &["h"], PathMatch::Prefix("/path".into()), "s");
+        s.middlewares.push(Middleware::StripPrefix("/path".into()));
+        let t = build(&[s]);
+        let r = &t.routes[0];
+        assert_eq!(r.rewrite_path("/path/x"), "/x");
+        assert_eq!(r.rewrite_path("/path"), "/");
+    }
+}

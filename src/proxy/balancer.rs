@@ -1,0 +1,454 @@
+//! Load balancing across a route's endpoints.
+//!
+//! Per-endpoint state (in-flight requests, peak-EWMA latency, passive-health ejection) lives in
+//! [`EndpointRegistry`], keyed by address, outside the route table: a config reload or a Swarm
+//! resync builds new [`UpstreamGroup`]s that point at the same `EndpointState`s, so nothing the
+//! balancer learned is reset. Picking is lock-free (atomics only).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::model::{Endpoint, HealthCheck, LbPolicy, UpstreamScheme};
+
+/// Consecutive connect failures before an endpoint is ejected.
+pub const EJECT_AFTER_FAILURES: u32 = 3;
+/// First ejection; doubles per repeated ejection up to [`EJECT_MAX`].
+pub const EJECT_BASE: Duration = Duration::from_secs(1);
+pub const EJECT_MAX: Duration = Duration::from_secs(30);
+/// Peak-EWMA decay time constant.
+const EWMA_TAU_NS: f64 = 10_000_000_000.0;
+/// Cost given to an endpoint with no latency sample yet (1 ms): new tasks get traffic at once.
+const EWMA_INITIAL_NS: u64 = 1_000_000;
+
+fn clock() -> &'static Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now)
+}
+
+/// Nanoseconds since process start; monotonic and cheap.
+#[inline]
+pub fn now_ns() -> u64 {
+    clock().elapsed().as_nanos() as u64
+}
+
+/// What swarmgate knows about one backend address, shared by every route that uses it.
+#[derive(Debug)]
+pub struct EndpointState {
+    pub addr: SocketAddr,
+    /// `ip:port`, precomputed for the upstream URI.
+    pub authority: http::uri::Authority,
+    /// Value of the sticky cookie that selects this endpoint.
+    pub sticky_token: String,
+    in_flight: AtomicU32,
+    ewma_ns: AtomicU64,
+    ewma_stamp_ns: AtomicU64,
+    consecutive_failures: AtomicU32,
+    ejections: AtomicU32,
+    ejected_until_ns: AtomicU64,
+    /// Set by the active health checker; true when no check is configured.
+    active_healthy: AtomicBool,
+    /// Requests completed (for the admin API and metrics).
+    pub requests: AtomicU64,
+    /// Failed attempts (connect errors, timeouts).
+    pub failures: AtomicU64,
+}
+
+impl EndpointState {
+    pub fn new(addr: SocketAddr) -> Self {
+        let authority = addr.to_string().parse().expect("socket address is a valid authority");
+        EndpointState {
+            addr,
+            authority,
+            sticky_token: sticky_token(addr),
+            in_flight: AtomicU32::new(0),
+            ewma_ns: AtomicU64::new(0),
+            ewma_stamp_ns: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until_ns: AtomicU64::new(0),
+            active_healthy: AtomicBool::new(true),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+
+    /// Usable for new requests: not ejected by passive health and not failing active checks.
+    #[inline]
+    pub fn is_available(&self, now: u64) -> bool {
+        self.active_healthy.load(Ordering::Relaxed) && self.ejected_until_ns.load(Ordering::Relaxed) <= now
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected_until_ns.load(Ordering::Relaxed) > now_ns()
+    }
+
+    pub fn active_healthy(&self) -> bool {
+        self.active_healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_active_healthy(&self, healthy: bool) {
+        self.active_healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Current latency estimate in nanoseconds (peak EWMA).
+    pub fn latency_ns(&self) -> u64 {
+        match self.ewma_ns.load(Ordering::Relaxed) {
+            0 => EWMA_INITIAL_NS,
+            v => v,
+        }
+    }
+
+    /// Cost used by p2c: latency × (in-flight + 1).
+    #[inline]
+    fn cost(&self) -> u64 {
+        self.latency_ns().saturating_mul(u64::from(self.in_flight()) + 1)
+    }
+
+    /// Marks a request as started; the guard ends it (and must be given the outcome).
+    #[inline]
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { endpoint: self.clone(), started_ns: now_ns(), done: false }
+    }
+
+    /// A response head arrived after `rtt_ns`: fold into the peak EWMA and clear failures.
+    fn observe_success(&self, rtt_ns: u64) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.ejections.store(0, Ordering::Relaxed);
+        let now = now_ns();
+        let prev = self.ewma_ns.load(Ordering::Relaxed);
+        let next = if prev == 0 || rtt_ns > prev {
+            // Peak: jump straight up so a slow endpoint is avoided at once.
+            rtt_ns
+        } else {
+            let elapsed = now.saturating_sub(self.ewma_stamp_ns.load(Ordering::Relaxed)) as f64;
+            let w = (-elapsed / EWMA_TAU_NS).exp();
+            (prev as f64 * w + rtt_ns as f64 * (1.0 - w)) as u64
+        };
+        self.ewma_ns.store(next.max(1), Ordering::Relaxed);
+        self.ewma_stamp_ns.store(now, Ordering::Relaxed);
+    }
+
+    /// A connect failure (or timeout): counts toward passive-health ejection.
+    /// Returns true when this failure ejected the endpoint.
+    pub fn observe_failure(&self) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let fails = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if fails >= EJECT_AFTER_FAILURES {
+            let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(5);
+            let backoff = (EJECT_BASE * 2u32.pow(n)).min(EJECT_MAX);
+            self.ejected_until_ns.store(now_ns() + backoff.as_nanos() as u64, Ordering::Relaxed);
+            // After the backoff the endpoint is tried again; one more failure re-ejects it.
+            self.consecutive_failures.store(EJECT_AFTER_FAILURES - 1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+/// Tracks one request on one endpoint; decrements in-flight on drop.
+#[derive(Debug)]
+pub struct InFlight {
+    endpoint: Arc<EndpointState>,
+    started_ns: u64,
+    done: bool,
+}
+
+impl InFlight {
+    /// The upstream answered (any status): record the time to the response head.
+    pub fn success(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.endpoint.requests.fetch_add(1, Ordering::Relaxed);
+            self.endpoint.observe_success(now_ns().saturating_sub(self.started_ns));
+        }
+    }
+
+    /// The attempt failed before a response (connect error, timeout).
+    pub fn failure(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        self.done = true;
+        self.endpoint.observe_failure()
+    }
+
+    pub fn endpoint(&self) -> &Arc<EndpointState> {
+        &self.endpoint
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn sticky_token(addr: SocketAddr) -> String {
+    format!("{:016x}", fxhash(addr.to_string().as_bytes()))
+}
+
+#[inline]
+fn fxhash(bytes: &[u8]) -> u64 {
+    use std::hash::Hasher;
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    h.finish()
+}
+
+/// Endpoint states by address. Entries are kept while any route table uses them; `retain`
+/// drops the rest after a swap.
+#[derive(Debug, Default)]
+pub struct EndpointRegistry {
+    map: DashMap<SocketAddr, Arc<EndpointState>>,
+}
+
+impl EndpointRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The shared state for `addr`, created on first use.
+    pub fn get(&self, addr: SocketAddr) -> Arc<EndpointState> {
+        self.map.entry(addr).or_insert_with(|| Arc::new(EndpointState::new(addr))).clone()
+    }
+
+    /// Forget endpoints no table refers to any more (called after a swap).
+    pub fn retain_used(&self) {
+        self.map.retain(|_, state| Arc::strong_count(state) > 1);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn snapshot(&self) -> Vec<Arc<EndpointState>> {
+        self.map.iter().map(|e| e.value().clone()).collect()
+    }
+}
+
+/// What the balancer may use about the request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickContext<'a> {
+    pub client_ip: Option<IpAddr>,
+    /// Value of the route's sticky cookie, if the request carried one.
+    pub sticky: Option<&'a str>,
+}
+
+/// A route's backends with the policy chosen at table-build time.
+#[derive(Debug)]
+pub struct UpstreamGroup {
+    pub endpoints: Box<[Arc<EndpointState>]>,
+    pub tasks: Box<[String]>,
+    pub policy: LbPolicy,
+    pub scheme: UpstreamScheme,
+    pub pass_host: bool,
+    /// Cookie name for sticky sessions (policy `Cookie`).
+    pub sticky_cookie: Option<String>,
+    pub health: Option<HealthCheck>,
+    rr: AtomicUsize,
+}
+
+impl UpstreamGroup {
+    pub fn new(
+        registry: &EndpointRegistry,
+        endpoints: &[Endpoint],
+        policy: LbPolicy,
+        scheme: UpstreamScheme,
+        pass_host: bool,
+        sticky_cookie: Option<String>,
+        health: Option<HealthCheck>,
+    ) -> Self {
+        let mut sorted: Vec<&Endpoint> = endpoints.iter().collect();
+        sorted.sort();
+        sorted.dedup_by(|a, b| a.addr == b.addr);
+        let sticky_cookie = match policy {
+            LbPolicy::Cookie => Some(sticky_cookie.unwrap_or_else(|| "swarmgate_sticky".into())),
+            _ => None,
+        };
+        UpstreamGroup {
+            endpoints: sorted.iter().map(|e| registry.get(e.addr)).collect(),
+            tasks: sorted.iter().map(|e| e.task.clone()).collect(),
+            policy,
+            scheme,
+            pass_host,
+            sticky_cookie,
+            health,
+            rr: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+
+    /// Picks an endpoint index, skipping those in `tried` (a bitmask of indexes < 64).
+    /// Prefers available endpoints; when all are ejected, falls back to any untried one
+    /// (a guess beats a certain 503). `None` only when nothing untried is left.
+    pub fn pick(&self, ctx: &PickContext<'_>, tried: u64) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let now = now_ns();
+        let untried = |i: usize| i >= 64 || tried & (1u64 << i) == 0;
+        let ok = |i: usize| untried(i) && self.endpoints[i].is_available(now);
+        if n == 1 {
+            return untried(0).then_some(0);
+        }
+        let picked = match self.policy {
+            LbPolicy::RoundRobin => self.pick_rr(n, &ok),
+            LbPolicy::LeastConn => self.pick_least(n, &ok, |e| u64::from(e.in_flight())),
+            LbPolicy::P2c => self.pick_p2c(n, &ok),
+            LbPolicy::IpHash => match ctx.client_ip {
+                Some(ip) => self.pick_hash(n, &ok, ip),
+                None => self.pick_p2c(n, &ok),
+            },
+            LbPolicy::Cookie => ctx
+                .sticky
+                .and_then(|token| (0..n).find(|&i| ok(i) && self.endpoints[i].sticky_token == token))
+                .or_else(|| self.pick_p2c(n, &ok)),
+        };
+        picked.or_else(|| self.pick_rr(n, &untried))
+    }
+
+    fn pick_rr(&self, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| (start + k) % n).find(|&i| ok(i))
+    }
+
+    fn pick_least(&self, n: usize, ok: &dyn Fn(usize) -> bool, key: impl Fn(&EndpointState) -> u64) -> Option<usize> {
+        // Start at a rotating offset so ties spread instead of piling onto index 0.
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| ok(i))
+            .min_by_key(|&i| key(&self.endpoints[i]))
+    }
+
+    fn pick_p2c(&self, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let a = fastrand::usize(..n);
+        let mut b = fastrand::usize(..n - 1);
+        if b >= a {
+            b += 1;
+        }
+        match (ok(a), ok(b)) {
+            (true, true) => Some(if self.endpoints[a].cost() <= self.endpoints[b].cost() { a } else { b }),
+            (true, false) => Some(a),
+            (false, true) => Some(b),
+            (false, false) => self.pick_least(n, ok, |e| e.cost()),
+        }
+    }
+
+    /// Rendezvous hashing: the same client keeps its endpoint while the set changes around it.
+    fn pick_hash(&self, n: usize, ok: &dyn Fn(usize) -> bool, ip: IpAddr) -> Option<usize> {
+        let ip_bytes = match ip {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        (0..n).filter(|&i| ok(i)).max_by_key(|&i| {
+            let mut buf = [0u8; 34];
+            buf[..16].copy_from_slice(&ip_bytes);
+            buf[16..32].copy_from_slice(&match self.endpoints[i].addr.ip() {
+                IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+                IpAddr::V6(v6) => v6.octets(),
+            });
+            buf[32..].copy_from_slice(&self.endpoints[i].addr.port().to_be_bytes());
+            fxhash(&buf)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(policy: LbPolicy, n: u16) -> (EndpointRegistry, UpstreamGroup) {
+        let reg = EndpointRegistry::new();
+        let eps: Vec<Endpoint> = (0..n)
+            .map(|i| Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], 10000 + i)), task: String::new() })
+            .collect();
+        let g = UpstreamGroup::new(&reg, &eps, policy, UpstreamScheme::Http, true, None, None);
+        (reg, g)
+    }
+
+    #[test]
+    fn round_robin_visits_every_endpoint_evenly() {
+        let (_r, g) = group(LbPolicy::RoundRobin, 3);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[g.pick(&PickContext::default(), 0).unwrap()] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
+    }
+
+    #[test]
+    fn least_conn_avoids_busy_endpoint() {
+        let (_r, g) = group(LbPolicy::LeastConn, 2);
+        let _busy = g.endpoints[0].start();
+        for _ in 0..10 {
+            assert_eq!(g.pick(&PickContext::default(), 0), Some(1));
+        }
+    }
+
+    #[test]
+    fn p2c_prefers_fast_endpoint() {
+        let (_r, g) = group(LbPolicy::P2c, 2);
+        g.endpoints[0].observe_success(50_000_000);
+        g.endpoints[1].observe_success(1_000_000);
+        let fast = (0..100).filter(|_| g.pick(&PickContext::default(), 0) == Some(1)).count();
+        assert_eq!(fast, 100);
+    }
+
+    #[test]
+    fn ip_hash_is_stable_per_client() {
+        let (_r, g) = group(LbPolicy::IpHash, 5);
+        let ctx = PickContext { client_ip: Some("192.0.2.7".parse().unwrap()), sticky: None };
+        let first = g.pick(&ctx, 0);
+        assert!((0..20).all(|_| g.pick(&ctx, 0) == first));
+    }
+
+    #[test]
+    fn cookie_selects_its_endpoint() {
+        let (_r, g) = group(LbPolicy::Cookie, 4);
+        let token = g.endpoints[2].sticky_token.clone();
+        let ctx = PickContext { client_ip: None, sticky: Some(&token) };
+        assert!((0..20).all(|_| g.pick(&ctx, 0) == Some(2)));
+    }
+
+    #[test]
+    fn ejected_endpoint_is_skipped_then_readmitted() {
+        let (_r, g) = group(LbPolicy::RoundRobin, 2);
+        for _ in 0..EJECT_AFTER_FAILURES {
+            g.endpoints[0].observe_failure();
+        }
+        assert!(g.endpoints[0].is_ejected());
+        assert!((0..10).all(|_| g.pick(&PickContext::default(), 0) == Some(1)));
+        // Retry excludes the tried endpoint; with only the ejected one left it is still offered.
+        assert_eq!(g.pick(&PickContext::default(), 0b10), Some(0));
+        g.endpoints[0].ejected_until_ns.store(0, Ordering::Relaxed);
+        assert!((0..10).any(|_| g.pick(&PickContext::default(), 0) == Some(0)));
+    }
+
+    #[test]
+    fn state_survives_a_new_group() {
+        let reg = EndpointRegistry::new();
+        let eps = vec![Endpoint { addr: "127.0.0.1:1".parse().unwrap(), task: String::new() }];
+        let g1 = UpstreamGroup::new(&reg, &eps, LbPolicy::P2c, UpstreamScheme::Http, true, None, None);
+        let _f = g1.endpoints[0].start();
+        let g2 = UpstreamGroup::new(&reg, &eps, LbPolicy::P2c, UpstreamScheme::Http, true, None, None);
+        assert_eq!(g2.endpoints[0].in_flight(), 1);
+    }
+}

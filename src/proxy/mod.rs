@@ -1,0 +1,3 @@
+//! The data plane: listeners, routing, middlewares, balancing, upstream pools, forwarding.
+
+pub mod balancer;
