@@ -95,7 +95,12 @@ impl Publisher {
         let table = compile(
             &specs,
             problems,
-            &CompileOptions { registry: &self.state.registry, metrics: &self.state.metrics, static_cert_names: &static_names, generation: sources.generation },
+            &CompileOptions {
+                registry: &self.state.registry,
+                metrics: &self.state.metrics,
+                static_cert_names: &static_names,
+                generation: sources.generation,
+            },
         );
         for p in table.problems.iter().filter(|p| !sources.swarm.problems.contains(p)) {
             tracing::warn!(source = %p.source, key = %p.key, "{}", p.message);
@@ -156,7 +161,9 @@ impl Running {
 
     /// Re-reads the config file; an invalid file is refused and the old table keeps serving.
     pub fn reload(&self) -> Result<(), StartError> {
-        let Some(path) = &self.config_path else { return Ok(()) };
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
         reload_from(path, &self.config, &self.state, &self.publisher)
     }
 
@@ -166,8 +173,15 @@ impl Running {
     }
 }
 
-fn reload_from(path: &PathBuf, current: &Mutex<Config>, state: &ProxyState, publisher: &Publisher) -> Result<(), StartError> {
-    let result = Config::load(path).map_err(StartError::from).and_then(|cfg| load_static_certs(&cfg).map(|(certs, _)| (cfg, certs)));
+fn reload_from(
+    path: &std::path::Path,
+    current: &Mutex<Config>,
+    state: &ProxyState,
+    publisher: &Publisher,
+) -> Result<(), StartError> {
+    let result = Config::load(path)
+        .map_err(StartError::from)
+        .and_then(|cfg| load_static_certs(&cfg).map(|(certs, _)| (cfg, certs)));
     let (cfg, certs) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -178,7 +192,10 @@ fn reload_from(path: &PathBuf, current: &Mutex<Config>, state: &ProxyState, publ
     };
     {
         let old = current.lock().unwrap_or_else(|e| e.into_inner());
-        if old.listen.http != cfg.listen.http || old.listen.https != cfg.listen.https || old.listen.admin != cfg.listen.admin {
+        if old.listen.http != cfg.listen.http
+            || old.listen.https != cfg.listen.https
+            || old.listen.admin != cfg.listen.admin
+        {
             tracing::warn!("listen addresses changed in the config file; they take effect only after a restart");
         }
     }
@@ -228,7 +245,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     });
     publisher.set_file_routes(cfg.route_specs());
 
-    let settings = ListenerSettings { limits: cfg.limits.clone(), connections: Arc::new(Semaphore::new(cfg.limits.max_connections)) };
+    let settings = ListenerSettings {
+        limits: cfg.limits.clone(),
+        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+    };
     let mut tasks = Vec::new();
     let mut http_addr = None;
     let mut https_addr = None;
@@ -264,7 +284,13 @@ fn mtime(path: &PathBuf) -> Option<SystemTime> {
 
 /// Reloads on SIGHUP and when the file's modification time changes (checked every second;
 /// works with editors that replace the file and with mounted Docker configs).
-async fn watch_config(path: PathBuf, config: Arc<Mutex<Config>>, state: Arc<ProxyState>, publisher: Arc<Publisher>, shutdown: CancellationToken) {
+async fn watch_config(
+    path: PathBuf,
+    config: Arc<Mutex<Config>>,
+    state: Arc<ProxyState>,
+    publisher: Arc<Publisher>,
+    shutdown: CancellationToken,
+) {
     let mut last = mtime(&path);
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
