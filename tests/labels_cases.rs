@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use swarmgate::admin::metrics::Metrics;
 use swarmgate::labels::{translate, LabelsConfig, ServiceInput, Translation};
-use swarmgate::model::table::{normalize_host, CompiledAction, Lookup, RequestFacts};
+use swarmgate::model::table::{normalize_host, Lookup, RequestFacts};
 use swarmgate::model::{
     compile, Action, CompileOptions, Endpoint, Entrypoints, HealthCheck, LbPolicy, Middleware,
     PathMatch, Predicate, RouteSpec, RouteTable, TaskTarget, TlsPolicy, UpstreamScheme,
@@ -350,4 +350,607 @@ fn native_custom_prefix_is_used() {
         &cfg,
     );
     assert_eq!(hosts(only_route(&t, "a")), ["a.example.com"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// caddy-docker-proxy dialect (LABELS.md §2)
+
+#[test]
+fn caddy_case_01_site_reverse_proxy_all_paths_https_with_redirect() {
+    let t = run(&[svc(
+        "web",
+        &[
+            ("caddy", "service.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams}}"),
+        ],
+    )]);
+    no_problems_for(&t, "web");
+    let r = only_route(&t, "web");
+    assert_eq!(hosts(r), ["service.example.com"]);
+    assert_eq!(r.path, PathMatch::any());
+    assert_eq!(r.predicate, None);
+    assert_eq!(targets(r), [task("web", None, 80)]);
+    assert_eq!(r.tls, TlsPolicy::Auto);
+    assert_eq!(
+        r.redirect_https, None,
+        "default: redirect once the certificate is live"
+    );
+    assert_eq!(r.entrypoints, Entrypoints::default());
+    let tb = table(&t);
+    assert_eq!(
+        get(&tb, "service.example.com", "/any/path").as_deref(),
+        Some(r.id.as_str())
+    );
+    assert!(tb
+        .acme_names(&BTreeSet::new())
+        .contains("service.example.com"));
+}
+
+#[test]
+fn caddy_case_02_upstreams_port_targets_every_task_on_that_port() {
+    // Which tasks (10.0.0.1, 10.0.0.2 on the ingress network) is discovery's part; the labels
+    // must ask for all tasks of the service on port 5000.
+    let t = run(&[svc(
+        "api",
+        &[
+            ("caddy", "api.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 5000}}"),
+        ],
+    )]);
+    let r = only_route(&t, "api");
+    assert_eq!(targets(r), [task("api", None, 5000)]);
+    assert_eq!(r.upstream().unwrap().lb, LbPolicy::P2c);
+}
+
+#[test]
+fn caddy_case_03_site_is_kept_whatever_the_task_states() {
+    // Task filtering (desired shutdown / starting excluded) and "503 not 404" are discovery and
+    // proxy behaviour; labels must still produce the site so the host is known (→ 503, not 404).
+    let t = run(&[svc(
+        "slow",
+        &[
+            ("caddy", "slow.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams}}"),
+        ],
+    )]);
+    let mut specs = t.clone();
+    for r in &mut specs.routes {
+        r.upstream_mut().unwrap().target = UpstreamTarget::Tasks(vec![]);
+    }
+    assert_eq!(targets(only_route(&t, "slow")), [task("slow", None, 80)]);
+    let tb = table(&specs);
+    assert!(
+        tb.knows_host("slow.example.com"),
+        "the host stays known with zero tasks"
+    );
+}
+
+#[test]
+fn caddy_case_04_ingress_network_label_selects_the_network() {
+    let t = run(&[svc(
+        "app",
+        &[
+            ("caddy", "app.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 8080}}"),
+            ("caddy_ingress_network", "another-network"),
+        ],
+    )]);
+    no_problems_for(&t, "app");
+    assert_eq!(
+        targets(only_route(&t, "app")),
+        [task("app", Some("another-network"), 8080)]
+    );
+}
+
+#[test]
+fn caddy_case_05_several_addresses_space_or_comma() {
+    for value in [
+        "a.example.com b.example.com",
+        "a.example.com, b.example.com",
+    ] {
+        let t = run(&[svc(
+            "ab",
+            &[("caddy", value), ("caddy.reverse_proxy", "{{upstreams}}")],
+        )]);
+        no_problems_for(&t, "ab");
+        let r = only_route(&t, "ab");
+        assert_eq!(hosts(r), ["a.example.com", "b.example.com"], "{value}");
+        let tb = table(&t);
+        assert_eq!(
+            get(&tb, "a.example.com", "/"),
+            get(&tb, "b.example.com", "/")
+        );
+        let names = tb.acme_names(&BTreeSet::new());
+        assert!(
+            names.contains("a.example.com") && names.contains("b.example.com"),
+            "{names:?}"
+        );
+    }
+}
+
+#[test]
+fn caddy_case_06_two_sites_two_ports() {
+    let t = run(&[svc(
+        "multi",
+        &[
+            ("caddy_0", "one.example.com"),
+            ("caddy_0.reverse_proxy", "{{upstreams 5000}}"),
+            ("caddy_1", "two.example.com"),
+            ("caddy_1.reverse_proxy", "{{upstreams 5001}}"),
+        ],
+    )]);
+    no_problems_for(&t, "multi");
+    let rs = routes_of(&t, "multi");
+    assert_eq!(rs.len(), 2);
+    let one = rs.iter().find(|r| hosts(r) == ["one.example.com"]).unwrap();
+    let two = rs.iter().find(|r| hosts(r) == ["two.example.com"]).unwrap();
+    assert_eq!(targets(one), [task("multi", None, 5000)]);
+    assert_eq!(targets(two), [task("multi", None, 5001)]);
+}
+
+#[test]
+fn caddy_case_07_route_strip_prefix_health() {
+    let t = run(&[svc(
+        "p",
+        &[
+            ("caddy", "p.example.com"),
+            ("caddy.route", "/path/*"),
+            ("caddy.route.0_uri", "strip_prefix /path"),
+            ("caddy.route.1_reverse_proxy", "{{upstreams}}"),
+            ("caddy.route.1_reverse_proxy.health_uri", "/health"),
+        ],
+    )]);
+    no_problems_for(&t, "p");
+    let r = only_route(&t, "p");
+    assert_eq!(r.path, PathMatch::RawPrefix("/path/".into()));
+    assert_eq!(r.middlewares, [Middleware::StripPrefix("/path".into())]);
+    let health = r
+        .upstream()
+        .unwrap()
+        .health
+        .clone()
+        .expect("active health check");
+    assert_eq!(health.path, "/health");
+    let tb = table(&t);
+    assert_eq!(upstream_path(&tb, "p.example.com", "/path/x"), "/x");
+    assert_eq!(get(&tb, "p.example.com", "/other"), None);
+}
+
+#[test]
+fn caddy_case_08_h2c_upstream() {
+    let t = run(&[svc(
+        "grpc",
+        &[
+            ("caddy", "grpc.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams h2c 5000}}"),
+        ],
+    )]);
+    no_problems_for(&t, "grpc");
+    let r = only_route(&t, "grpc");
+    assert_eq!(r.upstream().unwrap().scheme, UpstreamScheme::H2c);
+    assert_eq!(targets(r), [task("grpc", None, 5000)]);
+}
+
+#[test]
+fn caddy_case_09_handle_path_strips_and_limits() {
+    let t = run(&[svc(
+        "src",
+        &[
+            ("caddy", "src.example.com"),
+            ("caddy.handle_path", "/source/*"),
+            ("caddy.handle_path.0_reverse_proxy", "{{upstreams}}"),
+        ],
+    )]);
+    no_problems_for(&t, "src");
+    let r = only_route(&t, "src");
+    assert_eq!(r.path, PathMatch::RawPrefix("/source/".into()));
+    assert_eq!(r.middlewares, [Middleware::StripPrefix("/source".into())]);
+    let tb = table(&t);
+    assert_eq!(upstream_path(&tb, "src.example.com", "/source/a"), "/a");
+    assert_eq!(
+        get(&tb, "src.example.com", "/a"),
+        None,
+        "other paths are not proxied"
+    );
+}
+
+#[test]
+fn caddy_case_10_named_matcher_websocket_and_api_prefix() {
+    let t = run(&[svc(
+        "ws",
+        &[
+            ("caddy", "ws.example.com"),
+            ("caddy.@ws.0_header", "Connection *Upgrade*"),
+            ("caddy.@ws.1_header", "Upgrade websocket"),
+            ("caddy.0_reverse_proxy", "@ws {{upstreams}}"),
+            ("caddy.1_reverse_proxy", "/api* {{upstreams}}"),
+        ],
+    )]);
+    no_problems_for(&t, "ws");
+    let rs = routes_of(&t, "ws");
+    assert_eq!(rs.len(), 2);
+    let ws = rs.iter().find(|r| r.predicate.is_some()).unwrap();
+    assert_eq!(
+        ws.predicate,
+        Some(Predicate::And(vec![
+            Predicate::Header {
+                name: "Connection".into(),
+                value: ValueMatch::Contains("Upgrade".into())
+            },
+            Predicate::Header {
+                name: "Upgrade".into(),
+                value: ValueMatch::Exact("websocket".into())
+            },
+        ]))
+    );
+    assert_eq!(ws.path, PathMatch::any());
+    let api = rs.iter().find(|r| r.predicate.is_none()).unwrap();
+    assert_eq!(api.path, PathMatch::RawPrefix("/api".into()));
+    let tb = table(&t);
+    let upgrade = [
+        ("connection", "keep-alive, Upgrade"),
+        ("upgrade", "websocket"),
+    ];
+    assert_eq!(
+        reach(&tb, "ws.example.com", "/socket", &upgrade, false).as_deref(),
+        Some(ws.id.as_str())
+    );
+    assert_eq!(
+        get(&tb, "ws.example.com", "/api/users").as_deref(),
+        Some(api.id.as_str())
+    );
+    assert_eq!(
+        get(&tb, "ws.example.com", "/apix").as_deref(),
+        Some(api.id.as_str()),
+        "Caddy /api* is a plain prefix"
+    );
+    assert_eq!(
+        get(&tb, "ws.example.com", "/"),
+        None,
+        "other requests are not proxied"
+    );
+}
+
+#[test]
+fn caddy_case_11_snippet_import_across_services() {
+    // Same service …
+    let t = run(&[svc(
+        "s",
+        &[
+            ("caddy_0", "(snippet)"),
+            ("caddy_0.tls", "internal"),
+            ("caddy_1", "site-a.example.com"),
+            ("caddy_1.import", "snippet"),
+            ("caddy_1.reverse_proxy", "{{upstreams}}"),
+        ],
+    )]);
+    no_problems_for(&t, "s");
+    assert_eq!(only_route(&t, "s").tls, TlsPolicy::Internal);
+    // … and a snippet defined by another service.
+    let t = run(&[
+        svc(
+            "common",
+            &[("caddy", "(snippet)"), ("caddy.tls", "internal")],
+        ),
+        svc(
+            "site",
+            &[
+                ("caddy", "site-a.example.com"),
+                ("caddy.import", "snippet"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+    ]);
+    assert!(t.problems.is_empty(), "{:#?}", t.problems);
+    let r = only_route(&t, "site");
+    assert_eq!(r.tls, TlsPolicy::Internal);
+    assert_eq!(targets(r), [task("site", None, 80)]);
+}
+
+#[test]
+fn caddy_case_12_two_independent_redirects() {
+    let t = run(&[svc(
+        "r",
+        &[
+            ("caddy", "r.example.com"),
+            ("caddy.redir_0", "/favicon.ico /alternative/icon.ico 302"),
+            ("caddy.redir_1", "/photo.png /updated-photo.png 302"),
+        ],
+    )]);
+    no_problems_for(&t, "r");
+    let rs = routes_of(&t, "r");
+    assert_eq!(rs.len(), 2);
+    let mut got: Vec<(PathMatch, Action)> = rs
+        .iter()
+        .map(|r| (r.path.clone(), r.action.clone()))
+        .collect();
+    got.sort_by(|a, b| a.0.literal().cmp(b.0.literal()));
+    assert_eq!(
+        got,
+        [
+            (
+                PathMatch::Exact("/favicon.ico".into()),
+                Action::Redirect {
+                    location: "/alternative/icon.ico".into(),
+                    status: 302
+                }
+            ),
+            (
+                PathMatch::Exact("/photo.png".into()),
+                Action::Redirect {
+                    location: "/updated-photo.png".into(),
+                    status: 302
+                }
+            ),
+        ]
+    );
+    let tb = table(&t);
+    assert!(get(&tb, "r.example.com", "/favicon.ico").is_some());
+    assert_eq!(get(&tb, "r.example.com", "/favicon.ico.bak"), None);
+}
+
+#[test]
+fn caddy_case_13_invalid_tls_is_reported_and_never_half_applied() {
+    let t = run(&[
+        svc(
+            "bad",
+            &[
+                ("caddy", "bad.example.com"),
+                ("caddy.tls", "invalid_value"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+        svc(
+            "good",
+            &[
+                ("caddy", "good.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+    ]);
+    assert!(routes_of(&t, "bad").is_empty(), "{:#?}", t.routes);
+    assert_problem(&t, "bad", "caddy.tls", "invalid_value");
+    let good = only_route(&t, "good");
+    assert_eq!(good.tls, TlsPolicy::Auto);
+    assert!(good.entrypoints.https);
+    no_problems_for(&t, "good");
+}
+
+#[test]
+fn caddy_case_14_quoted_values_and_escaped_dots() {
+    let services = [svc(
+        "q",
+        &[
+            ("caddy", "q.example.com"),
+            ("caddy.0_with_spaces", "\"a b c d\""),
+            ("caddy.1_reverse_proxy", "{{upstreams}}"),
+            ("caddy_1.x.domains.mydomain\\.fr", ""),
+        ],
+    )];
+    let text = swarmgate::labels::render_caddyfile(&services, &LabelsConfig::default());
+    assert!(
+        text.contains("with_spaces \"a b c d\""),
+        "one argument with spaces:\n{text}"
+    );
+    assert!(
+        text.contains("domains {\n\t\t\tmydomain.fr\n"),
+        "literal dot kept:\n{text}"
+    );
+    let t = run(&services);
+    // with_spaces is no directive we serve: skipped by name, the rest of the site still works.
+    assert_problem(&t, "q", "caddy.0_with_spaces", "with_spaces");
+    assert_eq!(targets(only_route(&t, "q")), [task("q", None, 80)]);
+}
+
+#[test]
+fn caddy_sites_merge_across_services_and_concatenate_upstreams() {
+    let t = run(&[
+        svc(
+            "blue",
+            &[
+                ("caddy", "shop.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams 8080}}"),
+            ],
+        ),
+        svc(
+            "green",
+            &[
+                ("caddy", "shop.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams 9090}}"),
+                ("caddy_ingress_network", "green-net"),
+            ],
+        ),
+    ]);
+    assert!(t.problems.is_empty(), "{:#?}", t.problems);
+    assert_eq!(t.routes.len(), 1, "{:#?}", t.routes);
+    assert_eq!(
+        targets(&t.routes[0]),
+        [
+            task("blue", None, 8080),
+            task("green", Some("green-net"), 9090)
+        ]
+    );
+}
+
+#[test]
+fn caddy_invalid_contribution_to_a_shared_site_does_not_touch_the_other_service() {
+    let alone = run(&[svc(
+        "good",
+        &[
+            ("caddy", "shared.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams}}"),
+        ],
+    )]);
+    let t = run(&[
+        svc(
+            "bad",
+            &[
+                ("caddy", "shared.example.com"),
+                ("caddy.tls", "nonsense"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+        svc(
+            "good",
+            &[
+                ("caddy", "shared.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+    ]);
+    assert_problem(&t, "bad", "caddy.tls", "nonsense");
+    assert_eq!(t.routes, alone.routes);
+    // A bad directive of one service is removed before merging, too.
+    let t = run(&[
+        svc(
+            "bad",
+            &[
+                ("caddy", "shared.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+                ("caddy.reverse_proxy.lb_policy", "bogus"),
+            ],
+        ),
+        svc(
+            "good",
+            &[
+                ("caddy", "shared.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+    ]);
+    assert_problem(&t, "bad", "caddy.reverse_proxy.lb_policy", "bogus");
+    assert_eq!(t.routes, alone.routes);
+}
+
+#[test]
+fn caddy_http_site_is_plain_http_only_and_tls_off() {
+    let t = run(&[svc(
+        "plain",
+        &[
+            ("caddy", "http://plain.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 3000}}"),
+        ],
+    )]);
+    no_problems_for(&t, "plain");
+    let r = only_route(&t, "plain");
+    assert_eq!(r.tls, TlsPolicy::Off);
+    assert_eq!(
+        r.entrypoints,
+        Entrypoints {
+            http: true,
+            https: false
+        }
+    );
+    assert!(table(&t).acme_names(&BTreeSet::new()).is_empty());
+}
+
+#[test]
+fn caddy_global_options_and_templates() {
+    let t = run(&[
+        svc(
+            "proxy",
+            &[
+                ("caddy.email", "ops@example.com"),
+                ("caddy.acme_ca", "https://acme.test/dir"),
+            ],
+        ),
+        svc(
+            "tpl",
+            &[
+                (
+                    "caddy",
+                    "{{.Spec.Name}}.example.com {{index .Spec.Labels \"alias\"}}",
+                ),
+                ("alias", "alias.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams https 8443}}"),
+            ],
+        ),
+    ]);
+    assert!(t.problems.is_empty(), "{:#?}", t.problems);
+    assert_eq!(t.global.acme_email.as_deref(), Some("ops@example.com"));
+    assert_eq!(t.global.acme_ca.as_deref(), Some("https://acme.test/dir"));
+    let r = only_route(&t, "tpl");
+    assert_eq!(hosts(r), ["tpl.example.com", "alias.example.com"]);
+    assert_eq!(r.upstream().unwrap().scheme, UpstreamScheme::Https);
+    assert_eq!(targets(r), [task("tpl", None, 8443)]);
+}
+
+#[test]
+fn caddy_unknown_template_fails_only_that_service() {
+    let t = run(&[
+        svc(
+            "broken",
+            &[
+                ("caddy", "broken.example.com"),
+                ("caddy.reverse_proxy", "{{upstreamz 80}}"),
+            ],
+        ),
+        svc(
+            "fine",
+            &[
+                ("caddy", "fine.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+    ]);
+    assert!(routes_of(&t, "broken").is_empty());
+    assert_problem(&t, "broken", "caddy.reverse_proxy", "upstreamz");
+    only_route(&t, "fine");
+}
+
+#[test]
+fn caddy_unsupported_directive_is_named_and_the_rest_served() {
+    let t = run(&[svc(
+        "x",
+        &[
+            ("caddy", "x.example.com"),
+            ("caddy.file_server", ""),
+            ("caddy.encode", "gzip"),
+            ("caddy.header.X-Frame-Options", "DENY"),
+            ("caddy.reverse_proxy", "{{upstreams}}"),
+        ],
+    )]);
+    assert_problem(&t, "x", "caddy.file_server", "file_server is not supported");
+    assert_problem(&t, "x", "caddy.encode", "compression is not applied");
+    let r = only_route(&t, "x");
+    assert!(r.middlewares.iter().any(|m| matches!(m, Middleware::ResponseHeaders(e) if e.set.get("X-Frame-Options").map(String::as_str) == Some("DENY"))));
+}
+
+#[test]
+fn caddy_basic_auth_applies_and_broken_auth_is_not_served_open() {
+    let hash = "$2y$05$abcdefghijklmnopqrstuu8Gq6.1Cj8mQbH5g6b9F0ElHzsoHxJtW";
+    let t = run(&[
+        svc(
+            "locked",
+            &[
+                ("caddy", "locked.example.com"),
+                ("caddy.basic_auth.alice", hash),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+        svc(
+            "broken",
+            &[
+                ("caddy", "broken.example.com"),
+                ("caddy.basic_auth.bob", "plaintext"),
+                ("caddy.reverse_proxy", "{{upstreams}}"),
+            ],
+        ),
+    ]);
+    let r = only_route(&t, "locked");
+    assert!(
+        matches!(&r.middlewares[..], [Middleware::BasicAuth { users, .. }] if users["alice"] == hash)
+    );
+    assert!(
+        routes_of(&t, "broken").is_empty(),
+        "never serve without the requested auth"
+    );
+    assert_problem(&t, "broken", "caddy.basic_auth", "bcrypt");
+}
+
+#[test]
+fn caddy_site_without_address_label_is_explained() {
+    let t = run(&[svc("nosite", &[("caddy.reverse_proxy", "{{upstreams}}")])]);
+    assert!(t.routes.is_empty());
+    assert_problem(&t, "nosite", "caddy.reverse_proxy", "no site address");
 }
