@@ -954,3 +954,676 @@ fn caddy_site_without_address_label_is_explained() {
     assert!(t.routes.is_empty());
     assert_problem(&t, "nosite", "caddy.reverse_proxy", "no site address");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Traefik dialect (LABELS.md §3)
+
+#[test]
+fn traefik_case_01_router_and_service_port() {
+    let t = run(&[svc(
+        "my",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.my.rule", "Host(`example.com`)"),
+            (
+                "traefik.http.services.my-svc.loadbalancer.server.port",
+                "8080",
+            ),
+        ],
+    )]);
+    no_problems_for(&t, "my");
+    let r = only_route(&t, "my");
+    assert_eq!(r.id, "svc/my/traefik/my");
+    assert_eq!(hosts(r), ["example.com"]);
+    assert_eq!(r.path, PathMatch::any());
+    assert_eq!(targets(r), [task("my", None, 8080)]);
+    assert_eq!(
+        r.priority,
+        "Host(`example.com`)".len() as i64,
+        "default priority = rule length"
+    );
+    let tb = table(&t);
+    assert_eq!(
+        get(&tb, "example.com", "/").as_deref(),
+        Some("svc/my/traefik/my")
+    );
+    assert_eq!(get(&tb, "other.com", "/"), None, "other hosts 404");
+}
+
+#[test]
+fn traefik_case_02_missing_port_is_a_problem_and_no_route() {
+    let mut multi = svc(
+        "multi",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.m.rule", "Host(`m.example.com`)"),
+        ],
+    );
+    multi.ports = vec![80, 443];
+    let mut single = svc(
+        "single",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.s.rule", "Host(`s.example.com`)"),
+        ],
+    );
+    single.ports = vec![3000];
+    let t = run(&[multi, single]);
+    assert!(routes_of(&t, "multi").is_empty());
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.source == "multi" && p.message.contains("port is missing")),
+        "{:#?}",
+        t.problems
+    );
+    // The single published port is used when unambiguous; other services are unaffected.
+    assert_eq!(
+        targets(only_route(&t, "single")),
+        [task("single", None, 3000)]
+    );
+    no_problems_for(&t, "single");
+}
+
+#[test]
+fn traefik_case_03_default_rule_from_normalized_service_name() {
+    let t = run(&[svc(
+        "mystack_whoami",
+        &[
+            ("traefik.enable", "true"),
+            (
+                "traefik.http.services.whoami.loadbalancer.server.port",
+                "80",
+            ),
+        ],
+    )]);
+    no_problems_for(&t, "mystack_whoami");
+    let r = only_route(&t, "mystack_whoami");
+    assert_eq!(hosts(r), ["mystack-whoami"]);
+    assert_eq!(targets(r), [task("mystack_whoami", None, 80)]);
+    assert_eq!(r.priority, "Host(`mystack-whoami`)".len() as i64);
+}
+
+#[test]
+fn traefik_case_04_two_routers_two_services_on_one_swarm_service() {
+    let t = run(&[svc(
+        "site",
+        &[
+            ("traefik.enable", "true"),
+            (
+                "traefik.http.routers.www-router.rule",
+                "Host(`a.example.com`)",
+            ),
+            ("traefik.http.routers.www-router.service", "www-service"),
+            (
+                "traefik.http.services.www-service.loadbalancer.server.port",
+                "8000",
+            ),
+            (
+                "traefik.http.routers.admin-router.rule",
+                "Host(`b.example.com`)",
+            ),
+            ("traefik.http.routers.admin-router.service", "admin-service"),
+            (
+                "traefik.http.services.admin-service.loadbalancer.server.port",
+                "9000",
+            ),
+        ],
+    )]);
+    no_problems_for(&t, "site");
+    let rs = routes_of(&t, "site");
+    assert_eq!(rs.len(), 2);
+    let a = rs.iter().find(|r| hosts(r) == ["a.example.com"]).unwrap();
+    let b = rs.iter().find(|r| hosts(r) == ["b.example.com"]).unwrap();
+    assert_eq!(targets(a), [task("site", None, 8000)]);
+    assert_eq!(targets(b), [task("site", None, 9000)]);
+}
+
+#[test]
+fn traefik_case_05_undefined_service_is_a_problem_and_host_not_served() {
+    let t = run(&[svc(
+        "x",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.r.rule", "Host(`x.example.com`)"),
+            ("traefik.http.routers.r.service", "nope"),
+            ("traefik.http.services.real.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    assert!(routes_of(&t, "x").is_empty(), "{:#?}", t.routes);
+    assert_problem(&t, "x", "traefik.http.routers.r.service", "nope");
+    assert_eq!(get(&table(&t), "x.example.com", "/"), None);
+}
+
+#[test]
+fn traefik_case_06_h2c_scheme_with_mixed_case_keys() {
+    let t = run(&[svc(
+        "grpc",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.g.rule", "Host(`grpc.example.com`)"),
+            ("traefik.http.services.s.LoadBalancer.server.scheme", "h2c"),
+            ("traefik.http.services.s.loadbalancer.server.port", "8080"),
+        ],
+    )]);
+    no_problems_for(&t, "grpc");
+    let r = only_route(&t, "grpc");
+    assert_eq!(r.upstream().unwrap().scheme, UpstreamScheme::H2c);
+    assert_eq!(targets(r), [task("grpc", None, 8080)]);
+}
+
+#[test]
+fn traefik_case_07_host_path_and_pathprefix_matching() {
+    let host_only = run(&[svc(
+        "h",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.h.rule", "Host(`example.com`)"),
+            ("traefik.http.services.h.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    let tb = table(&host_only);
+    for h in [
+        "example.com",
+        "example.com:8080",
+        "EXAMPLE.COM",
+        "example.com.",
+    ] {
+        assert!(get(&tb, h, "/").is_some(), "{h}");
+    }
+    let path = run(&[svc(
+        "p",
+        &[
+            ("traefik.enable", "true"),
+            (
+                "traefik.http.routers.p.rule",
+                "Host(`example.com`) && Path(`/css`)",
+            ),
+            ("traefik.http.services.p.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    assert_eq!(only_route(&path, "p").path, PathMatch::Exact("/css".into()));
+    let tb = table(&path);
+    assert!(get(&tb, "example.com", "/css").is_some());
+    for miss in ["/css/", "/css/main.css", "/CSS"] {
+        assert_eq!(get(&tb, "example.com", miss), None, "{miss}");
+    }
+    let prefix = run(&[svc(
+        "pp",
+        &[
+            ("traefik.enable", "true"),
+            (
+                "traefik.http.routers.pp.rule",
+                "Host(`example.com`) && PathPrefix(`/css`)",
+            ),
+            ("traefik.http.services.pp.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    assert_eq!(
+        only_route(&prefix, "pp").path,
+        PathMatch::RawPrefix("/css".into())
+    );
+    let tb = table(&prefix);
+    for hit in ["/css", "/css/", "/css/main.css"] {
+        assert!(get(&tb, "example.com", hit).is_some(), "{hit}");
+    }
+    assert_eq!(get(&tb, "example.com", "/CSS"), None);
+}
+
+#[test]
+fn traefik_case_08_certresolver_router_is_https_only() {
+    let t = run(&[svc(
+        "blog",
+        &[
+            ("traefik.enable", "true"),
+            (
+                "traefik.http.routers.blog.rule",
+                "Host(`example.com`) && Path(`/blog`)",
+            ),
+            ("traefik.http.routers.blog.tls.certresolver", "le"),
+            ("traefik.http.services.blog.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    no_problems_for(&t, "blog");
+    let r = only_route(&t, "blog");
+    assert_eq!(
+        r.entrypoints,
+        Entrypoints {
+            http: false,
+            https: true
+        }
+    );
+    assert_eq!(r.tls, TlsPolicy::Auto);
+    let tb = table(&t);
+    assert!(tb.acme_names(&BTreeSet::new()).contains("example.com"));
+    assert_eq!(
+        reach(&tb, "example.com", "/blog", &[], false),
+        None,
+        "plain HTTP is not served by this router"
+    );
+    assert!(reach(&tb, "example.com", "/blog", &[], true).is_some());
+}
+
+#[test]
+fn traefik_case_09_labels_target_the_service_tasks() {
+    // Which slots are servers (running only) is discovery's part; the labels target every task
+    // of the service on the given port.
+    let t = run(&[svc(
+        "slots",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.s.rule", "Host(`slots.example.com`)"),
+            ("traefik.http.services.s.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    assert_eq!(targets(only_route(&t, "slots")), [task("slots", None, 80)]);
+}
+
+#[test]
+fn traefik_case_10_swarm_network_label_selects_the_network() {
+    let t = run(&[svc(
+        "net",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.swarm.network", "barnet"),
+            ("traefik.http.routers.n.rule", "Host(`net.example.com`)"),
+            ("traefik.http.services.n.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    no_problems_for(&t, "net");
+    assert_eq!(
+        targets(only_route(&t, "net")),
+        [task("net", Some("barnet"), 80)]
+    );
+    // The v2 spelling works too.
+    let t = run(&[svc(
+        "old",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.docker.network", "barnet"),
+            ("traefik.http.routers.o.rule", "Host(`old.example.com`)"),
+            ("traefik.http.services.o.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    assert_eq!(
+        targets(only_route(&t, "old")),
+        [task("old", Some("barnet"), 80)]
+    );
+}
+
+#[test]
+fn traefik_case_11_unknown_label_warns_and_unknown_field_names_the_key() {
+    let t = run(&[svc(
+        "w",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.wrong.label", "42"),
+            ("traefik.http.routers.r.rule", "Host(`r.example.com`)"),
+            ("traefik.http.routers.r.entrypoint", "web"),
+            ("traefik.http.routers.ok.rule", "Host(`ok.example.com`)"),
+            ("traefik.http.services.w.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    assert_problem(&t, "w", "traefik.wrong.label", "ignored");
+    assert_problem(
+        &t,
+        "w",
+        "traefik.http.routers.r.entrypoint",
+        "unknown router field entrypoint",
+    );
+    let rs = routes_of(&t, "w");
+    assert_eq!(
+        rs.len(),
+        1,
+        "only the router with the bad field is left out, not the service: {rs:#?}"
+    );
+    assert_eq!(hosts(rs[0]), ["ok.example.com"]);
+}
+
+#[test]
+fn traefik_typo_root_is_reported() {
+    let t = run(&[svc(
+        "typo",
+        &[
+            ("treafik.http.routers.r.rule", "Host(`t.example.com`)"),
+            ("traefik.enable", "true"),
+        ],
+    )]);
+    assert_problem(&t, "typo", "treafik.http.routers.r.rule", "misspelt");
+}
+
+#[test]
+fn traefik_name_collision_is_a_problem_on_both_and_nobody_steals() {
+    let t = run(&[
+        svc(
+            "one",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.web.rule", "Host(`one.example.com`)"),
+                ("traefik.http.services.app.loadbalancer.server.port", "8001"),
+            ],
+        ),
+        svc(
+            "two",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.web.rule", "Host(`two.example.com`)"),
+                ("traefik.http.services.app.loadbalancer.server.port", "8002"),
+            ],
+        ),
+    ]);
+    for s in ["one", "two"] {
+        assert_problem(&t, s, "traefik.http.routers.web", "also defined");
+        assert_problem(&t, s, "traefik.http.services.app", "also defined");
+    }
+    assert_eq!(targets(only_route(&t, "one")), [task("one", None, 8001)]);
+    assert_eq!(targets(only_route(&t, "two")), [task("two", None, 8002)]);
+}
+
+#[test]
+fn traefik_identical_service_definitions_merge_like_traefik() {
+    let labels = |host: &'static str| {
+        vec![
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.r.rule", host),
+            ("traefik.http.routers.r.service", "shared"),
+            (
+                "traefik.http.services.shared.loadbalancer.server.port",
+                "80",
+            ),
+        ]
+    };
+    let t = run(&[
+        svc("blue", &labels("Host(`app.example.com`)")),
+        svc("green", &labels("Host(`app.example.com`)")),
+    ]);
+    assert!(t.problems.is_empty(), "{:#?}", t.problems);
+    assert_eq!(
+        targets(only_route(&t, "blue")),
+        [task("blue", None, 80), task("green", None, 80)]
+    );
+}
+
+#[test]
+fn traefik_middlewares_map_onto_the_model() {
+    let hash = "$2y$05$abcdefghijklmnopqrstuu8Gq6.1Cj8mQbH5g6b9F0ElHzsoHxJtW";
+    let t = run(&[svc(
+        "mw",
+        &[
+            ("traefik.enable", "true"),
+            (
+                "traefik.http.routers.api.rule",
+                "Host(`mw.example.com`) && PathPrefix(`/api`)",
+            ),
+            (
+                "traefik.http.routers.api.middlewares",
+                "strip,hdr,auth,limit,again@swarm",
+            ),
+            (
+                "traefik.http.middlewares.strip.stripprefix.prefixes",
+                "/api",
+            ),
+            (
+                "traefik.http.middlewares.hdr.headers.customrequestheaders.X-Script-Name",
+                "test",
+            ),
+            (
+                "traefik.http.middlewares.hdr.headers.customresponseheaders.X-Custom",
+                "v",
+            ),
+            (
+                "traefik.http.middlewares.auth.basicauth.users",
+                &format!("test:{hash}"),
+            ),
+            ("traefik.http.middlewares.limit.ratelimit.average", "100"),
+            ("traefik.http.middlewares.limit.ratelimit.burst", "50"),
+            ("traefik.http.middlewares.again.retry.attempts", "3"),
+            ("traefik.http.services.mw.loadbalancer.server.port", "80"),
+            (
+                "traefik.http.services.mw.loadbalancer.sticky.cookie.name",
+                "pin",
+            ),
+            (
+                "traefik.http.services.mw.loadbalancer.healthcheck.path",
+                "/health",
+            ),
+            (
+                "traefik.http.services.mw.loadbalancer.healthcheck.interval",
+                "5s",
+            ),
+            (
+                "traefik.http.services.mw.loadbalancer.passhostheader",
+                "false",
+            ),
+        ],
+    )]);
+    let r = only_route(&t, "mw");
+    assert_eq!(r.middlewares[0], Middleware::StripPrefix("/api".into()));
+    assert!(
+        matches!(&r.middlewares[1], Middleware::RequestHeaders(e) if e.set["X-Script-Name"] == "test")
+    );
+    assert!(
+        matches!(&r.middlewares[2], Middleware::ResponseHeaders(e) if e.set["X-Custom"] == "v")
+    );
+    assert!(
+        matches!(&r.middlewares[3], Middleware::BasicAuth { users, realm } if users["test"] == hash && realm == "traefik")
+    );
+    assert_eq!(
+        r.middlewares[4],
+        Middleware::RateLimit {
+            average: 100,
+            period: Duration::from_secs(1),
+            burst: 50
+        }
+    );
+    assert_eq!(r.middlewares[5], Middleware::Retry { attempts: 3 });
+    let up = r.upstream().unwrap();
+    assert_eq!(up.lb, LbPolicy::Cookie);
+    assert_eq!(up.sticky_cookie.as_deref(), Some("pin"));
+    assert_eq!(
+        up.health,
+        Some(HealthCheck {
+            path: "/health".into(),
+            interval: Duration::from_secs(5)
+        })
+    );
+    assert!(!up.pass_host);
+    assert_eq!(
+        upstream_path(&table(&t), "mw.example.com", "/api/users"),
+        "/users"
+    );
+}
+
+#[test]
+fn traefik_redirectscheme_redirects_plain_http_and_serves_https() {
+    let t = run(&[svc(
+        "red",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.r.rule", "Host(`red.example.com`)"),
+            ("traefik.http.routers.r.middlewares", "to-https"),
+            (
+                "traefik.http.middlewares.to-https.redirectscheme.scheme",
+                "https",
+            ),
+            (
+                "traefik.http.middlewares.to-https.redirectscheme.permanent",
+                "true",
+            ),
+            ("traefik.http.services.red.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    no_problems_for(&t, "red");
+    let rs = routes_of(&t, "red");
+    let redirect = rs
+        .iter()
+        .find(|r| matches!(r.action, Action::Redirect { .. }))
+        .unwrap();
+    assert_eq!(
+        redirect.action,
+        Action::Redirect {
+            location: "https://red.example.com{uri}".into(),
+            status: 308
+        }
+    );
+    assert_eq!(
+        redirect.entrypoints,
+        Entrypoints {
+            http: true,
+            https: false
+        }
+    );
+    let proxy = rs.iter().find(|r| r.upstream().is_some()).unwrap();
+    assert_eq!(
+        proxy.entrypoints,
+        Entrypoints {
+            http: false,
+            https: true
+        }
+    );
+}
+
+#[test]
+fn traefik_needs_enable_unless_exposed_by_default() {
+    let labels = [
+        ("traefik.http.routers.r.rule", "Host(`e.example.com`)"),
+        ("traefik.http.services.e.loadbalancer.server.port", "80"),
+    ];
+    let t = run(&[svc("e", &labels)]);
+    assert!(t.routes.is_empty());
+    assert_problem(&t, "e", "traefik.enable", "exposed_by_default");
+    let cfg = LabelsConfig {
+        exposed_by_default: true,
+        ..LabelsConfig::default()
+    };
+    let t = translate(
+        &[svc("e", &labels), svc("plain", &[("com.example.x", "1")])],
+        &cfg,
+    );
+    assert_eq!(hosts(only_route(&t, "e")), ["e.example.com"]);
+    assert!(
+        routes_of(&t, "plain").is_empty(),
+        "services without traefik labels are never routed"
+    );
+    let t = run(&[svc(
+        "off",
+        &[("traefik.enable", "false"), labels[0], labels[1]],
+    )]);
+    assert!(t.routes.is_empty() && t.problems.is_empty());
+}
+
+#[test]
+fn traefik_rule_without_host_is_refused() {
+    let t = run(&[svc(
+        "open",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.r.rule", "PathPrefix(`/`)"),
+            ("traefik.http.services.o.loadbalancer.server.port", "80"),
+        ],
+    )]);
+    assert!(t.routes.is_empty());
+    assert_problem(&t, "open", "traefik.http.routers.r.rule", "Host");
+}
+
+// ---------------------------------------------------------------------------------------------
+// isolation across services and dialects
+
+#[test]
+fn broken_labels_of_one_service_never_change_another_services_routes() {
+    let good = svc(
+        "good",
+        &[
+            ("swarmgate.host", "native.example.com"),
+            ("caddy", "caddy.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 8080}}"),
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.g.rule", "Host(`traefik.example.com`)"),
+            ("traefik.http.services.g.loadbalancer.server.port", "9000"),
+        ],
+    );
+    let broken = svc(
+        "broken",
+        &[
+            ("swarmgate.host", "*"),
+            ("swarmgate.port", "-1"),
+            ("caddy", "caddy.example.com"),
+            ("caddy.tls", "what"),
+            ("caddy.reverse_proxy", "{{nope}}"),
+            ("caddy_1", "(x"),
+            ("caddy_1.reverse_proxy", "@missing {{upstreams}}"),
+            ("traefik.enable", "yes please"),
+            ("traefik.http.routers.g.rule", "Host(`traefik.example.com`"),
+            ("traefik.http.services.g.loadbalancer.server.port", "zero"),
+            ("traefik.http.middlewares.g.nosuchtype.x", "1"),
+            ("treafik.http.routers.g.rule", "x"),
+        ],
+    );
+    let alone = run(std::slice::from_ref(&good));
+    assert_eq!(alone.routes.len(), 3, "{:#?}", alone.routes);
+    for order in [
+        vec![good.clone(), broken.clone()],
+        vec![broken.clone(), good.clone()],
+    ] {
+        let t = run(&order);
+        assert_eq!(
+            t.routes
+                .iter()
+                .filter(|r| r.id.starts_with("svc/good/"))
+                .cloned()
+                .collect::<Vec<_>>(),
+            alone.routes
+        );
+        assert!(t.problems.iter().any(|p| p.source == "broken"));
+        no_problems_for(&t, "good");
+    }
+}
+
+#[test]
+fn translating_a_thousand_services_is_fast() {
+    let services: Vec<ServiceInput> = (0..1000)
+        .map(|i| {
+            let name = format!("stack_svc{i}");
+            let host = format!("s{i}.example.com");
+            let mut s = svc(&name, &[]);
+            match i % 3 {
+                0 => {
+                    s.labels.insert("swarmgate.host".into(), host);
+                    s.labels.insert("swarmgate.port".into(), "8080".into());
+                }
+                1 => {
+                    s.labels.insert("caddy".into(), host);
+                    s.labels
+                        .insert("caddy.reverse_proxy".into(), "{{upstreams 8080}}".into());
+                    s.labels
+                        .insert("caddy.header.X-Frame-Options".into(), "DENY".into());
+                }
+                _ => {
+                    s.labels.insert("traefik.enable".into(), "true".into());
+                    s.labels.insert(
+                        format!("traefik.http.routers.r{i}.rule"),
+                        format!("Host(`{host}`) && PathPrefix(`/api`)"),
+                    );
+                    s.labels.insert(
+                        format!("traefik.http.services.s{i}.loadbalancer.server.port"),
+                        "8080".into(),
+                    );
+                }
+            }
+            s
+        })
+        .collect();
+    let cfg = LabelsConfig::default();
+    let _ = translate(&services, &cfg);
+    let start = std::time::Instant::now();
+    let t = translate(&services, &cfg);
+    let took = start.elapsed();
+    assert_eq!(t.routes.len(), 1000);
+    assert!(
+        t.problems.is_empty(),
+        "{:#?}",
+        &t.problems[..t.problems.len().min(5)]
+    );
+    // Generous for unoptimised test builds on a shared machine; release is a few ms.
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+}
