@@ -136,6 +136,7 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
 
     // Pass 1: every service's site on its own; drop what is invalid before it can be merged.
     let mut valid: Vec<Block> = Vec::new();
+    let mut by_address: BTreeMap<Vec<String>, usize> = BTreeMap::new();
     for mut site in sites {
         interp.failed.clear();
         let fatal = interp.site(&site, false).is_err();
@@ -144,9 +145,14 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
         }
         let failed = std::mem::take(&mut interp.failed);
         tree::remove_ids(&mut site.children, &failed);
-        match valid.iter_mut().find(|a| same_addresses(a, &site)) {
-            Some(a) => tree::merge_children(&mut a.children, site.children),
-            None => valid.push(site),
+        match by_address.entry(address_key(&site)) {
+            std::collections::btree_map::Entry::Occupied(e) => {
+                tree::merge_children(&mut valid[*e.get()].children, site.children)
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(valid.len());
+                valid.push(site);
+            }
         }
     }
     // Pass 2: the merged sites.

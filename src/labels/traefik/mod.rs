@@ -116,6 +116,14 @@ struct SvcLabels {
     mw_specs: BTreeMap<String, Option<Vec<MwSpec>>>,
 }
 
+/// Which enabled Swarm services define each service / middleware name (built once, so
+/// cross-service references cost a lookup, not a scan).
+#[derive(Default)]
+struct Index {
+    services: BTreeMap<String, Vec<usize>>,
+    middlewares: BTreeMap<String, Vec<usize>>,
+}
+
 fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -171,9 +179,18 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
         }
     }
     collisions(services, &parsed, &enabled, out);
+    let mut idx = Index::default();
+    for (i, p) in parsed.iter().enumerate().filter(|(i, _)| enabled[*i]) {
+        p.services
+            .keys()
+            .for_each(|n| idx.services.entry(n.clone()).or_default().push(i));
+        p.middlewares
+            .keys()
+            .for_each(|n| idx.middlewares.entry(n.clone()).or_default().push(i));
+    }
     for i in 0..services.len() {
         if enabled[i] {
-            routes_for(i, services, &parsed, &enabled, cfg, out);
+            routes_for(i, services, &parsed, &idx, cfg, out);
         }
     }
 }
@@ -842,7 +859,7 @@ fn resolve_service(
     name: &str,
     services: &[&ServiceInput],
     parsed: &[SvcLabels],
-    enabled: &[bool],
+    idx: &Index,
 ) -> Result<(Vec<TaskTarget>, ServiceDef), String> {
     let target = |j: usize, d: &ServiceDef| -> Result<TaskTarget, String> {
         let port = match d.port {
@@ -859,13 +876,11 @@ fn resolve_service(
             port,
         })
     };
-    let owners: Vec<usize> = (0..services.len())
-        .filter(|&j| enabled[j] && parsed[j].services.contains_key(name))
-        .collect();
+    let owners: &[usize] = idx.services.get(name).map(Vec::as_slice).unwrap_or(&[]);
     let def = if let Some(d) = parsed[i].services.get(name) {
         d.clone()
     } else {
-        match owners.as_slice() {
+        match owners {
             [] => return Err(format!("service {name} is not defined by any enabled service")),
             [j, rest @ ..] if rest.iter().all(|k| parsed[*k].services[name] == parsed[*j].services[name]) => parsed[*j].services[name].clone(),
             _ => return Err(format!("service {name} is defined differently by several services; cannot tell which one is meant")),
@@ -897,7 +912,7 @@ fn routes_for(
     i: usize,
     services: &[&ServiceInput],
     parsed: &[SvcLabels],
-    enabled: &[bool],
+    idx: &Index,
     cfg: &LabelsConfig,
     out: &mut Translation,
 ) {
@@ -993,7 +1008,7 @@ fn routes_for(
                     )),
                 }
             }
-            _ => resolve_service(i, &svc_name, services, parsed, enabled),
+            _ => resolve_service(i, &svc_name, services, parsed, idx),
         };
         let (targets, def) = match resolved {
             Ok(x) => x,
@@ -1054,10 +1069,9 @@ fn routes_for(
             let spec = match p.mw_specs.get(&n) {
                 Some(s) => s.clone(),
                 None => {
-                    let owners: Vec<usize> = (0..services.len())
-                        .filter(|&j| enabled[j] && parsed[j].mw_specs.contains_key(&n))
-                        .collect();
-                    match owners.as_slice() {
+                    let owners: &[usize] =
+                        idx.middlewares.get(&n).map(Vec::as_slice).unwrap_or(&[]);
+                    match owners {
                         [] => {
                             problem(
                                 &r.middlewares_key,
