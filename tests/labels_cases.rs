@@ -1628,3 +1628,25 @@ fn translating_a_thousand_services_is_fast() {
     // Generous for unoptimised test builds on a shared machine; release is a few ms.
     assert!(took < Duration::from_millis(500), "took {took:?}");
 }
+
+#[test]
+fn caddy_label_value_cannot_forge_another_services_upstream() {
+    let t = run(&[
+        svc(
+            "victim",
+            &[
+                ("caddy", "victim.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams 9000}}"),
+            ],
+        ),
+        svc(
+            "x-attacker",
+            &[
+                ("caddy", "evil.example.com"),
+                ("caddy.reverse_proxy", "\u{1}0\u{1}"),
+            ],
+        ),
+    ]);
+    assert!(routes_of(&t, "x-attacker").is_empty(), "{:#?}", t.routes);
+    assert_problem(&t, "x-attacker", "caddy.reverse_proxy", "U+0001");
+}

@@ -382,6 +382,11 @@ pub(super) fn parse_service(
         let Some((root, path)) = split_root(key, prefix) else {
             continue;
         };
+        if value.contains(UP_MARK) {
+            // The marker is ours; a label must not forge a reference to another service's tasks.
+            ups.truncate(mark);
+            return Err((key.clone(), format!("control character U+0001 in the value; every {prefix} label of this service is ignored")));
+        }
         let rendered = match render_template(value, svc, service, network, ups) {
             Ok(r) => r,
             Err(e) => {

@@ -188,10 +188,8 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
             .keys()
             .for_each(|n| idx.middlewares.entry(n.clone()).or_default().push(i));
     }
-    for i in 0..services.len() {
-        if enabled[i] {
-            routes_for(i, services, &parsed, &idx, cfg, out);
-        }
+    for (i, _) in enabled.iter().enumerate().filter(|(_, on)| **on) {
+        routes_for(i, services, &parsed, &idx, cfg, out);
     }
 }
 
