@@ -23,9 +23,8 @@ use tree::{Block, Origin, UpstreamRef};
 use super::common::{bcrypt_hash, header_name, header_value, label_host, parse_duration};
 use super::{LabelsConfig, ServiceInput, Translation};
 use crate::model::{
-    Action, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Predicate,
-    Problem, Provenance, RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec,
-    UpstreamTarget, ValueMatch,
+    Action, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Predicate, Problem, Provenance,
+    RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, ValueMatch,
 };
 
 /// The Caddyfile the caddy labels of `services` spell, after merging (upstreams are shown as
@@ -64,11 +63,7 @@ struct Parsed {
 }
 
 fn parse_all(services: &[&ServiceInput], prefix: &str) -> Parsed {
-    let mut p = Parsed {
-        blocks: Vec::new(),
-        ups: Vec::new(),
-        problems: Vec::new(),
-    };
+    let mut p = Parsed { blocks: Vec::new(), ups: Vec::new(), problems: Vec::new() };
     let mut next_id = 0;
     for (i, svc) in services.iter().enumerate() {
         match tree::parse_service(svc, i, prefix, &mut p.ups, &mut next_id) {
@@ -80,10 +75,7 @@ fn parse_all(services: &[&ServiceInput], prefix: &str) -> Parsed {
 }
 
 fn is_snippet(b: &Block) -> bool {
-    b.args.len() == 1
-        && b.args[0].starts_with('(')
-        && b.args[0].ends_with(')')
-        && b.args[0].len() > 2
+    b.args.len() == 1 && b.args[0].starts_with('(') && b.args[0].ends_with(')') && b.args[0].len() > 2
 }
 
 /// Site addresses as compared for merging: split at commas, lower-case, order-free.
@@ -126,13 +118,8 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
     global_options(services, &globals, out);
 
     let mut ids: BTreeMap<String, usize> = BTreeMap::new();
-    let mut interp = Interp {
-        services,
-        ups: &parsed.ups,
-        snippets: &snippets,
-        problems: Vec::new(),
-        failed: BTreeSet::new(),
-    };
+    let mut interp =
+        Interp { services, ups: &parsed.ups, snippets: &snippets, problems: Vec::new(), failed: BTreeSet::new() };
 
     // Pass 1: every service's site on its own; drop what is invalid before it can be merged.
     let mut valid: Vec<Block> = Vec::new();
@@ -224,7 +211,9 @@ fn global_options(services: &[&ServiceInput], globals: &[Block], out: &mut Trans
                     "{name} is a site directive but this service has no site address label; add e.g. `{}=example.com`",
                     opt.origin.key.split('.').next().unwrap_or("caddy")
                 ))),
-                name => out.problems.push(problem(format!("global option {name} is not supported; ignored (supported: email, acme_ca)"))),
+                name => out.problems.push(problem(format!(
+                    "global option {name} is not supported; ignored (supported: email, acme_ca)"
+                ))),
             }
         }
     }
@@ -352,17 +341,12 @@ fn header_pattern(v: &str) -> ValueMatch {
 
 fn parse_cidr(s: &str) -> Result<Predicate, String> {
     let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let net: IpAddr = ip
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+    let net: IpAddr = ip.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
     let max = if net.is_ipv4() { 32 } else { 128 };
     let prefix_len = if len.is_empty() {
         max
     } else {
-        len.parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("{s:?}: bad prefix length"))?
+        len.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?
     };
     Ok(Predicate::ClientIp { net, prefix_len })
 }
@@ -392,17 +376,8 @@ impl Interp<'_> {
     }
 
     fn addresses(&mut self, site: &Block) -> Addresses {
-        let mut a = Addresses {
-            http: Vec::new(),
-            tls: Vec::new(),
-        };
-        for raw in site
-            .args
-            .iter()
-            .flat_map(|t| t.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
+        let mut a = Addresses { http: Vec::new(), tls: Vec::new() };
+        for raw in site.args.iter().flat_map(|t| t.split(',')).map(str::trim).filter(|t| !t.is_empty()) {
             let (plain, rest) = if let Some(r) = raw.strip_prefix("http://") {
                 (true, r)
             } else if let Some(r) = raw.strip_prefix("https://") {
@@ -411,13 +386,14 @@ impl Interp<'_> {
                 (false, raw)
             };
             if rest.contains('/') {
-                self.problem(&site.origin, format!("site address {raw:?}: a path in the address is not supported; use a handle block"));
+                self.problem(
+                    &site.origin,
+                    format!("site address {raw:?}: a path in the address is not supported; use a handle block"),
+                );
                 continue;
             }
             let (host, port) = match rest.rsplit_once(':') {
-                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
-                    (h, Some(p))
-                }
+                Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => (h, Some(p)),
                 _ => (rest, None),
             };
             let plain = match port {
@@ -454,24 +430,17 @@ impl Interp<'_> {
                     continue;
                 };
                 if b.args.len() > 1 {
-                    self.problem(
-                        &b.origin,
-                        "snippet arguments are not supported; importing without them",
-                    );
+                    self.problem(&b.origin, "snippet arguments are not supported; importing without them");
                 }
                 match self.snippets.get(name.as_str()) {
-                    Some(_) if depth > 8 => self.skip(
-                        b,
-                        format!("import {name}: snippets nested too deeply (a cycle?)"),
-                    ),
+                    Some(_) if depth > 8 => {
+                        self.skip(b, format!("import {name}: snippets nested too deeply (a cycle?)"))
+                    }
                     Some(sn) => {
                         let sn = sn.clone();
                         out.extend(self.expand_imports(&sn, depth + 1));
                     }
-                    None => self.skip(
-                        b,
-                        format!("import {name}: no snippet ({name}) is defined by any service"),
-                    ),
+                    None => self.skip(b, format!("import {name}: no snippet ({name}) is defined by any service")),
                 }
                 continue;
             }
@@ -489,10 +458,7 @@ impl Interp<'_> {
     fn site(&mut self, site: &Block, final_pass: bool) -> Result<Vec<RouteSpec>, Fatal> {
         let addrs = self.addresses(site);
         if addrs.http.is_empty() && addrs.tls.is_empty() {
-            self.problem(
-                &site.origin,
-                "no usable site address; the site is not served",
-            );
+            self.problem(&site.origin, "no usable site address; the site is not served");
             return Err(Fatal);
         }
         let children = self.expand_imports(&site.children, 0);
@@ -504,7 +470,13 @@ impl Interp<'_> {
             match tls_from {
                 Some(prev) if policy != tls => {
                     let other = self.svc(&prev.origin).to_owned();
-                    self.skip(b, format!("conflicting tls settings for this site (service {other} set {:?}); keeping the first", tls));
+                    self.skip(
+                        b,
+                        format!(
+                            "conflicting tls settings for this site (service {other} set {:?}); keeping the first",
+                            tls
+                        ),
+                    );
                 }
                 Some(_) => {}
                 None => {
@@ -513,15 +485,13 @@ impl Interp<'_> {
                 }
             }
         }
-        let ctx = Ctx {
-            path: PathMatch::any(),
-            preds: Vec::new(),
-            middlewares: Vec::new(),
-            matchers: BTreeMap::new(),
-        };
+        let ctx = Ctx { path: PathMatch::any(), preds: Vec::new(), middlewares: Vec::new(), matchers: BTreeMap::new() };
         let emitted = self.walk(&children, &ctx, true)?;
         if emitted.is_empty() && final_pass {
-            self.problem(&site.origin, "the site has no reverse_proxy, respond, redir or handle directive; nothing is served");
+            self.problem(
+                &site.origin,
+                "the site has no reverse_proxy, respond, redir or handle directive; nothing is served",
+            );
         }
         let mut routes = Vec::new();
         let groups = [(addrs.http, true), (addrs.tls, false)];
@@ -533,10 +503,7 @@ impl Interp<'_> {
                 let svc = self.svc(&e.origin).to_owned();
                 let mut r = RouteSpec::proxy(
                     String::new(),
-                    Provenance::Service {
-                        service: svc,
-                        key: e.origin.key.clone(),
-                    },
+                    Provenance::Service { service: svc, key: e.origin.key.clone() },
                     hosts.clone(),
                     UpstreamSpec::new(UpstreamTarget::Tasks(Vec::new())),
                 );
@@ -546,10 +513,7 @@ impl Interp<'_> {
                 r.middlewares = e.middlewares.clone();
                 if plain || tls == TlsPolicy::Off {
                     r.tls = TlsPolicy::Off;
-                    r.entrypoints = Entrypoints {
-                        http: true,
-                        https: false,
-                    };
+                    r.entrypoints = Entrypoints { http: true, https: false };
                 } else {
                     r.tls = tls.clone();
                 }
@@ -561,7 +525,13 @@ impl Interp<'_> {
 
     fn tls_policy(&mut self, b: &Block) -> Result<TlsPolicy, Fatal> {
         for c in &b.children {
-            self.problem(&c.origin, format!("tls option {} is not supported; ignored (certificates come from swarmgate's ACME issuer)", c.name));
+            self.problem(
+                &c.origin,
+                format!(
+                    "tls option {} is not supported; ignored (certificates come from swarmgate's ACME issuer)",
+                    c.name
+                ),
+            );
         }
         match b.args.as_slice() {
             [] => Ok(TlsPolicy::Auto),
@@ -579,7 +549,10 @@ impl Interp<'_> {
             args => {
                 self.problem(
                     &b.origin,
-                    format!("tls {}: expected internal, off, or an email address; the site is not served", args.join(" ")),
+                    format!(
+                        "tls {}: expected internal, off, or an email address; the site is not served",
+                        args.join(" ")
+                    ),
                 );
                 Err(Fatal)
             }
@@ -600,13 +573,7 @@ impl Interp<'_> {
         Ok(m)
     }
 
-    fn condition(
-        &mut self,
-        kind: &str,
-        args: &[String],
-        children: &[Block],
-        m: &mut Matcher,
-    ) -> Result<(), String> {
+    fn condition(&mut self, kind: &str, args: &[String], children: &[Block], m: &mut Matcher) -> Result<(), String> {
         match kind {
             "path" => {
                 let paths = args.iter().map(|p| caddy_path(p)).collect::<Result<Vec<_>, _>>()?;
@@ -683,11 +650,7 @@ impl Interp<'_> {
     }
 
     /// Resolves the matcher token at the start of `args`: (matcher, tokens consumed).
-    fn matcher_token(
-        &self,
-        args: &[String],
-        ctx: &Ctx,
-    ) -> Result<(Option<Matcher>, usize), String> {
+    fn matcher_token(&self, args: &[String], ctx: &Ctx) -> Result<(Option<Matcher>, usize), String> {
         let Some(t) = args.first() else {
             return Ok((None, 0));
         };
@@ -702,13 +665,7 @@ impl Interp<'_> {
             };
         }
         if t.starts_with('/') {
-            return Ok((
-                Some(Matcher {
-                    path: Some(caddy_path(t)?),
-                    preds: Vec::new(),
-                }),
-                1,
-            ));
+            return Ok((Some(Matcher { path: Some(caddy_path(t)?), preds: Vec::new() }), 1));
         }
         Ok((None, 0))
     }
@@ -730,12 +687,7 @@ impl Interp<'_> {
     }
 
     /// Reads the directives of one block level.
-    fn walk(
-        &mut self,
-        children: &[Block],
-        outer: &Ctx,
-        site_level: bool,
-    ) -> Result<Vec<Emitted>, Fatal> {
+    fn walk(&mut self, children: &[Block], outer: &Ctx, site_level: bool) -> Result<Vec<Emitted>, Fatal> {
         let mut ctx = outer.clone();
         for b in children.iter().filter(|b| b.name.starts_with('@')) {
             let def = self.matcher_def(b);
@@ -757,14 +709,7 @@ impl Interp<'_> {
             }
             self.middleware(b, &mut ctx, site_level)?;
         }
-        terminals.sort_by_key(|(b, rank)| {
-            (
-                *rank,
-                !b.args
-                    .first()
-                    .is_some_and(|a| is_matcher_token(a) && a != "*"),
-            )
-        });
+        terminals.sort_by_key(|(b, rank)| (*rank, !b.args.first().is_some_and(|a| is_matcher_token(a) && a != "*")));
         let mut out = Vec::new();
         for (b, _) in terminals {
             match b.name.as_str() {
@@ -794,13 +739,7 @@ impl Interp<'_> {
         let (m, used) = if b.name == "handle_path" {
             match b.args.first() {
                 Some(p) if p.starts_with('/') => match caddy_path(p) {
-                    Ok(pm) => (
-                        Some(Matcher {
-                            path: Some(pm),
-                            preds: Vec::new(),
-                        }),
-                        1,
-                    ),
+                    Ok(pm) => (Some(Matcher { path: Some(pm), preds: Vec::new() }), 1),
                     Err(e) => {
                         self.skip(b, format!("handle_path: {e}"));
                         return Vec::new();
@@ -821,25 +760,15 @@ impl Interp<'_> {
             }
         };
         if b.args.len() > used {
-            self.skip(
-                b,
-                format!("{}: unexpected arguments {:?}", b.name, &b.args[used..]),
-            );
+            self.skip(b, format!("{}: unexpected arguments {:?}", b.name, &b.args[used..]));
             return Vec::new();
         }
         let (path, preds) = Self::combine(ctx, m.as_ref());
-        let mut inner = Ctx {
-            path,
-            preds,
-            middlewares: ctx.middlewares.clone(),
-            matchers: ctx.matchers.clone(),
-        };
+        let mut inner = Ctx { path, preds, middlewares: ctx.middlewares.clone(), matchers: ctx.matchers.clone() };
         if b.name == "handle_path" {
             let prefix = b.args[0].trim_end_matches('*').trim_end_matches('/');
             if !prefix.is_empty() {
-                inner
-                    .middlewares
-                    .push(Middleware::StripPrefix(prefix.to_owned()));
+                inner.middlewares.push(Middleware::StripPrefix(prefix.to_owned()));
             }
         }
         match self.walk(&b.children, &inner, false) {
@@ -847,23 +776,14 @@ impl Interp<'_> {
                 if v.is_empty() {
                     self.problem(
                         &b.origin,
-                        format!(
-                            "{} block has nothing that answers (reverse_proxy, respond, redir)",
-                            b.name
-                        ),
+                        format!("{} block has nothing that answers (reverse_proxy, respond, redir)", b.name),
                     );
                 }
                 v
             }
             Err(Fatal) => {
                 self.failed.insert(b.id);
-                self.problem(
-                    &b.origin,
-                    format!(
-                        "{} block is not served (see the problems inside it)",
-                        b.name
-                    ),
-                );
+                self.problem(&b.origin, format!("{} block is not served (see the problems inside it)", b.name));
                 Vec::new()
             }
         }
@@ -875,14 +795,23 @@ impl Interp<'_> {
             "tls" => self.skip(b, "tls only applies to a whole site; ignored here"),
             "header" | "request_header" => {
                 if let Some(edits) = self.header_edits(b) {
-                    ctx.middlewares.push(if b.name == "header" { Middleware::ResponseHeaders(edits) } else { Middleware::RequestHeaders(edits) });
+                    ctx.middlewares.push(if b.name == "header" {
+                        Middleware::ResponseHeaders(edits)
+                    } else {
+                        Middleware::RequestHeaders(edits)
+                    });
                 }
             }
             "uri" => match b.args.as_slice() {
-                [op, p] if op == "strip_prefix" && p.starts_with('/') => ctx.middlewares.push(Middleware::StripPrefix(p.clone())),
+                [op, p] if op == "strip_prefix" && p.starts_with('/') => {
+                    ctx.middlewares.push(Middleware::StripPrefix(p.clone()))
+                }
                 [op, p] if op == "strip_prefix" => ctx.middlewares.push(Middleware::StripPrefix(format!("/{p}"))),
-                [m, ..] if is_matcher_token(m) && m != "*" => self.skip(b, "uri with a matcher is not supported; put it in a handle block"),
-                args => self.skip(b, format!("uri {}: only `uri strip_prefix /prefix` is supported; skipped", args.join(" "))),
+                [m, ..] if is_matcher_token(m) && m != "*" => {
+                    self.skip(b, "uri with a matcher is not supported; put it in a handle block")
+                }
+                args => self
+                    .skip(b, format!("uri {}: only `uri strip_prefix /prefix` is supported; skipped", args.join(" "))),
             },
             "rewrite" => {
                 let args: &[String] = match b.args.first() {
@@ -908,9 +837,17 @@ impl Interp<'_> {
                     return Err(Fatal);
                 }
             },
-            "encode" => self.problem(&b.origin, "encode: compression is not applied by swarmgate; responses pass through as the upstream sends them"),
-            "log" | "skip_log" | "log_skip" => self.problem(&b.origin, format!("{}: ignored; swarmgate's access log is configured globally ([log] access)", b.name)),
-            other => self.skip(b, format!("directive {other} is not supported; skipped (the rest of the site is served)")),
+            "encode" => self.problem(
+                &b.origin,
+                "encode: compression is not applied by swarmgate; responses pass through as the upstream sends them",
+            ),
+            "log" | "skip_log" | "log_skip" => self.problem(
+                &b.origin,
+                format!("{}: ignored; swarmgate's access log is configured globally ([log] access)", b.name),
+            ),
+            other => {
+                self.skip(b, format!("directive {other} is not supported; skipped (the rest of the site is served)"))
+            }
         }
         Ok(())
     }
@@ -921,13 +858,7 @@ impl Interp<'_> {
         let mut args: &[String] = &b.args;
         if let Some(m) = args.first().filter(|a| is_matcher_token(a)) {
             if m != "*" {
-                self.skip(
-                    b,
-                    format!(
-                        "{} with a matcher is not supported; put it in a handle block",
-                        b.name
-                    ),
-                );
+                self.skip(b, format!("{} with a matcher is not supported; put it in a handle block", b.name));
                 return None;
             }
             args = &args[1..];
@@ -961,10 +892,7 @@ impl Interp<'_> {
                 return None;
             }
             if value.contains('{') {
-                fail(
-                    self,
-                    "placeholders in header values are not evaluated".into(),
-                );
+                fail(self, "placeholders in header values are not evaluated".into());
                 return None;
             }
             if let Err(e) = header_value(&value) {
@@ -1003,9 +931,7 @@ impl Interp<'_> {
         let realm = match args {
             [] => "restricted".to_owned(),
             [alg] | [alg, _] if alg != "bcrypt" => {
-                return Err(format!(
-                    "hash algorithm {alg} is not supported (bcrypt only)"
-                ))
+                return Err(format!("hash algorithm {alg} is not supported (bcrypt only)"))
             }
             [_] => "restricted".to_owned(),
             [_, realm] => realm.replace('"', ""),
@@ -1016,10 +942,7 @@ impl Interp<'_> {
             let [hash] = c.args.as_slice() else {
                 return Err(format!("user {}: give exactly one hash", c.name));
             };
-            users.insert(
-                c.name.clone(),
-                bcrypt_hash(hash).map_err(|e| format!("user {}: {e}", c.name))?,
-            );
+            users.insert(c.name.clone(), bcrypt_hash(hash).map_err(|e| format!("user {}: {e}", c.name))?);
         }
         if users.is_empty() {
             return Err("no users (add e.g. caddy.basic_auth.alice=<bcrypt hash>)".into());
@@ -1036,8 +959,7 @@ impl Interp<'_> {
             }
         };
         let (path, preds) = Self::combine(ctx, m.as_ref());
-        let mut tokens: Vec<(&Origin, &String)> =
-            b.args[used..].iter().map(|t| (&b.origin, t)).collect();
+        let mut tokens: Vec<(&Origin, &String)> = b.args[used..].iter().map(|t| (&b.origin, t)).collect();
         for c in b.children.iter().filter(|c| c.name == "to") {
             tokens.extend(c.args.iter().map(|t| (&c.origin, t)));
         }
@@ -1048,16 +970,9 @@ impl Interp<'_> {
             match tree::upstream_index(t).and_then(|i| self.ups.get(i)) {
                 Some(r) => {
                     let scheme = r.scheme.unwrap_or(UpstreamScheme::Http);
-                    let port = r.port.unwrap_or(if scheme == UpstreamScheme::Https {
-                        443
-                    } else {
-                        80
-                    });
-                    let tt = TaskTarget {
-                        service: self.services[r.service].name.clone(),
-                        network: r.network.clone(),
-                        port,
-                    };
+                    let port = r.port.unwrap_or(if scheme == UpstreamScheme::Https { 443 } else { 80 });
+                    let tt =
+                        TaskTarget { service: self.services[r.service].name.clone(), network: r.network.clone(), port };
                     if !targets.contains(&tt) {
                         targets.push(tt);
                     }
@@ -1066,7 +981,10 @@ impl Interp<'_> {
                     }
                 }
                 None if tree::has_upstream_mark(t) => {
-                    self.problem(origin, "{{upstreams}} glued to other text is not supported; write it as a separate argument");
+                    self.problem(
+                        origin,
+                        "{{upstreams}} glued to other text is not supported; write it as a separate argument",
+                    );
                 }
                 None => literal.push((origin.clone(), t.clone())),
             }
@@ -1083,10 +1001,7 @@ impl Interp<'_> {
         if schemes.len() > 1 {
             self.problem(
                 &b.origin,
-                format!(
-                    "reverse_proxy mixes upstream schemes {schemes:?}; using {:?} for all",
-                    schemes[0]
-                ),
+                format!("reverse_proxy mixes upstream schemes {schemes:?}; using {:?} for all", schemes[0]),
             );
         }
         let mut middlewares = ctx.middlewares.clone();
@@ -1096,13 +1011,7 @@ impl Interp<'_> {
         let mut resp = HeaderEdits::default();
         for c in &b.children {
             let bad = |me: &mut Self, msg: String| {
-                me.problem(
-                    &c.origin,
-                    format!(
-                        "reverse_proxy {}: {msg}; this reverse_proxy is not served",
-                        c.name
-                    ),
-                );
+                me.problem(&c.origin, format!("reverse_proxy {}: {msg}; this reverse_proxy is not served", c.name));
                 me.failed.insert(b.id);
             };
             let arg1 = c.args.first().map(String::as_str);
@@ -1198,28 +1107,18 @@ impl Interp<'_> {
                 ),
             }
         }
-        up.health = health_uri.map(|path| HealthCheck {
-            path,
-            interval: health_interval,
-        });
+        up.health = health_uri.map(|path| HealthCheck { path, interval: health_interval });
         if !req.is_empty() {
             middlewares.push(Middleware::RequestHeaders(req));
         }
         if !resp.is_empty() {
             middlewares.push(Middleware::ResponseHeaders(resp));
         }
-        Some(Emitted {
-            origin: b.origin.clone(),
-            path,
-            preds,
-            middlewares,
-            action: Action::Proxy(up),
-        })
+        Some(Emitted { origin: b.origin.clone(), path, preds, middlewares, action: Action::Proxy(up) })
     }
 
     fn redir(&mut self, b: &Block, ctx: &Ctx) -> Option<Emitted> {
-        let is_code =
-            |s: &str| matches!(s, "permanent" | "temporary" | "html") || s.parse::<u16>().is_ok();
+        let is_code = |s: &str| matches!(s, "permanent" | "temporary" | "html") || s.parse::<u16>().is_ok();
         let has_matcher = match b.args.as_slice() {
             [m, _, _] => is_matcher_token(m),
             [m, second] => is_matcher_token(m) && !is_code(second),
@@ -1258,10 +1157,7 @@ impl Interp<'_> {
         };
         let location = to.replace("{http.request.uri}", "{uri}");
         if location.replace("{uri}", "").contains('{') {
-            self.skip(
-                b,
-                format!("redir {to}: only the {{uri}} placeholder is supported"),
-            );
+            self.skip(b, format!("redir {to}: only the {{uri}} placeholder is supported"));
             return None;
         }
         let (path, preds) = Self::combine(ctx, m.as_ref());

@@ -19,13 +19,11 @@ mod rule;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::common::{
-    bcrypt_hash, header_name, header_value, label_host, normalize_name, parse_bool, parse_duration,
-};
+use super::common::{bcrypt_hash, header_name, header_value, label_host, normalize_name, parse_bool, parse_duration};
 use super::{LabelsConfig, ServiceInput, Translation};
 use crate::model::{
-    Action, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, Problem, Provenance,
-    RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
+    Action, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, Problem, Provenance, RouteSpec, TaskTarget,
+    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
 };
 
 /// A router as declared by labels.
@@ -74,16 +72,7 @@ impl PartialEq for ServiceDef {
             &self.health_path,
             self.health_interval,
             self.strategy,
-        ) == (
-            o.port,
-            o.scheme,
-            o.pass_host,
-            o.sticky,
-            &o.cookie,
-            &o.health_path,
-            o.health_interval,
-            o.strategy,
-        )
+        ) == (o.port, o.scheme, o.pass_host, o.sticky, &o.cookie, &o.health_path, o.health_interval, o.strategy)
     }
 }
 
@@ -130,11 +119,7 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
         }
         prev = cur;
     }
@@ -181,12 +166,8 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
     collisions(services, &parsed, &enabled, out);
     let mut idx = Index::default();
     for (i, p) in parsed.iter().enumerate().filter(|(i, _)| enabled[*i]) {
-        p.services
-            .keys()
-            .for_each(|n| idx.services.entry(n.clone()).or_default().push(i));
-        p.middlewares
-            .keys()
-            .for_each(|n| idx.middlewares.entry(n.clone()).or_default().push(i));
+        p.services.keys().for_each(|n| idx.services.entry(n.clone()).or_default().push(i));
+        p.middlewares.keys().for_each(|n| idx.middlewares.entry(n.clone()).or_default().push(i));
     }
     for (i, _) in enabled.iter().enumerate().filter(|(_, on)| **on) {
         routes_for(i, services, &parsed, &idx, cfg, out);
@@ -194,33 +175,18 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
 }
 
 /// Reports names defined differently by two enabled Swarm services.
-fn collisions(
-    services: &[&ServiceInput],
-    parsed: &[SvcLabels],
-    enabled: &[bool],
-    out: &mut Translation,
-) {
+fn collisions(services: &[&ServiceInput], parsed: &[SvcLabels], enabled: &[bool], out: &mut Translation) {
     let mut routers: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut svcs: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut mws: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, p) in parsed.iter().enumerate().filter(|(i, _)| enabled[*i]) {
-        p.routers
-            .keys()
-            .for_each(|n| routers.entry(n).or_default().push(i));
-        p.services
-            .keys()
-            .for_each(|n| svcs.entry(n).or_default().push(i));
-        p.middlewares
-            .keys()
-            .for_each(|n| mws.entry(n).or_default().push(i));
+        p.routers.keys().for_each(|n| routers.entry(n).or_default().push(i));
+        p.services.keys().for_each(|n| svcs.entry(n).or_default().push(i));
+        p.middlewares.keys().for_each(|n| mws.entry(n).or_default().push(i));
     }
     let mut report = |kind: &str, name: &str, owners: &[usize], key: &dyn Fn(usize) -> String| {
         for &i in owners {
-            let others: Vec<&str> = owners
-                .iter()
-                .filter(|&&j| j != i)
-                .map(|&j| services[j].name.as_str())
-                .collect();
+            let others: Vec<&str> = owners.iter().filter(|&&j| j != i).map(|&j| services[j].name.as_str()).collect();
             out.problems.push(Problem::new(
                 &services[i].name,
                 key(i),
@@ -233,42 +199,30 @@ fn collisions(
     };
     for (name, owners) in &routers {
         if owners.len() > 1 {
-            let rules: BTreeSet<Option<&str>> = owners
-                .iter()
-                .map(|&i| parsed[i].routers[*name].rule.as_ref().map(|r| r.1.as_str()))
-                .collect();
+            let rules: BTreeSet<Option<&str>> =
+                owners.iter().map(|&i| parsed[i].routers[*name].rule.as_ref().map(|r| r.1.as_str())).collect();
             if rules.len() > 1 || rules.contains(&None) {
-                report("router", name, owners, &|i| {
-                    parsed[i].routers[*name].key.clone()
-                });
+                report("router", name, owners, &|i| parsed[i].routers[*name].key.clone());
             }
         }
     }
     for (name, owners) in &svcs {
         let first = &parsed[owners[0]].services[*name];
         if owners.len() > 1 && owners.iter().any(|&i| &parsed[i].services[*name] != first) {
-            report("service", name, owners, &|i| {
-                parsed[i].services[*name].key.clone()
-            });
+            report("service", name, owners, &|i| parsed[i].services[*name].key.clone());
         }
     }
     for (name, owners) in &mws {
         let first = &parsed[owners[0]].mw_specs[*name];
         if owners.len() > 1 && owners.iter().any(|&i| &parsed[i].mw_specs[*name] != first) {
-            report("middleware", name, owners, &|i| {
-                parsed[i].middlewares[*name].key.clone()
-            });
+            report("middleware", name, owners, &|i| parsed[i].middlewares[*name].key.clone());
         }
     }
 }
 
 /// Splits `a,b , c` into trimmed, non-empty items.
 fn list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Reads one service's labels into definitions, reporting keys it cannot place.
@@ -282,13 +236,8 @@ fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> SvcLabels {
         let Some(rest) = lk.strip_prefix("traefik.") else {
             if lk != "traefik" {
                 if let Some((root, _)) = lk.split_once('.') {
-                    if root != "traefik"
-                        && (5..=9).contains(&root.len())
-                        && levenshtein(root, "traefik") <= 2
-                    {
-                        p(format!(
-                            "{root}. looks like a misspelt traefik.; this label is ignored"
-                        ));
+                    if root != "traefik" && (5..=9).contains(&root.len()) && levenshtein(root, "traefik") <= 2 {
+                        p(format!("{root}. looks like a misspelt traefik.; this label is ignored"));
                     }
                 }
             } else {
@@ -550,26 +499,13 @@ fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option
     let kind = m.kind.as_deref()?;
     let mut errs: Vec<Problem> = Vec::new();
     let mut notes: Vec<Problem> = Vec::new();
-    let mut bad = |key: &str, msg: String| {
-        errs.push(Problem::new(
-            svc,
-            key,
-            format!("{msg}; middleware not usable"),
-        ))
-    };
+    let mut bad = |key: &str, msg: String| errs.push(Problem::new(svc, key, format!("{msg}; middleware not usable")));
     let mut note = |key: &str, msg: String| notes.push(Problem::new(svc, key, msg));
-    let get = |f: &str| {
-        m.fields
-            .iter()
-            .find(|x| x.0 == f)
-            .map(|x| (x.2.as_str(), x.3.as_str()))
-    };
+    let get = |f: &str| m.fields.iter().find(|x| x.0 == f).map(|x| (x.2.as_str(), x.3.as_str()));
     let known = |allowed: &[&str], prefixes: &[&str]| -> Vec<(String, String)> {
         m.fields
             .iter()
-            .filter(|x| {
-                !allowed.contains(&x.0.as_str()) && !prefixes.iter().any(|p| x.0.starts_with(p))
-            })
+            .filter(|x| !allowed.contains(&x.0.as_str()) && !prefixes.iter().any(|p| x.0.starts_with(p)))
             .map(|x| (x.2.clone(), x.0.clone()))
             .collect()
     };
@@ -612,10 +548,7 @@ fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option
                     vec![MwSpec::Plain(Middleware::StripPrefix(ps[0].clone()))]
                 }
                 Some((k, ps)) if ps.len() > 1 => {
-                    bad(
-                        k,
-                        "several prefixes are not supported (one prefix per middleware)".into(),
-                    );
+                    bad(k, "several prefixes are not supported (one prefix per middleware)".into());
                     vec![]
                 }
                 Some((k, _)) => {
@@ -646,10 +579,7 @@ fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option
             let mut resp = HeaderEdits::default();
             let mut sts: Option<(u64, bool, bool)> = None;
             for (f, orig, k, v) in &m.fields {
-                let set = |edits: &mut HeaderEdits,
-                           name: &str,
-                           value: &str,
-                           bad: &mut dyn FnMut(&str, String)| {
+                let set = |edits: &mut HeaderEdits, name: &str, value: &str, bad: &mut dyn FnMut(&str, String)| {
                     match header_name(name).and_then(|_| header_value(value)) {
                         Ok(()) => {
                             edits.set.insert(name.to_owned(), value.to_owned());
@@ -704,12 +634,13 @@ fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option
             }
             if let Some((k, v)) = get("removeheader") {
                 if parse_bool(v) == Ok(true) {
-                    note(k, "removeHeader is not supported: the Authorization header is forwarded to the service".into());
+                    note(
+                        k,
+                        "removeHeader is not supported: the Authorization header is forwarded to the service".into(),
+                    );
                 }
             }
-            let realm = get("realm")
-                .map(|(_, v)| v.replace('"', ""))
-                .unwrap_or_else(|| "traefik".into());
+            let realm = get("realm").map(|(_, v)| v.replace('"', "")).unwrap_or_else(|| "traefik".into());
             let mut users = BTreeMap::new();
             match get("users") {
                 Some((k, v)) => {
@@ -737,10 +668,7 @@ fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option
                 bad(&k, format!("ratelimit.{f} is not supported"));
             }
             if let Some((k, _)) = get("sourcecriterion").or_else(|| {
-                m.fields
-                    .iter()
-                    .find(|x| x.0.starts_with("sourcecriterion"))
-                    .map(|x| (x.2.as_str(), x.3.as_str()))
+                m.fields.iter().find(|x| x.0.starts_with("sourcecriterion")).map(|x| (x.2.as_str(), x.3.as_str()))
             }) {
                 note(k, "sourceCriterion is ignored".into());
             }
@@ -765,11 +693,7 @@ fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option
                 // Traefik: average 0 means no limit.
                 vec![]
             } else {
-                vec![MwSpec::Plain(Middleware::RateLimit {
-                    average,
-                    period,
-                    burst: burst.max(1),
-                })]
+                vec![MwSpec::Plain(Middleware::RateLimit { average, period, burst: burst.max(1) })]
             }
         }
         "retry" => {
@@ -777,10 +701,7 @@ fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option
                 bad(&k, format!("retry.{f} is not supported"));
             }
             if let Some((k, _)) = get("initialinterval") {
-                note(
-                    k,
-                    "retry.initialInterval is ignored: retries go to another task at once".into(),
-                );
+                note(k, "retry.initialInterval is ignored: retries go to another task at once".into());
             }
             match get("attempts").map(|(k, v)| (k, v.parse::<u32>())) {
                 Some((_, Ok(n))) if n >= 1 => {
@@ -815,25 +736,13 @@ fn default_rule(template: &str, svc: &ServiceInput) -> Result<String, String> {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or("unclosed {{ in the default rule")?;
-        let action: Vec<&str> = after[..end]
-            .trim()
-            .trim_matches('-')
-            .split_whitespace()
-            .collect();
+        let action: Vec<&str> = after[..end].trim().trim_matches('-').split_whitespace().collect();
         match action.as_slice() {
             ["normalize", ".Name"] | [".Name"] => out.push_str(&normalize_name(&svc.name)),
-            ["index", ".Labels", k] => out.push_str(
-                svc.labels
-                    .get(k.trim_matches('"'))
-                    .map(String::as_str)
-                    .unwrap_or(""),
-            ),
-            other => {
-                return Err(format!(
-                    "default rule template {{{{{}}}}} is not supported",
-                    other.join(" ")
-                ))
+            ["index", ".Labels", k] => {
+                out.push_str(svc.labels.get(k.trim_matches('"')).map(String::as_str).unwrap_or(""))
             }
+            other => return Err(format!("default rule template {{{{{}}}}} is not supported", other.join(" "))),
         }
         rest = &after[end + 2..];
     }
@@ -868,11 +777,7 @@ fn resolve_service(
                 _ => return Err(format!("port is missing: set traefik.http.services.{name}.loadbalancer.server.port (service {} publishes several ports)", services[j].name)),
             },
         };
-        Ok(TaskTarget {
-            service: services[j].name.clone(),
-            network: parsed[j].network.clone(),
-            port,
-        })
+        Ok(TaskTarget { service: services[j].name.clone(), network: parsed[j].network.clone(), port })
     };
     let owners: &[usize] = idx.services.get(name).map(Vec::as_slice).unwrap_or(&[]);
     let def = if let Some(d) = parsed[i].services.get(name) {
@@ -880,29 +785,23 @@ fn resolve_service(
     } else {
         match owners {
             [] => return Err(format!("service {name} is not defined by any enabled service")),
-            [j, rest @ ..] if rest.iter().all(|k| parsed[*k].services[name] == parsed[*j].services[name]) => parsed[*j].services[name].clone(),
-            _ => return Err(format!("service {name} is defined differently by several services; cannot tell which one is meant")),
+            [j, rest @ ..] if rest.iter().all(|k| parsed[*k].services[name] == parsed[*j].services[name]) => {
+                parsed[*j].services[name].clone()
+            }
+            _ => {
+                return Err(format!(
+                    "service {name} is defined differently by several services; cannot tell which one is meant"
+                ))
+            }
         }
     };
     if def.broken {
         return Err(format!("service {name} is not usable (see its problem)"));
     }
     // Identical definitions merge (Traefik appends their servers); the local one comes first.
-    let mut group: Vec<usize> = if parsed[i].services.contains_key(name) {
-        vec![i]
-    } else {
-        Vec::new()
-    };
-    group.extend(
-        owners
-            .iter()
-            .copied()
-            .filter(|&j| j != i && parsed[j].services[name] == def),
-    );
-    let targets = group
-        .into_iter()
-        .map(|j| target(j, &parsed[j].services[name]))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut group: Vec<usize> = if parsed[i].services.contains_key(name) { vec![i] } else { Vec::new() };
+    group.extend(owners.iter().copied().filter(|&j| j != i && parsed[j].services[name] == def));
+    let targets = group.into_iter().map(|j| target(j, &parsed[j].services[name])).collect::<Result<Vec<_>, _>>()?;
     Ok((targets, def))
 }
 
@@ -924,7 +823,11 @@ fn routes_for(
     let mut local_services: Vec<String> = p.services.keys().cloned().collect();
     if p.routers.is_empty() {
         if p.services.len() > 1 {
-            problem("traefik.http.routers", "no router labels and several services: cannot create a default router; add a router per service".into());
+            problem(
+                "traefik.http.routers",
+                "no router labels and several services: cannot create a default router; add a router per service"
+                    .into(),
+            );
             return;
         }
         if p.services.is_empty() && !p.middlewares.is_empty() {
@@ -933,10 +836,7 @@ fn routes_for(
         }
         routers.push((
             default_name.clone(),
-            RouterDef {
-                key: format!("traefik.http.routers.{default_name}"),
-                ..Default::default()
-            },
+            RouterDef { key: format!("traefik.http.routers.{default_name}"), ..Default::default() },
         ));
     }
     let mut implicit_service: Option<ServiceDef> = None;
@@ -976,16 +876,15 @@ fn routes_for(
             problem(&rule_key, n);
         }
         // Service.
-        let svc_key = r
-            .service
-            .as_ref()
-            .map(|s| s.0.clone())
-            .unwrap_or_else(|| format!("{}.service", r.key));
+        let svc_key = r.service.as_ref().map(|s| s.0.clone()).unwrap_or_else(|| format!("{}.service", r.key));
         let svc_name = match &r.service {
             Some((_, s)) => match local_ref(s) {
                 Some(n) => n,
                 None => {
-                    problem(&svc_key, format!("service {s} is from another provider; only services defined by labels are supported"));
+                    problem(
+                        &svc_key,
+                        format!("service {s} is from another provider; only services defined by labels are supported"),
+                    );
                     continue;
                 }
             },
@@ -995,9 +894,10 @@ fn routes_for(
                 continue;
             }
         };
-        let resolved = match &implicit_service {
-            Some(def) if svc_name == default_name && !p.services.contains_key(&svc_name) => {
-                match svc.ports.as_slice() {
+        let resolved =
+            match &implicit_service {
+                Some(def) if svc_name == default_name && !p.services.contains_key(&svc_name) => {
+                    match svc.ports.as_slice() {
                     [port] => Ok((vec![TaskTarget { service: svc.name.clone(), network: p.network.clone(), port: *port }], def.clone())),
                     _ => Err(format!(
                         "port is missing: set traefik.http.services.<name>.loadbalancer.server.port (service {} publishes {} ports)",
@@ -1005,9 +905,9 @@ fn routes_for(
                         if svc.ports.is_empty() { "no".to_owned() } else { svc.ports.len().to_string() }
                     )),
                 }
-            }
-            _ => resolve_service(i, &svc_name, services, parsed, idx),
-        };
+                }
+                _ => resolve_service(i, &svc_name, services, parsed, idx),
+            };
         let (targets, def) = match resolved {
             Ok(x) => x,
             Err(e) => {
@@ -1017,10 +917,7 @@ fn routes_for(
         };
         // Entry points.
         let tls = r.tls || r.certresolver || !r.domains.is_empty();
-        let mut eps = Entrypoints {
-            http: r.entrypoints.is_none(),
-            https: r.entrypoints.is_none(),
-        };
+        let mut eps = Entrypoints { http: r.entrypoints.is_none(), https: r.entrypoints.is_none() };
         if let Some((k, names)) = &r.entrypoints {
             for n in names {
                 if n.eq_ignore_ascii_case(&cfg.entrypoint_http) {
@@ -1046,10 +943,7 @@ fn routes_for(
             if !eps.https {
                 problem(
                     &format!("{}.tls", r.key),
-                    format!(
-                        "a TLS router needs the {} entry point; router {name} not served",
-                        cfg.entrypoint_https
-                    ),
+                    format!("a TLS router needs the {} entry point; router {name} not served", cfg.entrypoint_https),
                 );
                 continue;
             }
@@ -1067,8 +961,7 @@ fn routes_for(
             let spec = match p.mw_specs.get(&n) {
                 Some(s) => s.clone(),
                 None => {
-                    let owners: &[usize] =
-                        idx.middlewares.get(&n).map(Vec::as_slice).unwrap_or(&[]);
+                    let owners: &[usize] = idx.middlewares.get(&n).map(Vec::as_slice).unwrap_or(&[]);
                     match owners {
                         [] => {
                             problem(
@@ -1078,11 +971,7 @@ fn routes_for(
                             mw_ok = false;
                             break;
                         }
-                        [j, rest @ ..]
-                            if rest
-                                .iter()
-                                .all(|k| parsed[*k].mw_specs[&n] == parsed[*j].mw_specs[&n]) =>
-                        {
+                        [j, rest @ ..] if rest.iter().all(|k| parsed[*k].mw_specs[&n] == parsed[*j].mw_specs[&n]) => {
                             parsed[*j].mw_specs[&n].clone()
                         }
                         _ => {
@@ -1096,7 +985,10 @@ fn routes_for(
             match spec {
                 Some(s) => mws.extend(s),
                 None => {
-                    problem(&r.middlewares_key, format!("middleware {n} is not usable (see its problem); router {name} not served"));
+                    problem(
+                        &r.middlewares_key,
+                        format!("middleware {n} is not usable (see its problem); router {name} not served"),
+                    );
                     mw_ok = false;
                     break;
                 }
@@ -1127,10 +1019,7 @@ fn routes_for(
                 }
             }
         }
-        let priority = r
-            .priority
-            .filter(|p| *p != 0)
-            .unwrap_or(rule_text.len() as i64);
+        let priority = r.priority.filter(|p| *p != 0).unwrap_or(rule_text.len() as i64);
         let mut up = UpstreamSpec::new(UpstreamTarget::Tasks(targets));
         up.scheme = def.scheme;
         up.pass_host = def.pass_host;
@@ -1141,10 +1030,10 @@ fn routes_for(
             up.lb = LbPolicy::Cookie;
             up.sticky_cookie = def.cookie.clone();
         }
-        up.health = def.health_path.clone().map(|path| HealthCheck {
-            path,
-            interval: def.health_interval.unwrap_or(Duration::from_secs(30)),
-        });
+        up.health = def
+            .health_path
+            .clone()
+            .map(|path| HealthCheck { path, interval: def.health_interval.unwrap_or(Duration::from_secs(30)) });
         let many = parts.len() > 1;
         for (k, part) in parts.into_iter().enumerate() {
             let id = if many {
@@ -1152,12 +1041,8 @@ fn routes_for(
             } else {
                 format!("svc/{}/traefik/{name}", svc.name)
             };
-            let prov = Provenance::Service {
-                service: svc.name.clone(),
-                key: r.key.clone(),
-            };
-            let mut route =
-                RouteSpec::proxy(id.clone(), prov.clone(), part.hosts.clone(), up.clone());
+            let prov = Provenance::Service { service: svc.name.clone(), key: r.key.clone() };
+            let mut route = RouteSpec::proxy(id.clone(), prov.clone(), part.hosts.clone(), up.clone());
             route.path = part.path.clone();
             route.predicate = part.predicate.clone();
             route.priority = priority;
@@ -1179,22 +1064,21 @@ fn routes_for(
                     route.entrypoints.http = false;
                     for h in &part.hosts {
                         if h.starts_with("*.") {
-                            problem(&r.middlewares_key, format!("redirectscheme: cannot redirect wildcard host {h}; it is not served on {}", cfg.entrypoint_http));
+                            problem(
+                                &r.middlewares_key,
+                                format!(
+                                    "redirectscheme: cannot redirect wildcard host {h}; it is not served on {}",
+                                    cfg.entrypoint_http
+                                ),
+                            );
                             continue;
                         }
-                        let mut red = RouteSpec::proxy(
-                            format!("{id}/redirect/{h}"),
-                            prov.clone(),
-                            vec![h.clone()],
-                            up.clone(),
-                        );
+                        let mut red =
+                            RouteSpec::proxy(format!("{id}/redirect/{h}"), prov.clone(), vec![h.clone()], up.clone());
                         red.path = part.path.clone();
                         red.predicate = part.predicate.clone();
                         red.priority = priority;
-                        red.entrypoints = Entrypoints {
-                            http: true,
-                            https: false,
-                        };
+                        red.entrypoints = Entrypoints { http: true, https: false };
                         red.tls = TlsPolicy::Off;
                         let port = port.map(|p| format!(":{p}")).unwrap_or_default();
                         red.action = Action::Redirect {
