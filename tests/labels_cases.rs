@@ -1291,3 +1291,36 @@ fn traefik_or_of_hosts_and_alternatives() {
     assert_eq!(rs[1].path, PathMatch::RawPrefix("/b".into()));
     assert!(rs.iter().all(|r| r.entrypoints == Entrypoints { http: false, https: true }));
 }
+
+#[test]
+fn caddy_redir_with_host_placeholder_names_each_host() {
+    let t = run(&[svc(
+        "www",
+        &[("caddy", "a.example.com b.example.com"), ("caddy.redir", "https://www.{host}{uri} permanent")],
+    )]);
+    no_problems_for(&t, "www");
+    let mut got: Vec<(Vec<&str>, &Action)> = routes_of(&t, "www").iter().map(|r| (hosts(r), &r.action)).collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        [
+            (
+                vec!["a.example.com"],
+                &Action::Redirect { location: "https://www.a.example.com{uri}".into(), status: 301 }
+            ),
+            (
+                vec!["b.example.com"],
+                &Action::Redirect { location: "https://www.b.example.com{uri}".into(), status: 301 }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn service_input_reads_from_json() {
+    let s: ServiceInput = serde_json::from_str(r#"{"name":"web","labels":{"caddy":"web.example.com"},"ports":[8080]}"#)
+        .expect("valid JSON");
+    assert_eq!(s.name, "web");
+    assert_eq!(s.ports, [8080]);
+    assert_eq!(s.labels["caddy"], "web.example.com");
+}

@@ -500,24 +500,47 @@ impl Interp<'_> {
                 continue;
             }
             for e in &emitted {
-                let svc = self.svc(&e.origin).to_owned();
-                let mut r = RouteSpec::proxy(
-                    String::new(),
-                    Provenance::Service { service: svc, key: e.origin.key.clone() },
-                    hosts.clone(),
-                    UpstreamSpec::new(UpstreamTarget::Tasks(Vec::new())),
-                );
-                r.action = e.action.clone();
-                r.path = e.path.clone();
-                r.predicate = and(e.preds.clone());
-                r.middlewares = e.middlewares.clone();
-                if plain || tls == TlsPolicy::Off {
-                    r.tls = TlsPolicy::Off;
-                    r.entrypoints = Entrypoints { http: true, https: false };
-                } else {
-                    r.tls = tls.clone();
+                // `{host}` in a redirect target: one route per host, so the target can name it.
+                let per_host: Vec<(Vec<String>, Action)> = match &e.action {
+                    Action::Redirect { location, status } if location.contains("{host}") => {
+                        let mut v = Vec::new();
+                        for h in &hosts {
+                            if h.starts_with("*.") {
+                                self.problem(
+                                    &e.origin,
+                                    format!("redir with {{host}} cannot name wildcard host {h}; not redirected for it"),
+                                );
+                                continue;
+                            }
+                            v.push((
+                                vec![h.clone()],
+                                Action::Redirect { location: location.replace("{host}", h), status: *status },
+                            ));
+                        }
+                        v
+                    }
+                    a => vec![(hosts.clone(), a.clone())],
+                };
+                for (route_hosts, action) in per_host {
+                    let svc = self.svc(&e.origin).to_owned();
+                    let mut r = RouteSpec::proxy(
+                        String::new(),
+                        Provenance::Service { service: svc, key: e.origin.key.clone() },
+                        route_hosts,
+                        UpstreamSpec::new(UpstreamTarget::Tasks(Vec::new())),
+                    );
+                    r.action = action;
+                    r.path = e.path.clone();
+                    r.predicate = and(e.preds.clone());
+                    r.middlewares = e.middlewares.clone();
+                    if plain || tls == TlsPolicy::Off {
+                        r.tls = TlsPolicy::Off;
+                        r.entrypoints = Entrypoints { http: true, https: false };
+                    } else {
+                        r.tls = tls.clone();
+                    }
+                    routes.push(r);
                 }
-                routes.push(r);
             }
         }
         Ok(routes)
@@ -1155,9 +1178,9 @@ impl Interp<'_> {
                 }
             },
         };
-        let location = to.replace("{http.request.uri}", "{uri}");
-        if location.replace("{uri}", "").contains('{') {
-            self.skip(b, format!("redir {to}: only the {{uri}} placeholder is supported"));
+        let location = to.replace("{http.request.uri}", "{uri}").replace("{http.request.host}", "{host}");
+        if location.replace("{uri}", "").replace("{host}", "").contains('{') {
+            self.skip(b, format!("redir {to}: only the {{uri}} and {{host}} placeholders are supported"));
             return None;
         }
         let (path, preds) = Self::combine(ctx, m.as_ref());
