@@ -1324,3 +1324,128 @@ fn service_input_reads_from_json() {
     assert_eq!(s.ports, [8080]);
     assert_eq!(s.labels["caddy"], "web.example.com");
 }
+
+/// Random label soup (deterministic seed): translation never panics, and a well-formed service
+/// with its own names and hosts keeps exactly its routes whatever the others say.
+#[test]
+fn random_labels_never_panic_and_never_touch_a_good_service() {
+    const KEYS: &[&str] = &[
+        "caddy",
+        "caddy_1",
+        "caddy.reverse_proxy",
+        "caddy.handle_path",
+        "caddy.handle_path.0_reverse_proxy",
+        "caddy.@m.header",
+        "caddy.@m",
+        "caddy.0_reverse_proxy",
+        "caddy.tls",
+        "caddy.import",
+        "caddy_1.tls",
+        "caddy.route.1_uri",
+        "caddy.redir",
+        "caddy.respond",
+        "caddy.basic_auth.u",
+        "caddy.header.X",
+        "caddy.email",
+        "caddy.a\\.b.c",
+        "caddy.",
+        "caddy_ingress_network",
+        "swarmgate.host",
+        "swarmgate.port",
+        "swarmgate.routes.x.path",
+        "swarmgate.routes..host",
+        "swarmgate.headers.request.",
+        "traefik.enable",
+        "traefik.http.routers.r.rule",
+        "traefik.http.routers.r.service",
+        "traefik.http.routers.r.middlewares",
+        "traefik.http.routers.r.tls.domains[x].main",
+        "traefik.http.routers.r.tls",
+        "traefik.http.services.s.loadbalancer.server.port",
+        "traefik.http.middlewares.m.stripprefix.prefixes",
+        "traefik.http.middlewares.m.headers.customrequestheaders.",
+        "traefik.http.middlewares.m.basicauth.users",
+        "traefik.http.middlewares.m.redirectscheme.scheme",
+        "traefik..http",
+        "TRAEFIK.HTTP.ROUTERS.R.RULE",
+        "treafik.x",
+    ];
+    const VALUES: &[&str] = &[
+        "",
+        "x.test",
+        "(snip)",
+        "snip",
+        "{{upstreams}}",
+        "{{upstreams h2c 0}}",
+        "{{upstreams 99999}}",
+        "{{",
+        "}}",
+        "{{upstreams 80 81}}",
+        "{{index .Spec.Labels \"caddy\"}}",
+        "@m {{upstreams}}",
+        "/a* {{upstreams}}",
+        "/p/*",
+        "strip_prefix",
+        "internal",
+        "off",
+        "\"unterminated",
+        "`bt`",
+        "*",
+        "*.x.test",
+        "http://x.test",
+        "Host(`x.test`)",
+        "Host(`x.test`) && (Path(`/a`) || !Header(`a`,`b`))",
+        "Host(",
+        "Host(`*`)",
+        "PathPrefix(`/`)",
+        "(((",
+        "!!!",
+        "Host(`a.test`) || Host(`b.test`) && Query(`q`)",
+        "HostRegexp(`^.+\\.x\\.test$`)",
+        "true",
+        "false",
+        "65536",
+        "0",
+        "80",
+        "https",
+        "web,websecure",
+        "s@file",
+        "m,m,m",
+        "u:$apr1$x",
+        "ü.test",
+        "\u{1}0\u{1}",
+        "a:b:c",
+        "/",
+        "-1",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let good = svc(
+        "zz_good",
+        &[
+            ("swarmgate.host", "good-native.example.org"),
+            ("caddy", "good-caddy.example.org"),
+            ("caddy.reverse_proxy", "{{upstreams 8080}}"),
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.good-router.rule", "Host(`good-traefik.example.org`)"),
+            ("traefik.http.services.good-service.loadbalancer.server.port", "9000"),
+        ],
+    );
+    let alone = run(std::slice::from_ref(&good));
+    assert_eq!(alone.routes.len(), 3);
+    for round in 0..200 {
+        let mut services = vec![good.clone()];
+        for n in 0..rng.usize(1..6) {
+            let mut s = svc(&format!("r{round}_{n}"), &[]);
+            for _ in 0..rng.usize(0..12) {
+                s.labels.insert(KEYS[rng.usize(..KEYS.len())].into(), VALUES[rng.usize(..VALUES.len())].into());
+            }
+            s.ports = (0..rng.usize(0..3)).map(|_| rng.u16(1..)).collect();
+            services.push(s);
+        }
+        let t = run(&services);
+        let mine: Vec<RouteSpec> = t.routes.iter().filter(|r| r.id.starts_with("svc/zz_good/")).cloned().collect();
+        assert_eq!(mine, alone.routes, "round {round}: {services:#?}");
+        no_problems_for(&t, "zz_good");
+        let _ = table(&t);
+    }
+}
