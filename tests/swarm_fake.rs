@@ -596,3 +596,41 @@ async fn unix_socket_transport_and_auto_detection() {
     let closed = cfg("tcp://127.0.0.1:9", Duration::from_secs(1), &[]);
     assert!(!swarm::docker_reachable(&closed).await);
 }
+
+#[tokio::test]
+async fn rolling_update_switches_to_the_fast_task_poll() {
+    let fake = FakeDocker::start().await;
+    let mut svc = service("svc1", "web", &[("swarmgate.host", "web.example.com")]);
+    svc["UpdateStatus"] = json!({"State": "updating", "StartedAt": "2026-11-20T10:00:00Z", "Message": "update in progress"});
+    fake.update(|s| {
+        s.services = vec![svc];
+        s.tasks = vec![t("old", "svc1", "running", "running", on_proxy("10.0.1.1"))];
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Normal poll 60 s, rolling-update poll 150 ms: only the fast poll can see the new task.
+    let mut c = cfg(&fake.host(), Duration::from_secs(60), &["proxy"]);
+    c.poll_interval_updating = Dur(Duration::from_millis(150));
+    let mut p = start(&c, dir.path());
+    wait_for(&mut p.rx, "old task", |s| {
+        endpoints(s, "web.example.com") == Some(vec!["10.0.1.1:80".into()])
+    })
+    .await;
+    // Swarm replaces the task (no event for tasks): old desired shutdown, new one running.
+    fake.update(|s| {
+        s.tasks = vec![
+            t("old", "svc1", "shutdown", "running", on_proxy("10.0.1.1")),
+            t("new", "svc1", "running", "running", on_proxy("10.0.1.2")),
+        ];
+    });
+    let t0 = Instant::now();
+    wait_for(&mut p.rx, "the replacement task", |s| {
+        endpoints(s, "web.example.com") == Some(vec!["10.0.1.2:80".into()])
+    })
+    .await;
+    println!(
+        "task change seen during a rolling update after {:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    p.shutdown().await;
+}

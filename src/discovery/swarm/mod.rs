@@ -417,6 +417,17 @@ async fn publish(
     }
 }
 
+/// Service create/update/remove and network lifecycle events change routes or addresses.
+/// Network `connect`/`disconnect` fire for every container start on the node (bridge networks
+/// included) and would turn a busy node into a resync storm; task polling covers them.
+fn is_resync_event(ev: &types::Event) -> bool {
+    match ev.typ.as_str() {
+        "service" => true,
+        "network" => !matches!(ev.action.as_str(), "connect" | "disconnect"),
+        _ => false,
+    }
+}
+
 /// Keep an `/events` subscription open; signal every service/network event and every
 /// (re)connection. Backs off while the engine is away.
 async fn events_loop(client: DockerClient, tx: mpsc::Sender<Signal>, stop: CancellationToken) {
@@ -438,7 +449,7 @@ async fn events_loop(client: DockerClient, tx: mpsc::Sender<Signal>, stop: Cance
                         n = stream.next() => n,
                     };
                     match next {
-                        Some(Ok(ev)) if matches!(ev.typ.as_str(), "service" | "network") => {
+                        Some(Ok(ev)) if is_resync_event(&ev) => {
                             tracing::debug!(typ = %ev.typ, action = %ev.action, actor = %ev.actor.id, "engine event");
                             // A full channel already holds a pending resync: dropping is fine.
                             let _ = tx.try_send(Signal::Changed);

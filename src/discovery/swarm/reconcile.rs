@@ -127,6 +127,9 @@ pub fn service_input(s: &Service) -> ServiceInput {
     }
 }
 
+/// (service name, network override): targets sharing it share one address lookup.
+type TargetKey<'a> = (&'a str, Option<String>);
+
 /// Translate every service's labels, then resolve task upstreams. See [`resolve`].
 pub fn reconcile(
     services: &[Service],
@@ -169,7 +172,7 @@ pub fn resolve(
     }
 
     // (service, override) → (ip, task id) of every routable task with a selected address.
-    let mut resolved: HashMap<(&str, Option<String>), Vec<(IpAddr, &str)>> = HashMap::new();
+    let mut resolved: HashMap<TargetKey<'_>, Vec<(IpAddr, &str)>> = HashMap::new();
     let mut unknown_services: BTreeSet<String> = BTreeSet::new();
 
     for route in &mut routes {
@@ -740,7 +743,7 @@ mod tests {
         let a = resolve(
             tr(vec![route("web", None, 80)]),
             &services,
-            &[t1.clone()],
+            std::slice::from_ref(&t1),
             &[],
             &NetworkSelection::Any,
         );
