@@ -6,6 +6,8 @@
 
 pub mod acme;
 pub mod admin;
+pub mod app;
+pub mod check;
 pub mod config;
 pub mod discovery;
 pub mod labels;

@@ -3,6 +3,26 @@
 //! `swarmgate.<key>` describes the service's default route; `swarmgate.routes.<name>.<key>`
 //! describes more routes that inherit every unset key from the default route. A route with any
 //! problem (unknown key, bad value) is left out whole: never half-applied.
+//!
+//! | key | meaning | default |
+//! |---|---|---|
+//! | `host` | comma-separated host names; `*.example.com` = one-label wildcard (`*` alone is refused) | required |
+//! | `port` | container port on the task | 80 |
+//! | `path` | path prefix, segment-aware (`/api` matches `/api`, `/api/x`, not `/apix`) | `/` |
+//! | `path_match` | `prefix` or `exact` | prefix |
+//! | `strip_prefix` | remove `path` before forwarding (sets `X-Forwarded-Prefix`) | false |
+//! | `scheme` | upstream scheme: `http`, `https`, `h2c` | http |
+//! | `tls` | `auto` (ACME), `off` (plain HTTP only), `internal` (self-signed), or a static certificate name | auto |
+//! | `redirect_https` | plain-HTTP requests get 308 to https | true once a certificate exists |
+//! | `lb` | `round_robin`, `least_conn`, `p2c`, `ip_hash`, `cookie` | p2c |
+//! | `sticky_cookie` | cookie name for `lb=cookie` | `swarmgate_sticky` |
+//! | `pass_host` | forward the client's Host header | true |
+//! | `health.path`, `health.interval` | active health check | off; 10s |
+//! | `network` | Swarm network whose task IPs are used | the proxy's shared networks |
+//! | `headers.request.<Name>`, `headers.response.<Name>` | set a header (empty value removes it) | — |
+//! | `auth.basic`, `auth.realm` | `user:bcrypt-hash[,…]`; realm | —; `restricted` |
+//! | `priority` | higher wins between overlapping routes | 0 (longest path first) |
+//! | `retries` | extra attempts on another task for idempotent requests (0-8) | — |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
