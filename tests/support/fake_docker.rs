@@ -68,10 +68,7 @@ pub const WORKER_503: &str = "This node is not a swarm manager. Worker nodes can
 
 /// A service as `GET /services` lists it.
 pub fn service(id: &str, name: &str, labels: &[(&str, &str)]) -> Value {
-    let labels: serde_json::Map<String, Value> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
+    let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     json!({
         "ID": id, "Version": {"Index": 10},
         "CreatedAt": "2026-11-20T09:59:00Z", "UpdatedAt": "2026-11-20T10:00:00Z",
@@ -83,13 +80,7 @@ pub fn service(id: &str, name: &str, labels: &[(&str, &str)]) -> Value {
 }
 
 /// A task on `networks` = `[(network id, network name, "ip/prefix")]`.
-pub fn task(
-    id: &str,
-    service_id: &str,
-    desired: &str,
-    state: &str,
-    networks: &[(&str, &str, &str)],
-) -> Value {
+pub fn task(id: &str, service_id: &str, desired: &str, state: &str, networks: &[(&str, &str, &str)]) -> Value {
     let atts: Vec<Value> = networks
         .iter()
         .map(|(nid, name, addr)| {
@@ -279,8 +270,7 @@ impl Handler {
             let h = self.clone();
             async move { Ok::<_, Infallible>(h.answer(req)) }
         });
-        let conn =
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
+        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc);
         tokio::select! {
             _ = stop.cancelled() => {}
             _ = conn => {}
@@ -289,24 +279,14 @@ impl Handler {
 
     fn answer(&self, req: Request<Incoming>) -> Response<Body> {
         let path = strip_version(req.uri().path()).to_owned();
-        let query = req
-            .uri()
-            .query()
-            .map(|q| format!("?{q}"))
-            .unwrap_or_default();
+        let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
         self.requests.lock().unwrap().push(format!("{path}{query}"));
         let st = self.state.lock().unwrap().clone();
-        let swarm_failure = || {
-            st.swarm_failure
-                .as_ref()
-                .map(|(code, msg)| error(*code, msg))
-        };
+        let swarm_failure = || st.swarm_failure.as_ref().map(|(code, msg)| error(*code, msg));
         match path.as_str() {
             "/_ping" => text(200, "OK"),
             "/info" => ok_json(&st.info),
-            "/services" => {
-                swarm_failure().unwrap_or_else(|| ok_json(&Value::Array(st.services.clone())))
-            }
+            "/services" => swarm_failure().unwrap_or_else(|| ok_json(&Value::Array(st.services.clone()))),
             "/tasks" => swarm_failure().unwrap_or_else(|| ok_json(&Value::Array(st.tasks.clone()))),
             "/networks" => ok_json(&Value::Array(st.networks.clone())),
             "/events" => self.event_stream(),
@@ -331,12 +311,7 @@ impl Handler {
                     n = rx.recv() => n,
                 };
                 match next {
-                    Ok(line) => {
-                        return Some((
-                            Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))),
-                            (rx, stop),
-                        ))
-                    }
+                    Ok(line) => return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(line + "\n"))), (rx, stop))),
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(broadcast::error::RecvError::Closed) => return None,
                 }
@@ -356,9 +331,7 @@ fn strip_version(path: &str) -> &str {
         if let Some(i) = rest.find('/') {
             let ver = &rest[..i];
             if ver.split('.').count() == 2
-                && ver
-                    .split('.')
-                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                && ver.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
             {
                 return &rest[i..];
             }
@@ -396,8 +369,5 @@ fn version_prefix_is_stripped() {
     assert_eq!(strip_version("/v1.53/services"), "/services");
     assert_eq!(strip_version("/services"), "/services");
     assert_eq!(strip_version("/volumes"), "/volumes");
-    assert_eq!(
-        strip_version("/v1.44/containers/x/json"),
-        "/containers/x/json"
-    );
+    assert_eq!(strip_version("/v1.44/containers/x/json"), "/containers/x/json");
 }
