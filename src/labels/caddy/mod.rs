@@ -122,17 +122,27 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
         Interp { services, ups: &parsed.ups, snippets: &snippets, problems: Vec::new(), failed: BTreeSet::new() };
 
     // Pass 1: every service's site on its own; drop what is invalid before it can be merged.
+    // (Only sites that share their address list with another block need it: a site read alone
+    // here is read exactly the same way in pass 2.)
+    let keys: Vec<Vec<String>> = sites.iter().map(address_key).collect();
+    let mut shared: BTreeMap<&[String], usize> = BTreeMap::new();
+    for k in &keys {
+        *shared.entry(k.as_slice()).or_default() += 1;
+    }
+    let shared: BTreeSet<Vec<String>> = shared.into_iter().filter(|(_, n)| *n > 1).map(|(k, _)| k.to_vec()).collect();
     let mut valid: Vec<Block> = Vec::new();
     let mut by_address: BTreeMap<Vec<String>, usize> = BTreeMap::new();
-    for mut site in sites {
-        interp.failed.clear();
-        let fatal = interp.site(&site, false).is_err();
-        if fatal {
-            continue;
+    for (mut site, key) in sites.into_iter().zip(keys) {
+        if shared.contains(&key) {
+            interp.failed.clear();
+            let fatal = interp.site(&site, false).is_err();
+            if fatal {
+                continue;
+            }
+            let failed = std::mem::take(&mut interp.failed);
+            tree::remove_ids(&mut site.children, &failed);
         }
-        let failed = std::mem::take(&mut interp.failed);
-        tree::remove_ids(&mut site.children, &failed);
-        match by_address.entry(address_key(&site)) {
+        match by_address.entry(key) {
             std::collections::btree_map::Entry::Occupied(e) => {
                 tree::merge_children(&mut valid[*e.get()].children, site.children)
             }

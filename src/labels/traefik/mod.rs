@@ -113,13 +113,21 @@ struct Index {
     middlewares: BTreeMap<String, Vec<usize>>,
 }
 
+/// Edit distance between a label root and `traefik` (short ASCII words; no allocation).
 fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() > 15 || b.len() > 15 {
+        return usize::MAX;
+    }
+    let mut prev = [0usize; 16];
+    for (j, p) in prev.iter_mut().enumerate().take(b.len() + 1) {
+        *p = j;
+    }
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = [0usize; 16];
+        cur[0] = i + 1;
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -231,20 +239,21 @@ fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> SvcLabels {
     let mut docker_net: Option<String> = None;
     let mut swarm_net: Option<String> = None;
     for (key, value) in &svc.labels {
-        let lk = key.to_ascii_lowercase();
         let mut p = |msg: String| problems.push(Problem::new(&svc.name, key, msg));
-        let Some(rest) = lk.strip_prefix("traefik.") else {
-            if lk != "traefik" {
-                if let Some((root, _)) = lk.split_once('.') {
-                    if root != "traefik" && (5..=9).contains(&root.len()) && levenshtein(root, "traefik") <= 2 {
-                        p(format!("{root}. looks like a misspelt traefik.; this label is ignored"));
-                    }
-                }
-            } else {
+        let is_ours = key.len() >= 8 && key.as_bytes()[..8].eq_ignore_ascii_case(b"traefik.");
+        if !is_ours {
+            // Most labels belong to someone else; only look closer at near-misses of `traefik.`.
+            if key.eq_ignore_ascii_case("traefik") {
                 p("traefik alone means nothing; use traefik.enable and traefik.http.*".into());
+            } else if let Some((root, _)) = key.split_once('.') {
+                if (5..=9).contains(&root.len()) && levenshtein(&root.to_ascii_lowercase(), "traefik") <= 2 {
+                    p(format!("{root}. looks like a misspelt traefik.; this label is ignored"));
+                }
             }
             continue;
-        };
+        }
+        let lk = key.to_ascii_lowercase();
+        let rest = &lk[8..];
         s.any = true;
         // Original spelling of each segment (header names keep their case).
         let orig: Vec<&str> = key.split('.').collect();
