@@ -13,6 +13,15 @@
 //! - services without any `traefik.` label are never routed, even with `exposed_by_default`.
 //! - `lbswarm` (the Swarm VIP) is not used: we balance the task IPs ourselves, which is what
 //!   makes draining and per-task health checks possible. It is reported and ignored.
+//!
+//! Entry points and TLS: a router with `tls`, `tls.certresolver` (any resolver name = our ACME)
+//! or `tls.domains` answers on HTTPS only; plain HTTP to it is not served by it (as in Traefik).
+//! A router without TLS answers on its entry points (both when none are given): HTTP as is,
+//! without redirect, and HTTPS with an ACME certificate (what Traefik does with a certresolver on
+//! the `websecure` entry point). `redirectscheme` (scheme https) becomes one redirect route per
+//! host on the HTTP listener (307, or 308 when permanent); the router still serves HTTPS.
+//! `ratelimit` counts per route, not per client IP (reported). Priority defaults to the rule
+//! length, as in Traefik; other dialects use 0, so on a shared host Traefik routes sort first.
 
 mod read;
 mod rule;
