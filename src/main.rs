@@ -68,14 +68,16 @@ fn main() -> ExitCode {
             println!("swarmgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config, services, tasks, docker } => match check(config.as_ref(), services.as_ref(), tasks.as_ref(), docker) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
+        Command::Check { config, services, tasks, docker } => {
+            match check(config.as_ref(), services.as_ref(), tasks.as_ref(), docker) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
             }
-        },
+        }
         Command::Run { config } => {
             let cfg = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -111,7 +113,12 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Prints the compiled table and every problem; returns false when there are errors.
-fn check(path: Option<&PathBuf>, services: Option<&PathBuf>, tasks: Option<&PathBuf>, docker: bool) -> anyhow::Result<bool> {
+fn check(
+    path: Option<&PathBuf>,
+    services: Option<&PathBuf>,
+    tasks: Option<&PathBuf>,
+    docker: bool,
+) -> anyhow::Result<bool> {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -126,7 +133,8 @@ fn check(path: Option<&PathBuf>, services: Option<&PathBuf>, tasks: Option<&Path
     use swarmgate::discovery::swarm::{reconcile, snapshot_from_json, NetworkSelection, SwarmProvider};
     let selection = NetworkSelection::from_config(&cfg.docker.networks);
     let swarm = if let Some(services) = services {
-        let services_json = std::fs::read_to_string(services).with_context(|| format!("reading {}", services.display()))?;
+        let services_json =
+            std::fs::read_to_string(services).with_context(|| format!("reading {}", services.display()))?;
         let tasks_json = match tasks {
             Some(t) => Some(std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?),
             None => None,
@@ -137,7 +145,8 @@ fn check(path: Option<&PathBuf>, services: Option<&PathBuf>, tasks: Option<&Path
         Some(runtime.block_on(async {
             let provider = SwarmProvider::connect(&cfg.docker).await?;
             let client = provider.client();
-            let (services, tasks, networks) = (client.services().await?, client.tasks().await?, client.networks().await?);
+            let (services, tasks, networks) =
+                (client.services().await?, client.tasks().await?, client.networks().await?);
             anyhow::Ok(reconcile(&services, &tasks, &networks, &selection, &cfg.labels))
         })?)
     } else {
