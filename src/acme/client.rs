@@ -69,17 +69,28 @@ impl AcmeHttp {
 }
 
 impl HttpClient for AcmeHttp {
-    fn request(&self, req: Request<BodyWrapper<Bytes>>) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, Error>> + Send>> {
         let fut = self.inner.request(req);
         let slot = self.retry_after.clone();
         Box::pin(async move {
             let rsp = match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
                 Err(_) => return Err(Error::Other("ACME request timed out".into())),
-                Ok(Err(e)) => return Err(Error::Other(Box::new(e))),
+                Ok(Err(e)) => return Err(Error::Other(error_chain(&e).into())),
                 Ok(Ok(rsp)) => rsp,
             };
-            if matches!(rsp.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
-                if let Some(until) = rsp.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after) {
+            if matches!(
+                rsp.status(),
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+            ) {
+                if let Some(until) = rsp
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after)
+                {
                     if let Ok(mut s) = slot.lock() {
                         *s = Some((Instant::now(), until));
                     }
@@ -88,6 +99,22 @@ impl HttpClient for AcmeHttp {
             Ok(BytesResponse::from(rsp))
         })
     }
+}
+
+/// "client error (Connect): tcp connect error: Connection refused": hyper's top-level message
+/// alone hides the cause an operator needs.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
 }
 
 /// `Retry-After: <seconds>` or an HTTP date.
@@ -109,7 +136,10 @@ mod tests {
         let d = t.duration_since(SystemTime::now()).unwrap();
         assert!(d > Duration::from_secs(110) && d <= Duration::from_secs(120));
         let t = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
-        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1445412480);
+        assert_eq!(
+            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
+            1445412480
+        );
         assert!(parse_retry_after("soon").is_none());
     }
 }

@@ -58,7 +58,10 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
     #[error("ACME storage {path}: {source}")]
-    Storage { path: PathBuf, source: std::io::Error },
+    Storage {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("ACME storage {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("encoding ACME state: {0}")]
@@ -117,7 +120,10 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AcmeManager").field("directory", &self.cfg.directory).field("storage", &self.store.root()).finish_non_exhaustive()
+        f.debug_struct("AcmeManager")
+            .field("directory", &self.cfg.directory)
+            .field("storage", &self.store.root())
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,7 +139,9 @@ pub struct AcmeManager {
 pub struct AcmeMetrics(Arc<Inner>);
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn from_unix(s: u64) -> SystemTime {
@@ -150,7 +158,10 @@ pub fn backoff_delay(failures: u32, min: Duration, max: Duration, jitter: f64) -
 
 /// When a certificate is due for renewal: `fraction` of its lifetime after `not_before`.
 pub fn renewal_time(cert: &LiveCert, fraction: f64) -> SystemTime {
-    let life = cert.not_after.duration_since(cert.not_before).unwrap_or_default();
+    let life = cert
+        .not_after
+        .duration_since(cert.not_before)
+        .unwrap_or_default();
     cert.not_before + life.mul_f64(fraction.clamp(0.0, 1.0))
 }
 
@@ -169,7 +180,12 @@ pub fn rfc3339(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// True for names the manager may order: public-looking DNS names, never wildcards, IPs or
@@ -181,13 +197,20 @@ pub fn orderable(name: &str) -> bool {
 impl AcmeManager {
     /// Opens the storage and loads every stored certificate into `certs` (no network), so they
     /// serve at once. A process that died mid-order gets that attempt counted as a failure.
-    pub fn new(cfg: AcmeConfig, storage_dir: PathBuf, certs: Arc<CertMap>, challenges: Arc<Challenges>) -> Result<Self, AcmeError> {
+    pub fn new(
+        cfg: AcmeConfig,
+        storage_dir: PathBuf,
+        certs: Arc<CertMap>,
+        challenges: Arc<Challenges>,
+    ) -> Result<Self, AcmeError> {
         let dir = cfg.storage.clone().unwrap_or(storage_dir);
         let store = Store::open(dir)?;
         let now = SystemTime::now();
         let mut names = BTreeMap::new();
         for name in store.cert_names() {
-            let Some(bundle) = store.read_cert(&name)? else { continue };
+            let Some(bundle) = store.read_cert(&name)? else {
+                continue;
+            };
             match LiveCert::from_pem(&bundle, &bundle, CertSource::Acme) {
                 Ok(cert) => {
                     if cert.not_after > now {
@@ -198,18 +221,30 @@ impl AcmeManager {
                     let e: &mut Entry = names.entry(name.clone()).or_default();
                     e.cert = Some(cert);
                 }
-                Err(e) => tracing::warn!(name, error = %e, "ignoring unreadable stored ACME certificate"),
+                Err(e) => {
+                    tracing::warn!(name, error = %e, "ignoring unreadable stored ACME certificate")
+                }
             }
         }
         for name in store.state_names() {
             let mut st = store.read_state(&name);
             if let Some(started) = st.attempt_started.take() {
                 st.failures += 1;
-                st.last_error = Some("order interrupted: the process stopped during an order".into());
-                let delay = backoff_delay(st.failures, cfg.backoff_min.0, cfg.backoff_max.0, fastrand::f64());
+                st.last_error =
+                    Some("order interrupted: the process stopped during an order".into());
+                let delay = backoff_delay(
+                    st.failures,
+                    cfg.backoff_min.0,
+                    cfg.backoff_max.0,
+                    fastrand::f64(),
+                );
                 let until = unix(from_unix(started) + delay).max(st.backoff_until.unwrap_or(0));
                 st.backoff_until = Some(until);
-                tracing::warn!(name, failures = st.failures, "previous ACME order was interrupted; backing off");
+                tracing::warn!(
+                    name,
+                    failures = st.failures,
+                    "previous ACME order was interrupted; backing off"
+                );
                 store.write_state(&name, &st)?;
             }
             names.entry(name).or_default().state = st;
@@ -255,7 +290,11 @@ impl AcmeManager {
                 not_after: e.cert.as_ref().map(|c| rfc3339(c.not_after)),
                 next_renewal: e.cert.as_ref().map(|c| rfc3339(renewal_time(c, fraction))),
                 last_error: e.state.last_error.clone(),
-                backoff_until: e.state.backoff_until.filter(|t| *t > unix(SystemTime::now())).map(|t| rfc3339(from_unix(t))),
+                backoff_until: e
+                    .state
+                    .backoff_until
+                    .filter(|t| *t > unix(SystemTime::now()))
+                    .map(|t| rfc3339(from_unix(t))),
                 consecutive_failures: e.state.failures,
                 orders: e.orders,
                 order_in_flight: e.in_flight,
@@ -267,7 +306,11 @@ impl AcmeManager {
 
     /// Runs until `shutdown`: follows the wanted names, orders missing certificates, renews due
     /// ones and retries failures after their backoff.
-    pub async fn run(&self, mut names: watch::Receiver<BTreeSet<String>>, shutdown: CancellationToken) {
+    pub async fn run(
+        &self,
+        mut names: watch::Receiver<BTreeSet<String>>,
+        shutdown: CancellationToken,
+    ) {
         let inner = &self.inner;
         let mut tasks: JoinSet<()> = JoinSet::new();
         inner.set_wanted(&names.borrow_and_update().clone());
@@ -280,7 +323,9 @@ impl AcmeManager {
                 pending_change = None;
             }
             inner.start_due(&mut tasks);
-            let mut wait = inner.next_wake().min(inner.cfg.check_interval.0.max(Duration::from_millis(100)));
+            let mut wait = inner
+                .next_wake()
+                .min(inner.cfg.check_interval.0.max(Duration::from_millis(100)));
             if let Some(at) = pending_change {
                 wait = wait.min(at.saturating_duration_since(Instant::now()));
             }
@@ -323,7 +368,10 @@ impl Inner {
         for n in wanted {
             let n = n.to_ascii_lowercase();
             if !orderable(&n) {
-                tracing::debug!(name = n, "not ordering a certificate for this name (wildcard, IP or local name)");
+                tracing::debug!(
+                    name = n,
+                    "not ordering a certificate for this name (wildcard, IP or local name)"
+                );
                 continue;
             }
             names.entry(n).or_default().wanted = true;
@@ -343,15 +391,29 @@ impl Inner {
         if !e.wanted || e.in_flight {
             return None;
         }
-        let renew = e.cert.as_ref().map(|c| renewal_time(c, self.cfg.renew_fraction)).unwrap_or(SystemTime::UNIX_EPOCH);
-        let backoff = e.state.backoff_until.map(from_unix).unwrap_or(SystemTime::UNIX_EPOCH);
+        let renew = e
+            .cert
+            .as_ref()
+            .map(|c| renewal_time(c, self.cfg.renew_fraction))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let backoff = e
+            .state
+            .backoff_until
+            .map(from_unix)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         Some(renew.max(backoff))
     }
 
     fn next_wake(&self) -> Duration {
         let now = SystemTime::now();
         let names = self.lock();
-        names.values().filter_map(|e| self.due_at(e)).map(|t| t.duration_since(now).unwrap_or_default()).min().unwrap_or(Duration::MAX).max(Duration::from_millis(50))
+        names
+            .values()
+            .filter_map(|e| self.due_at(e))
+            .map(|t| t.duration_since(now).unwrap_or_default())
+            .min()
+            .unwrap_or(Duration::MAX)
+            .max(Duration::from_millis(50))
     }
 
     fn start_due(self: &Arc<Self>, tasks: &mut JoinSet<()>) {
@@ -363,7 +425,7 @@ impl Inner {
             if running >= MAX_CONCURRENT_ORDERS {
                 break;
             }
-            if !self.due_at(e).is_some_and(|t| t <= now) || covered_by(&statics, name) {
+            if self.due_at(e).is_none_or(|t| t > now) || covered_by(&statics, name) {
                 continue;
             }
             e.in_flight = true;
@@ -402,10 +464,15 @@ impl Inner {
         self.orders_total.fetch_add(1, Ordering::Relaxed);
         let kinds = self.kinds_for(failures);
         tracing::info!(name, challenges = ?kinds, "ordering certificate");
-        let result = match tokio::time::timeout(ORDER_TIMEOUT, self.order_with_account(&name, &kinds)).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("order timed out after {}s", ORDER_TIMEOUT.as_secs())),
-        };
+        let result =
+            match tokio::time::timeout(ORDER_TIMEOUT, self.order_with_account(&name, &kinds)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(format!(
+                    "order timed out after {}s",
+                    ORDER_TIMEOUT.as_secs()
+                )),
+            };
         let result = result.and_then(|(key, chain)| self.install(&name, &key, &chain));
         let mut names = self.lock();
         let e = names.entry(name.clone()).or_default();
@@ -413,7 +480,8 @@ impl Inner {
         e.state.attempt_started = None;
         match result {
             Ok(cert) => {
-                self.certificates_issued_total.fetch_add(1, Ordering::Relaxed);
+                self.certificates_issued_total
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::info!(name, not_after = %rfc3339(cert.not_after), elapsed_ms = started_instant.elapsed().as_millis() as u64, "certificate issued");
                 e.cert = Some(cert);
                 e.state.failures = 0;
@@ -424,8 +492,20 @@ impl Inner {
             Err(msg) => {
                 self.order_failures_total.fetch_add(1, Ordering::Relaxed);
                 e.state.failures += 1;
-                let mut until = SystemTime::now() + backoff_delay(e.state.failures, self.cfg.backoff_min.0, self.cfg.backoff_max.0, fastrand::f64());
-                let retry_after = self.retry_after.lock().ok().and_then(|s| *s).filter(|(seen, _)| *seen >= started_instant).map(|(_, t)| t.min(SystemTime::now() + MAX_RETRY_AFTER));
+                let mut until = SystemTime::now()
+                    + backoff_delay(
+                        e.state.failures,
+                        self.cfg.backoff_min.0,
+                        self.cfg.backoff_max.0,
+                        fastrand::f64(),
+                    );
+                let retry_after = self
+                    .retry_after
+                    .lock()
+                    .ok()
+                    .and_then(|s| *s)
+                    .filter(|(seen, _)| *seen >= started_instant)
+                    .map(|(_, t)| t.min(SystemTime::now() + MAX_RETRY_AFTER));
                 if let Some(ra) = retry_after {
                     until = until.max(ra);
                 }
@@ -443,24 +523,50 @@ impl Inner {
 
     /// Parses, stores and publishes a new certificate.
     fn install(&self, name: &str, key_pem: &str, chain_pem: &str) -> Result<LiveCert, String> {
-        let cert = LiveCert::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), CertSource::Acme).map_err(|e| format!("issued certificate unusable: {e}"))?;
+        let cert = LiveCert::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), CertSource::Acme)
+            .map_err(|e| format!("issued certificate unusable: {e}"))?;
         if !cert.names.iter().any(|n| n == name) {
-            return Err(format!("issued certificate does not cover {name} (covers {:?})", cert.names));
+            return Err(format!(
+                "issued certificate does not cover {name} (covers {:?})",
+                cert.names
+            ));
         }
-        self.store.write_cert(name, key_pem, chain_pem).map_err(|e| e.to_string())?;
+        self.store
+            .write_cert(name, key_pem, chain_pem)
+            .map_err(|e| e.to_string())?;
         // Replacing the map entry leaves open connections on the old key: nothing is dropped.
         self.certs.insert(cert.clone());
         Ok(cert)
     }
 
-    async fn order_with_account(&self, name: &str, kinds: &[ChallengeKind]) -> Result<(String, String), String> {
+    async fn order_with_account(
+        &self,
+        name: &str,
+        kinds: &[ChallengeKind],
+    ) -> Result<(String, String), String> {
         let account = self.account(false).await.map_err(|e| e.to_string())?;
-        match order::issue(&account, name, kinds, &self.challenges, order::poll_policy()).await {
+        match order::issue(
+            &account,
+            name,
+            kinds,
+            &self.challenges,
+            order::poll_policy(),
+        )
+        .await
+        {
             Ok(r) => Ok(r),
             Err(e) if e.account_gone() => {
                 tracing::warn!(name, error = %e, "the CA does not know the stored account; creating a new one");
                 let account = self.account(true).await.map_err(|e| e.to_string())?;
-                order::issue(&account, name, kinds, &self.challenges, order::poll_policy()).await.map_err(|e| e.to_string())
+                order::issue(
+                    &account,
+                    name,
+                    kinds,
+                    &self.challenges,
+                    order::poll_policy(),
+                )
+                .await
+                .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         }
@@ -475,20 +581,44 @@ impl Inner {
         if let Some(a) = slot.as_ref() {
             return Ok(a.clone());
         }
-        let http = || client::AcmeHttp::new(self.cfg.ca_root.as_deref(), self.retry_after.clone()).map(|c| Account::builder_with_http(Box::new(c)));
+        let http = || {
+            client::AcmeHttp::new(self.cfg.ca_root.as_deref(), self.retry_after.clone())
+                .map(|c| Account::builder_with_http(Box::new(c)))
+        };
         if !recreate {
-            if let Some(stored) = self.store.read_account()?.filter(|s| s.directory == self.cfg.directory) {
-                let account = http()?.from_credentials(stored.credentials).await.map_err(|e| AcmeError::Account(e.to_string()))?;
+            if let Some(stored) = self
+                .store
+                .read_account()?
+                .filter(|s| s.directory == self.cfg.directory)
+            {
+                let account = http()?
+                    .from_credentials(stored.credentials)
+                    .await
+                    .map_err(|e| AcmeError::Account(e.to_string()))?;
                 *slot = Some(account.clone());
                 return Ok(account);
             }
         }
         let contact = self.cfg.email.as_ref().map(|m| format!("mailto:{m}"));
         let contacts: Vec<&str> = contact.iter().map(|s| s.as_str()).collect();
-        let new = NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false };
-        let (account, credentials) = http()?.create(&new, self.cfg.directory.clone(), None).await.map_err(|e| AcmeError::Account(e.to_string()))?;
-        self.store.write_account(&store::StoredAccount { directory: self.cfg.directory.clone(), credentials })?;
-        tracing::info!(directory = self.cfg.directory, id = account.id(), "ACME account created");
+        let new = NewAccount {
+            contact: &contacts,
+            terms_of_service_agreed: true,
+            only_return_existing: false,
+        };
+        let (account, credentials) = http()?
+            .create(&new, self.cfg.directory.clone(), None)
+            .await
+            .map_err(|e| AcmeError::Account(e.to_string()))?;
+        self.store.write_account(&store::StoredAccount {
+            directory: self.cfg.directory.clone(),
+            credentials,
+        })?;
+        tracing::info!(
+            directory = self.cfg.directory,
+            id = account.id(),
+            "ACME account created"
+        );
         *slot = Some(account.clone());
         Ok(account)
     }
@@ -501,19 +631,49 @@ impl MetricSource for AcmeMetrics {
         out.push_str("# HELP swarmgate_acme_certificate_expiry_timestamp_seconds Expiry (notAfter) of the ACME certificate per name.\n# TYPE swarmgate_acme_certificate_expiry_timestamp_seconds gauge\n");
         for (n, e) in names.iter() {
             if let Some(c) = &e.cert {
-                let _ = writeln!(out, "swarmgate_acme_certificate_expiry_timestamp_seconds{{name=\"{}\"}} {}", escape(n), unix(c.not_after));
+                let _ = writeln!(
+                    out,
+                    "swarmgate_acme_certificate_expiry_timestamp_seconds{{name=\"{}\"}} {}",
+                    escape(n),
+                    unix(c.not_after)
+                );
             }
         }
         out.push_str("# HELP swarmgate_acme_consecutive_failures Failed orders in a row per name (0 after a success).\n# TYPE swarmgate_acme_consecutive_failures gauge\n");
         for (n, e) in names.iter() {
-            let _ = writeln!(out, "swarmgate_acme_consecutive_failures{{name=\"{}\"}} {}", escape(n), e.state.failures);
+            let _ = writeln!(
+                out,
+                "swarmgate_acme_consecutive_failures{{name=\"{}\"}} {}",
+                escape(n),
+                e.state.failures
+            );
         }
         let in_flight = names.values().filter(|e| e.in_flight).count();
         drop(names);
-        crate::admin::metrics::counter(out, "swarmgate_acme_orders_total", "ACME orders started.", inner.orders_total.load(Ordering::Relaxed));
-        crate::admin::metrics::counter(out, "swarmgate_acme_order_failures_total", "ACME orders that failed.", inner.order_failures_total.load(Ordering::Relaxed));
-        crate::admin::metrics::counter(out, "swarmgate_acme_certificates_issued_total", "Certificates obtained over ACME.", inner.certificates_issued_total.load(Ordering::Relaxed));
-        crate::admin::metrics::gauge(out, "swarmgate_acme_orders_in_flight", "ACME orders running now.", in_flight);
+        crate::admin::metrics::counter(
+            out,
+            "swarmgate_acme_orders_total",
+            "ACME orders started.",
+            inner.orders_total.load(Ordering::Relaxed),
+        );
+        crate::admin::metrics::counter(
+            out,
+            "swarmgate_acme_order_failures_total",
+            "ACME orders that failed.",
+            inner.order_failures_total.load(Ordering::Relaxed),
+        );
+        crate::admin::metrics::counter(
+            out,
+            "swarmgate_acme_certificates_issued_total",
+            "Certificates obtained over ACME.",
+            inner.certificates_issued_total.load(Ordering::Relaxed),
+        );
+        crate::admin::metrics::gauge(
+            out,
+            "swarmgate_acme_orders_in_flight",
+            "ACME orders running now.",
+            in_flight,
+        );
     }
 }
 
@@ -545,23 +705,52 @@ mod tests {
     #[test]
     fn only_public_names_are_orderable() {
         assert!(orderable("shop.example.com"));
-        for n in ["*.example.com", "127.0.0.1", "localhost", "x.localhost", "::1", "intranet", "Shop.Example.com"] {
+        for n in [
+            "*.example.com",
+            "127.0.0.1",
+            "localhost",
+            "x.localhost",
+            "::1",
+            "intranet",
+            "Shop.Example.com",
+        ] {
             assert!(!orderable(n), "{n}");
         }
     }
 
     fn manager(dir: &std::path::Path, kinds: Vec<ChallengeKind>) -> AcmeManager {
-        let cfg = AcmeConfig { challenges: kinds, ..AcmeConfig::default() };
-        AcmeManager::new(cfg, dir.to_path_buf(), Arc::new(CertMap::new()), Arc::new(Challenges::default())).unwrap()
+        let cfg = AcmeConfig {
+            challenges: kinds,
+            ..AcmeConfig::default()
+        };
+        AcmeManager::new(
+            cfg,
+            dir.to_path_buf(),
+            Arc::new(CertMap::new()),
+            Arc::new(Challenges::default()),
+        )
+        .unwrap()
     }
 
     #[test]
     fn retries_lead_with_the_next_challenge_type() {
         let dir = tempfile::tempdir().unwrap();
-        let m = manager(dir.path(), vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]);
-        assert_eq!(m.inner.kinds_for(0), vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]);
-        assert_eq!(m.inner.kinds_for(1), vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01]);
-        assert_eq!(m.inner.kinds_for(2), vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]);
+        let m = manager(
+            dir.path(),
+            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
+        );
+        assert_eq!(
+            m.inner.kinds_for(0),
+            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+        );
+        assert_eq!(
+            m.inner.kinds_for(1),
+            vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01]
+        );
+        assert_eq!(
+            m.inner.kinds_for(2),
+            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
+        );
     }
 
     #[test]
@@ -569,7 +758,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_path_buf()).unwrap();
         let now = unix(SystemTime::now());
-        store.write_state("a.example.com", &NameState { attempt_started: Some(now), ..Default::default() }).unwrap();
+        store
+            .write_state(
+                "a.example.com",
+                &NameState {
+                    attempt_started: Some(now),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         let m = manager(dir.path(), vec![ChallengeKind::Http01]);
         let st = m.status();
         assert_eq!(st.len(), 1);
@@ -580,7 +777,8 @@ mod tests {
         let m2 = manager(dir.path(), vec![ChallengeKind::Http01]);
         assert_eq!(m2.status()[0].consecutive_failures, 1);
         // Not due while backing off, even when wanted.
-        m2.inner.set_wanted(&BTreeSet::from(["a.example.com".to_string()]));
+        m2.inner
+            .set_wanted(&BTreeSet::from(["a.example.com".to_string()]));
         let e = m2.inner.lock();
         let due = m2.inner.due_at(&e["a.example.com"]).unwrap();
         assert!(due > SystemTime::now());
@@ -590,8 +788,17 @@ mod tests {
     fn wanted_names_are_filtered() {
         let dir = tempfile::tempdir().unwrap();
         let m = manager(dir.path(), vec![ChallengeKind::Http01]);
-        m.inner.set_wanted(&BTreeSet::from(["*.example.com".to_string(), "10.0.0.1".to_string(), "ok.example.com".to_string()]));
-        let names: Vec<String> = m.status().into_iter().filter(|s| s.wanted).map(|s| s.name).collect();
+        m.inner.set_wanted(&BTreeSet::from([
+            "*.example.com".to_string(),
+            "10.0.0.1".to_string(),
+            "ok.example.com".to_string(),
+        ]));
+        let names: Vec<String> = m
+            .status()
+            .into_iter()
+            .filter(|s| s.wanted)
+            .map(|s| s.name)
+            .collect();
         assert_eq!(names, vec!["ok.example.com".to_string()]);
     }
 }
