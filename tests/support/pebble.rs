@@ -364,96 +364,51 @@ where
     }
 }
 
-/// Stand-in for the proxy's listeners until `swarmgate::app` exists: plain HTTP answering
-/// HTTP-01 from `Challenges.http01`, and TLS through `tls::server_config` (so TLS-ALPN-01 and
-/// SNI selection are the real resolver). Other requests get `200 hello <host>`.
-pub struct Responder {
-    pub http_addr: SocketAddr,
-    pub tls_addr: SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+/// A plain HTTP upstream answering `200 hello <host>` to everything, until dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
 }
 
-impl Responder {
-    pub async fn start(
-        certs: Arc<swarmgate::tls::CertMap>,
-        challenges: Arc<swarmgate::tls::Challenges>,
-    ) -> Responder {
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (http_addr, tls_addr) = (http.local_addr().unwrap(), tls.local_addr().unwrap());
-        let ch = challenges.clone();
-        let http_task = tokio::spawn(async move {
-            while let Ok((stream, _)) = http.accept().await {
-                let ch = ch.clone();
-                tokio::spawn(serve_http(hyper_util::rt::TokioIo::new(stream), ch));
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = l.accept().await {
+                tokio::spawn(serve_hello(hyper_util::rt::TokioIo::new(stream)));
             }
         });
-        let acceptor = tokio_rustls::TlsAcceptor::from(swarmgate::tls::server_config(
-            certs,
-            challenges.clone(),
-        ));
-        let tls_task = tokio::spawn(async move {
-            while let Ok((stream, _)) = tls.accept().await {
-                let acceptor = acceptor.clone();
-                let ch = challenges.clone();
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    if tls.get_ref().1.alpn_protocol() == Some(swarmgate::tls::ACME_TLS_ALPN) {
-                        return; // TLS-ALPN-01 validation: the handshake was the answer.
-                    }
-                    serve_http(hyper_util::rt::TokioIo::new(tls), ch).await;
-                });
-            }
-        });
-        Responder {
-            http_addr,
-            tls_addr,
-            tasks: vec![http_task, tls_task],
-        }
+        Upstream { addr, task }
     }
 }
 
-impl Drop for Responder {
+impl Drop for Upstream {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.task.abort();
     }
 }
 
-async fn serve_http<I>(io: I, challenges: Arc<swarmgate::tls::Challenges>)
+async fn serve_hello<I>(io: I)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     use http_body_util::Full;
-    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let challenges = challenges.clone();
-        async move {
-            let path = req.uri().path();
-            let (status, body) = match path.strip_prefix("/.well-known/acme-challenge/") {
-                Some(token) => match challenges.http01.get(token) {
-                    Some(ka) => (200, ka.clone()),
-                    None => (404, "unknown token".to_string()),
-                },
-                None => {
-                    let host = req
-                        .headers()
-                        .get("host")
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    (200, format!("hello {host}"))
-                }
-            };
+    let svc = hyper::service::service_fn(
+        move |req: hyper::Request<hyper::body::Incoming>| async move {
+            let host = req
+                .headers()
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+                .to_string();
             let rsp = hyper::Response::builder()
-                .status(status)
-                .body(Full::new(bytes::Bytes::from(body)))
+                .status(200)
+                .body(Full::new(bytes::Bytes::from(format!("hello {host}"))))
                 .unwrap();
             Ok::<_, std::convert::Infallible>(rsp)
-        }
-    });
+        },
+    );
     let _ = hyper::server::conn::http1::Builder::new()
         .serve_connection(io, svc)
         .await;
