@@ -165,12 +165,9 @@ pub fn renewal_time(cert: &LiveCert, fraction: f64) -> SystemTime {
     cert.not_before + life.mul_f64(fraction.clamp(0.0, 1.0))
 }
 
-/// RFC 3339 (UTC, seconds) for the admin API.
-pub fn rfc3339(t: SystemTime) -> String {
-    let secs = unix(t);
-    let days = (secs / 86400) as i64;
-    let rem = secs % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+/// Civil UTC date (year, month, day) of `t` (Howard Hinnant's days-from-civil inverse).
+fn civil(t: SystemTime) -> (i64, u8, u8) {
+    let days = (unix(t) / 86400) as i64;
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -179,13 +176,46 @@ pub fn rfc3339(t: SystemTime) -> String {
     let mp = (5 * doy + 2) / 153;
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    (yoe + era * 400 + i64::from(m <= 2), m as u8, d as u8)
+}
+
+/// RFC 3339 (UTC, seconds) for the admin API.
+pub fn rfc3339(t: SystemTime) -> String {
+    let rem = unix(t) % 86400;
+    let (y, m, d) = civil(t);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// A self-signed certificate for `tls internal` routes: valid from yesterday for one year,
+/// CA:FALSE, P-256. Clients must trust it explicitly; it exists so such hosts still speak TLS
+/// without an ACME order.
+pub fn self_signed(name: &str) -> Result<LiveCert, AcmeError> {
+    let err = |e: &dyn std::fmt::Display| AcmeError::Internal {
+        name: name.to_owned(),
+        detail: e.to_string(),
+    };
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| err(&e))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    let (y, m, d) = civil(SystemTime::now() - Duration::from_secs(86400));
+    let y = i32::try_from(y).map_err(|e| err(&e))?;
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    params.not_after = rcgen::date_time_ymd(y + 1, m, d.min(28));
+    let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
+    let cert = params.self_signed(&key).map_err(|e| err(&e))?;
+    LiveCert::from_pem(
+        cert.pem().as_bytes(),
+        key.serialize_pem().as_bytes(),
+        CertSource::Internal,
+    )
+    .map_err(|e| err(&e))
 }
 
 /// True for names the manager may order: public-looking DNS names, never wildcards, IPs or
@@ -270,6 +300,50 @@ impl AcmeManager {
     /// The metric source to register with the admin metrics.
     pub fn metrics(&self) -> Arc<AcmeMetrics> {
         Arc::new(AcmeMetrics(self.inner.clone()))
+    }
+
+    /// Serves a self-signed certificate (see [`self_signed`]) for each `tls internal` name that
+    /// has no certificate yet. Kept in memory only: it is regenerated at each start.
+    pub fn ensure_internal(&self, names: &BTreeSet<String>) {
+        for name in names {
+            let name = name.to_ascii_lowercase();
+            if self.inner.certs.has(&name) || !store::valid_file_name(&name) {
+                continue;
+            }
+            match self_signed(&name) {
+                Ok(cert) => self.inner.certs.insert(cert),
+                Err(e) => tracing::warn!(name, error = %e, "cannot make an internal certificate"),
+            }
+        }
+    }
+
+    /// `{"certificates": [...]}` for `/api/certificates`: static certificates, then one entry per
+    /// ACME-managed name (see [`CertStatus`]).
+    pub fn certificates_json(&self) -> serde_json::Value {
+        let statics = self.inner.certs.statics();
+        let mut list: Vec<serde_json::Value> = statics
+            .certs
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "names": c.names, "issuer": c.issuer, "source": c.source,
+                    "not_after": rfc3339(c.not_after),
+                })
+            })
+            .collect();
+        list.extend(
+            self.status()
+                .into_iter()
+                .filter_map(|s| serde_json::to_value(s).ok()),
+        );
+        serde_json::json!({ "certificates": list })
+    }
+
+    /// [`Self::certificates_json`] as the admin's JSON source
+    /// (`app::Running::set_certificates_source`).
+    pub fn json_source(&self) -> crate::admin::JsonSource {
+        let m = self.clone();
+        Arc::new(move || m.certificates_json())
     }
 
     /// Orders started by this process (all names).
@@ -452,15 +526,16 @@ impl Inner {
     async fn order_one(self: Arc<Self>, name: String) {
         let started = SystemTime::now();
         let started_instant = Instant::now();
-        let failures = {
+        // Disk writes happen outside the lock; `in_flight` (set by start_due, cleared last)
+        // keeps every other writer away from this name's state meanwhile.
+        let state = {
             let mut names = self.lock();
             let e = names.entry(name.clone()).or_default();
             e.state.attempt_started = Some(unix(started));
-            if let Err(err) = self.store.write_state(&name, &e.state) {
-                tracing::warn!(name, error = %err, "writing ACME state");
-            }
-            e.state.failures
+            e.state.clone()
         };
+        self.persist(&name, &state);
+        let failures = state.failures;
         self.orders_total.fetch_add(1, Ordering::Relaxed);
         let kinds = self.kinds_for(failures);
         tracing::info!(name, challenges = ?kinds, "ordering certificate");
@@ -476,7 +551,6 @@ impl Inner {
         let result = result.and_then(|(key, chain)| self.install(&name, &key, &chain));
         let mut names = self.lock();
         let e = names.entry(name.clone()).or_default();
-        e.in_flight = false;
         e.state.attempt_started = None;
         match result {
             Ok(cert) => {
@@ -516,7 +590,16 @@ impl Inner {
                 tracing::warn!(name, failures = e.state.failures, retry_at = %rfc3339(from_unix(until_s)), error = %msg, "certificate order failed; the current certificate (if any) keeps serving");
             }
         }
-        if let Err(err) = self.store.write_state(&name, &e.state) {
+        let state = e.state.clone();
+        drop(names);
+        self.persist(&name, &state);
+        if let Some(e) = self.lock().get_mut(&name) {
+            e.in_flight = false;
+        }
+    }
+
+    fn persist(&self, name: &str, state: &NameState) {
+        if let Err(err) = self.store.write_state(name, state) {
             tracing::warn!(name, error = %err, "writing ACME state");
         }
     }
@@ -700,6 +783,34 @@ mod tests {
         assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(from_unix(1_445_412_480)), "2015-10-21T07:28:00Z");
         assert_eq!(rfc3339(from_unix(1_709_208_000)), "2024-02-29T12:00:00Z");
+    }
+
+    #[test]
+    fn internal_certificates_are_self_signed_leaves_for_the_name() {
+        let c = self_signed("intranet.example.com").unwrap();
+        assert_eq!(c.names, vec!["intranet.example.com".to_string()]);
+        assert_eq!(c.source, CertSource::Internal);
+        let now = SystemTime::now();
+        assert!(c.not_before < now && c.not_after > now + Duration::from_secs(300 * 86400));
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path(), vec![ChallengeKind::Http01]);
+        m.ensure_internal(&BTreeSet::from(["intranet.example.com".to_string()]));
+        assert_eq!(
+            m.inner.certs.get("intranet.example.com").unwrap().source,
+            CertSource::Internal
+        );
+    }
+
+    #[test]
+    fn certificates_json_lists_managed_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path(), vec![ChallengeKind::Http01]);
+        m.inner
+            .set_wanted(&BTreeSet::from(["a.example.com".to_string()]));
+        let v = m.certificates_json();
+        assert_eq!(v["certificates"][0]["name"], "a.example.com");
+        assert_eq!(v["certificates"][0]["wanted"], true);
+        assert_eq!(v["certificates"][0]["source"], "Acme");
     }
 
     #[test]
