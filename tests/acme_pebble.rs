@@ -25,11 +25,7 @@ const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// swarmgate config routing `hosts` (tls auto) to `upstream`, listening on ephemeral ports.
 fn proxy_config(hosts: &[&str], upstream: SocketAddr) -> Config {
-    let hosts = hosts
-        .iter()
-        .map(|h| format!("{h:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let hosts = hosts.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ");
     let text = format!(
         "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n\n[[routes]]\nhosts = [{hosts}]\nupstreams = [\"{upstream}\"]\npass_host = true\ntls = \"auto\"\n"
     );
@@ -50,24 +46,15 @@ impl Env {
             .with_test_writer()
             .try_init();
         let upstream = Upstream::start().await;
-        let proxy = swarmgate::app::start(proxy_config(hosts, upstream.addr), None)
-            .await
-            .unwrap();
+        let proxy = swarmgate::app::start(proxy_config(hosts, upstream.addr), None).await.unwrap();
         let (http, https) = (proxy.http_addr.unwrap(), proxy.https_addr.unwrap());
         let pebble = Pebble::start(http.port(), https.port(), validity).await;
-        Env {
-            pebble,
-            upstream,
-            proxy,
-            storage: tempfile::tempdir().unwrap(),
-        }
+        Env { pebble, upstream, proxy, storage: tempfile::tempdir().unwrap() }
     }
 
     /// Routes `hosts` from now on (as a config reload or a label change would).
     fn set_hosts(&self, hosts: &[&str]) {
-        self.proxy
-            .publisher
-            .set_file_routes(proxy_config(hosts, self.upstream.addr).route_specs());
+        self.proxy.publisher.set_file_routes(proxy_config(hosts, self.upstream.addr).route_specs());
     }
 
     fn config(&self, kinds: Vec<ChallengeKind>) -> AcmeConfig {
@@ -84,13 +71,7 @@ impl Env {
 
     fn manager(&self, cfg: AcmeConfig) -> AcmeManager {
         let state = &self.proxy.state;
-        AcmeManager::new(
-            cfg,
-            self.storage.path().join("acme"),
-            state.certs.clone(),
-            state.challenges.clone(),
-        )
-        .unwrap()
+        AcmeManager::new(cfg, self.storage.path().join("acme"), state.certs.clone(), state.challenges.clone()).unwrap()
     }
 
     /// Starts `manager` on the names the proxy's route table wants.
@@ -115,20 +96,13 @@ fn run_on(manager: AcmeManager, rx: watch::Receiver<BTreeSet<String>>) -> Acme {
     let m = manager.clone();
     let token = shutdown.clone();
     let task = tokio::spawn(async move { m.run(rx, token).await });
-    Acme {
-        manager,
-        shutdown,
-        task,
-    }
+    Acme { manager, shutdown, task }
 }
 
 impl Acme {
     async fn stop(self) -> AcmeManager {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("manager stops promptly")
-            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("manager stops promptly").unwrap();
         self.manager
     }
 
@@ -138,15 +112,9 @@ impl Acme {
 
     /// Waits until `name` has a certificate with no order running.
     async fn issued(&self, name: &str) -> CertStatus {
-        eventually(
-            ISSUE_TIMEOUT,
-            &format!("certificate for {name}"),
-            || async {
-                self.status(name).filter(|s| {
-                    s.not_after.is_some() && !s.order_in_flight && s.last_error.is_none()
-                })
-            },
-        )
+        eventually(ISSUE_TIMEOUT, &format!("certificate for {name}"), || async {
+            self.status(name).filter(|s| s.not_after.is_some() && !s.order_in_flight && s.last_error.is_none())
+        })
         .await
     }
 }
@@ -160,12 +128,9 @@ async fn get_over_tls(
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut tls = tls_connect(stream, roots, name, &[b"http/1.1"])
-        .await
-        .unwrap_or_else(|e| panic!("TLS to {name}: {e}"));
-    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0]
-        .clone()
-        .into_owned();
+    let mut tls =
+        tls_connect(stream, roots, name, &[b"http/1.1"]).await.unwrap_or_else(|e| panic!("TLS to {name}: {e}"));
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned();
     let (status, body) = http_get(&mut tls, name, "/", true).await.unwrap();
     (leaf, status, String::from_utf8_lossy(&body).into_owned())
 }
@@ -185,21 +150,14 @@ async fn http01_issues_a_certificate_that_verifies_against_pebbles_root() {
     let st = r.issued(name).await;
     eprintln!("TIMING http01: issued {:?} after start", t0.elapsed());
     assert_eq!(st.names, vec![name.to_string()]);
-    assert!(
-        st.issuer.as_deref().unwrap_or("").contains("Pebble"),
-        "{st:?}"
-    );
+    assert!(st.issuer.as_deref().unwrap_or("").contains("Pebble"), "{st:?}");
     assert_eq!(st.orders, 1);
 
     let root = env.pebble.issuing_root().await;
     let (leaf, status, body) = get_over_tls(env.tls_addr(), &root, name).await;
     assert_eq!(dns_names(&leaf), vec![name.to_string()]);
     assert_eq!(status, 200);
-    assert_eq!(
-        body,
-        format!("hello {name}"),
-        "answered by the upstream through the proxy"
-    );
+    assert_eq!(body, format!("hello {name}"), "answered by the upstream through the proxy");
 
     // Challenge answers are withdrawn once the order is done.
     assert!(env.proxy.state.challenges.http01.is_empty());
@@ -208,29 +166,15 @@ async fn http01_issues_a_certificate_that_verifies_against_pebbles_root() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777, 0o600);
         let acct = env.storage.path().join("acme/account.json");
-        assert_eq!(
-            std::fs::metadata(&acct).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&acct).unwrap().permissions().mode() & 0o777, 0o600);
     }
     // Metrics show the expiry and the order.
     let out = render_metrics(&r.manager);
-    assert!(
-        out.contains(&format!(
-            "swarmgate_acme_certificate_expiry_timestamp_seconds{{name=\"{name}\"}}"
-        )),
-        "{out}"
-    );
+    assert!(out.contains(&format!("swarmgate_acme_certificate_expiry_timestamp_seconds{{name=\"{name}\"}}")), "{out}");
     assert!(out.contains("swarmgate_acme_orders_total 1"), "{out}");
-    assert!(
-        out.contains("swarmgate_acme_order_failures_total 0"),
-        "{out}"
-    );
+    assert!(out.contains("swarmgate_acme_order_failures_total 0"), "{out}");
     r.stop().await;
     eprintln!("TIMING http01 total: {:?}", t0.elapsed());
 }
@@ -244,10 +188,7 @@ async fn tls_alpn01_issues_a_certificate_through_the_sni_resolver() {
     let st = r.issued(name).await;
     eprintln!("TIMING tls-alpn-01: issued {:?} after start", t0.elapsed());
     assert_eq!(st.names, vec![name.to_string()]);
-    assert!(
-        env.proxy.state.challenges.tls_alpn01.is_empty(),
-        "challenge certificate withdrawn"
-    );
+    assert!(env.proxy.state.challenges.tls_alpn01.is_empty(), "challenge certificate withdrawn");
     let root = env.pebble.issuing_root().await;
     let (leaf, status, body) = get_over_tls(env.tls_addr(), &root, name).await;
     assert_eq!(dns_names(&leaf), vec![name.to_string()]);
@@ -272,35 +213,20 @@ async fn restart_serves_the_stored_certificate_without_ordering() {
     // The CA is gone: whatever serves now comes from storage, without any network call.
     env.pebble.stop();
     let t_restart = Instant::now();
-    let proxy2 = swarmgate::app::start(proxy_config(&[name], env.upstream.addr), None)
-        .await
-        .unwrap();
+    let proxy2 = swarmgate::app::start(proxy_config(&[name], env.upstream.addr), None).await.unwrap();
     let state2 = proxy2.state.clone();
-    let m2 = AcmeManager::new(
-        cfg,
-        env.storage.path().join("acme"),
-        state2.certs.clone(),
-        state2.challenges.clone(),
-    )
-    .unwrap();
-    assert!(
-        state2.certs.has(name),
-        "stored certificate is live right after new()"
-    );
+    let m2 = AcmeManager::new(cfg, env.storage.path().join("acme"), state2.certs.clone(), state2.challenges.clone())
+        .unwrap();
+    assert!(state2.certs.has(name), "stored certificate is live right after new()");
     let (again, status, _) = get_over_tls(proxy2.https_addr.unwrap(), &root, name).await;
     assert_eq!(serial(&again), serial(&first));
     assert_eq!(status, 200);
-    eprintln!(
-        "TIMING restart: stored cert served {:?} after the new process started",
-        t_restart.elapsed()
-    );
+    eprintln!("TIMING restart: stored cert served {:?} after the new process started", t_restart.elapsed());
 
     let r2 = run_on(m2, proxy2.publisher.acme_names());
-    eventually(
-        Duration::from_secs(5),
-        "manager sees the wanted name",
-        || async { r2.status(name).filter(|s| s.wanted) },
-    )
+    eventually(Duration::from_secs(5), "manager sees the wanted name", || async {
+        r2.status(name).filter(|s| s.wanted)
+    })
     .await;
     // Nothing is due: give the loop a moment in which an order would have started.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -320,22 +246,15 @@ async fn renewal_swaps_the_certificate_while_a_connection_stays_open() {
     let name = "renew.example.com";
     // 20 s certificates renewed at half their life.
     let env = Env::start(&[name], Some(20)).await;
-    let cfg = AcmeConfig {
-        renew_fraction: 0.5,
-        ..env.config(vec![ChallengeKind::Http01])
-    };
+    let cfg = AcmeConfig { renew_fraction: 0.5, ..env.config(vec![ChallengeKind::Http01]) };
     let r = env.run(env.manager(cfg));
     r.issued(name).await;
     let root = env.pebble.issuing_root().await;
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root.clone()).unwrap();
-    let stream = tokio::net::TcpStream::connect(env.tls_addr())
-        .await
-        .unwrap();
-    let mut open = tls_connect(stream, roots, name, &[b"http/1.1"])
-        .await
-        .unwrap();
+    let stream = tokio::net::TcpStream::connect(env.tls_addr()).await.unwrap();
+    let mut open = tls_connect(stream, roots, name, &[b"http/1.1"]).await.unwrap();
     let old_serial = serial(&open.get_ref().1.peer_certificates().unwrap()[0]);
     assert_eq!(http_get(&mut open, name, "/", false).await.unwrap().0, 200);
 
@@ -345,19 +264,13 @@ async fn renewal_swaps_the_certificate_while_a_connection_stays_open() {
         (s != old_serial).then_some(s)
     })
     .await;
-    eprintln!(
-        "TIMING renewal: new certificate served {:?} after the first was checked",
-        t_wait.elapsed()
-    );
+    eprintln!("TIMING renewal: new certificate served {:?} after the first was checked", t_wait.elapsed());
     assert_ne!(new_serial, old_serial);
     // The connection opened before the swap still works, on its original certificate.
     let (status, body) = http_get(&mut open, name, "/", false).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(String::from_utf8_lossy(&body), format!("hello {name}"));
-    assert_eq!(
-        serial(&open.get_ref().1.peer_certificates().unwrap()[0]),
-        old_serial
-    );
+    assert_eq!(serial(&open.get_ref().1.peer_certificates().unwrap()[0]), old_serial);
     let st = r.status(name).unwrap();
     assert!(st.orders >= 2, "{st:?}");
     r.stop().await;
@@ -376,53 +289,29 @@ async fn outage_keeps_serving_backs_off_and_recovers() {
 
     env.pebble.stop();
     env.set_hosts(&[a, b]);
-    let failed = eventually(
-        Duration::from_secs(30),
-        "a visible failure for b",
-        || async {
-            r.status(b)
-                .filter(|s| s.consecutive_failures >= 1 && s.last_error.is_some())
-        },
-    )
+    let failed = eventually(Duration::from_secs(30), "a visible failure for b", || async {
+        r.status(b).filter(|s| s.consecutive_failures >= 1 && s.last_error.is_some())
+    })
     .await;
-    eprintln!(
-        "TIMING outage: failure visible {:?} after start; error: {:?}",
-        t0.elapsed(),
-        failed.last_error
-    );
+    eprintln!("TIMING outage: failure visible {:?} after start; error: {:?}", t0.elapsed(), failed.last_error);
     assert!(failed.not_after.is_none());
-    assert!(
-        failed.backoff_until.is_some() || failed.order_in_flight,
-        "{failed:?}"
-    );
+    assert!(failed.backoff_until.is_some() || failed.order_in_flight, "{failed:?}");
     // The existing certificate keeps serving during the outage, through the proxy.
     let (leaf, status, _) = get_over_tls(env.tls_addr(), &root, a).await;
     assert_eq!(serial(&leaf), a_serial);
     assert_eq!(status, 200);
     let out = render_metrics(&r.manager);
-    assert!(
-        out.contains(&format!(
-            "swarmgate_acme_consecutive_failures{{name=\"{b}\"}} "
-        )),
-        "{out}"
-    );
-    assert!(
-        !out.contains("swarmgate_acme_order_failures_total 0"),
-        "{out}"
-    );
+    assert!(out.contains(&format!("swarmgate_acme_consecutive_failures{{name=\"{b}\"}} ")), "{out}");
+    assert!(!out.contains("swarmgate_acme_order_failures_total 0"), "{out}");
     // The backoff is persisted (a restart would honour it).
-    let state =
-        std::fs::read_to_string(env.storage.path().join(format!("acme/state/{b}.json"))).unwrap();
+    let state = std::fs::read_to_string(env.storage.path().join(format!("acme/state/{b}.json"))).unwrap();
     assert!(state.contains("\"backoff_until\": 1"), "{state}");
 
     // Pebble returns (a fresh CA: new root, our account unknown to it) and b gets issued.
     let t_back = Instant::now();
     env.pebble.restart().await;
     let st = r.issued(b).await;
-    eprintln!(
-        "TIMING outage: b issued {:?} after Pebble came back",
-        t_back.elapsed()
-    );
+    eprintln!("TIMING outage: b issued {:?} after Pebble came back", t_back.elapsed());
     assert_eq!(st.consecutive_failures, 0);
     let new_root = env.pebble.issuing_root().await;
     let (leaf, status, _) = get_over_tls(env.tls_addr(), &new_root, b).await;
@@ -442,21 +331,12 @@ async fn a_host_added_to_the_routes_while_running_gets_a_certificate() {
     let t_add = Instant::now();
     env.set_hosts(&[first, added, "*.wild.example.com"]);
     r.issued(added).await;
-    eprintln!(
-        "TIMING added host issued {:?} after it was routed",
-        t_add.elapsed()
-    );
+    eprintln!("TIMING added host issued {:?} after it was routed", t_add.elapsed());
     let root = env.pebble.issuing_root().await;
     let (leaf, status, body) = get_over_tls(env.tls_addr(), &root, added).await;
     assert_eq!(dns_names(&leaf), vec![added.to_string()]);
-    assert_eq!(
-        (status, body.as_str()),
-        (200, format!("hello {added}").as_str())
-    );
-    assert!(
-        r.status("*.wild.example.com").is_none(),
-        "wildcards are never ordered"
-    );
+    assert_eq!((status, body.as_str()), (200, format!("hello {added}").as_str()));
+    assert!(r.status("*.wild.example.com").is_none(), "wildcards are never ordered");
     assert_eq!(r.manager.orders_started(), 2);
     r.stop().await;
     eprintln!("TIMING added total: {:?}", t0.elapsed());
@@ -473,21 +353,12 @@ async fn names_covered_by_static_certificates_or_not_public_are_never_ordered() 
         swarmgate::tls::CertSource::Static("static.pem".into()),
     )
     .unwrap();
-    env.proxy
-        .state
-        .certs
-        .set_static(swarmgate::tls::StaticCerts::new(vec![stat]));
+    env.proxy.state.certs.set_static(swarmgate::tls::StaticCerts::new(vec![stat]));
     // Fed directly (the route table already filters these): the manager's own checks must hold.
-    let wanted: BTreeSet<String> = [
-        "ok.example.com",
-        "static.example.com",
-        "*.example.com",
-        "127.0.0.1",
-        "localhost",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let wanted: BTreeSet<String> = ["ok.example.com", "static.example.com", "*.example.com", "127.0.0.1", "localhost"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let (_tx, rx) = watch::channel(wanted);
     let r = run_on(env.manager(env.config(vec![ChallengeKind::Http01])), rx);
     r.issued("ok.example.com").await;

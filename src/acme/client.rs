@@ -45,7 +45,10 @@ impl AcmeHttp {
                     .and_then(|it| it.collect::<Result<_, _>>())
                     .map_err(|e| AcmeError::Config(format!("acme.ca_root {}: {e}", path.display())))?;
                 if certs.is_empty() {
-                    return Err(AcmeError::Config(format!("acme.ca_root {}: no certificate in the file", path.display())));
+                    return Err(AcmeError::Config(format!(
+                        "acme.ca_root {}: no certificate in the file",
+                        path.display()
+                    )));
                 }
                 for c in certs {
                     roots.add(c).map_err(|e| AcmeError::Config(format!("acme.ca_root {}: {e}", path.display())))?;
@@ -58,9 +61,11 @@ impl AcmeHttp {
                     .with_no_client_auth();
                 builder.with_tls_config(cfg)
             }
-            None => builder
-                .try_with_platform_verifier()
-                .map_err(|e| AcmeError::Config(format!("no system CA roots for talking to the ACME server ({e}); ship a CA bundle or set SSL_CERT_FILE")))?,
+            None => builder.try_with_platform_verifier().map_err(|e| {
+                AcmeError::Config(format!(
+                    "no system CA roots for talking to the ACME server ({e}); ship a CA bundle or set SSL_CERT_FILE"
+                ))
+            })?,
         };
         let connector = builder.https_only().enable_http1().enable_http2().build();
         let inner = Client::builder(TokioExecutor::new()).build(connector);
@@ -81,10 +86,7 @@ impl HttpClient for AcmeHttp {
                 Ok(Err(e)) => return Err(Error::Other(error_chain(&e).into())),
                 Ok(Ok(rsp)) => rsp,
             };
-            if matches!(
-                rsp.status(),
-                StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
-            ) {
+            if matches!(rsp.status(), StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
                 if let Some(until) = rsp
                     .headers()
                     .get(http::header::RETRY_AFTER)
@@ -136,10 +138,7 @@ mod tests {
         let d = t.duration_since(SystemTime::now()).unwrap();
         assert!(d > Duration::from_secs(110) && d <= Duration::from_secs(120));
         let t = parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
-        assert_eq!(
-            t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(),
-            1445412480
-        );
+        assert_eq!(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs(), 1445412480);
         assert!(parse_retry_after("soon").is_none());
     }
 }

@@ -58,10 +58,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
     #[error("ACME storage {path}: {source}")]
-    Storage {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Storage { path: PathBuf, source: std::io::Error },
     #[error("ACME storage {path} is corrupt: {detail}")]
     Corrupt { path: PathBuf, detail: String },
     #[error("encoding ACME state: {0}")]
@@ -139,9 +136,7 @@ pub struct AcmeManager {
 pub struct AcmeMetrics(Arc<Inner>);
 
 fn unix(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn from_unix(s: u64) -> SystemTime {
@@ -158,10 +153,7 @@ pub fn backoff_delay(failures: u32, min: Duration, max: Duration, jitter: f64) -
 
 /// When a certificate is due for renewal: `fraction` of its lifetime after `not_before`.
 pub fn renewal_time(cert: &LiveCert, fraction: f64) -> SystemTime {
-    let life = cert
-        .not_after
-        .duration_since(cert.not_before)
-        .unwrap_or_default();
+    let life = cert.not_after.duration_since(cert.not_before).unwrap_or_default();
     cert.not_before + life.mul_f64(fraction.clamp(0.0, 1.0))
 }
 
@@ -183,26 +175,16 @@ fn civil(t: SystemTime) -> (i64, u8, u8) {
 pub fn rfc3339(t: SystemTime) -> String {
     let rem = unix(t) % 86400;
     let (y, m, d) = civil(t);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A self-signed certificate for `tls internal` routes: valid from yesterday for one year,
 /// CA:FALSE, P-256. Clients must trust it explicitly; it exists so such hosts still speak TLS
 /// without an ACME order.
 pub fn self_signed(name: &str) -> Result<LiveCert, AcmeError> {
-    let err = |e: &dyn std::fmt::Display| AcmeError::Internal {
-        name: name.to_owned(),
-        detail: e.to_string(),
-    };
+    let err = |e: &dyn std::fmt::Display| AcmeError::Internal { name: name.to_owned(), detail: e.to_string() };
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(|e| err(&e))?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
     params.is_ca = rcgen::IsCa::ExplicitNoCa;
     let (y, m, d) = civil(SystemTime::now() - Duration::from_secs(86400));
     let y = i32::try_from(y).map_err(|e| err(&e))?;
@@ -210,12 +192,7 @@ pub fn self_signed(name: &str) -> Result<LiveCert, AcmeError> {
     params.not_after = rcgen::date_time_ymd(y + 1, m, d.min(28));
     let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
     let cert = params.self_signed(&key).map_err(|e| err(&e))?;
-    LiveCert::from_pem(
-        cert.pem().as_bytes(),
-        key.serialize_pem().as_bytes(),
-        CertSource::Internal,
-    )
-    .map_err(|e| err(&e))
+    LiveCert::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), CertSource::Internal).map_err(|e| err(&e))
 }
 
 /// True for names the manager may order: public-looking DNS names, never wildcards, IPs or
@@ -260,21 +237,11 @@ impl AcmeManager {
             let mut st = store.read_state(&name);
             if let Some(started) = st.attempt_started.take() {
                 st.failures += 1;
-                st.last_error =
-                    Some("order interrupted: the process stopped during an order".into());
-                let delay = backoff_delay(
-                    st.failures,
-                    cfg.backoff_min.0,
-                    cfg.backoff_max.0,
-                    fastrand::f64(),
-                );
+                st.last_error = Some("order interrupted: the process stopped during an order".into());
+                let delay = backoff_delay(st.failures, cfg.backoff_min.0, cfg.backoff_max.0, fastrand::f64());
                 let until = unix(from_unix(started) + delay).max(st.backoff_until.unwrap_or(0));
                 st.backoff_until = Some(until);
-                tracing::warn!(
-                    name,
-                    failures = st.failures,
-                    "previous ACME order was interrupted; backing off"
-                );
+                tracing::warn!(name, failures = st.failures, "previous ACME order was interrupted; backing off");
                 store.write_state(&name, &st)?;
             }
             names.entry(name).or_default().state = st;
@@ -331,11 +298,7 @@ impl AcmeManager {
                 })
             })
             .collect();
-        list.extend(
-            self.status()
-                .into_iter()
-                .filter_map(|s| serde_json::to_value(s).ok()),
-        );
+        list.extend(self.status().into_iter().filter_map(|s| serde_json::to_value(s).ok()));
         serde_json::json!({ "certificates": list })
     }
 
@@ -380,11 +343,7 @@ impl AcmeManager {
 
     /// Runs until `shutdown`: follows the wanted names, orders missing certificates, renews due
     /// ones and retries failures after their backoff.
-    pub async fn run(
-        &self,
-        mut names: watch::Receiver<BTreeSet<String>>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(&self, mut names: watch::Receiver<BTreeSet<String>>, shutdown: CancellationToken) {
         let inner = &self.inner;
         let mut tasks: JoinSet<()> = JoinSet::new();
         inner.set_wanted(&names.borrow_and_update().clone());
@@ -397,9 +356,7 @@ impl AcmeManager {
                 pending_change = None;
             }
             inner.start_due(&mut tasks);
-            let mut wait = inner
-                .next_wake()
-                .min(inner.cfg.check_interval.0.max(Duration::from_millis(100)));
+            let mut wait = inner.next_wake().min(inner.cfg.check_interval.0.max(Duration::from_millis(100)));
             if let Some(at) = pending_change {
                 wait = wait.min(at.saturating_duration_since(Instant::now()));
             }
@@ -442,10 +399,7 @@ impl Inner {
         for n in wanted {
             let n = n.to_ascii_lowercase();
             if !orderable(&n) {
-                tracing::debug!(
-                    name = n,
-                    "not ordering a certificate for this name (wildcard, IP or local name)"
-                );
+                tracing::debug!(name = n, "not ordering a certificate for this name (wildcard, IP or local name)");
                 continue;
             }
             names.entry(n).or_default().wanted = true;
@@ -465,16 +419,8 @@ impl Inner {
         if !e.wanted || e.in_flight {
             return None;
         }
-        let renew = e
-            .cert
-            .as_ref()
-            .map(|c| renewal_time(c, self.cfg.renew_fraction))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let backoff = e
-            .state
-            .backoff_until
-            .map(from_unix)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let renew = e.cert.as_ref().map(|c| renewal_time(c, self.cfg.renew_fraction)).unwrap_or(SystemTime::UNIX_EPOCH);
+        let backoff = e.state.backoff_until.map(from_unix).unwrap_or(SystemTime::UNIX_EPOCH);
         Some(renew.max(backoff))
     }
 
@@ -539,23 +485,17 @@ impl Inner {
         self.orders_total.fetch_add(1, Ordering::Relaxed);
         let kinds = self.kinds_for(failures);
         tracing::info!(name, challenges = ?kinds, "ordering certificate");
-        let result =
-            match tokio::time::timeout(ORDER_TIMEOUT, self.order_with_account(&name, &kinds)).await
-            {
-                Ok(r) => r,
-                Err(_) => Err(format!(
-                    "order timed out after {}s",
-                    ORDER_TIMEOUT.as_secs()
-                )),
-            };
+        let result = match tokio::time::timeout(ORDER_TIMEOUT, self.order_with_account(&name, &kinds)).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("order timed out after {}s", ORDER_TIMEOUT.as_secs())),
+        };
         let result = result.and_then(|(key, chain)| self.install(&name, &key, &chain));
         let mut names = self.lock();
         let e = names.entry(name.clone()).or_default();
         e.state.attempt_started = None;
         match result {
             Ok(cert) => {
-                self.certificates_issued_total
-                    .fetch_add(1, Ordering::Relaxed);
+                self.certificates_issued_total.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(name, not_after = %rfc3339(cert.not_after), elapsed_ms = started_instant.elapsed().as_millis() as u64, "certificate issued");
                 e.cert = Some(cert);
                 e.state.failures = 0;
@@ -567,12 +507,7 @@ impl Inner {
                 self.order_failures_total.fetch_add(1, Ordering::Relaxed);
                 e.state.failures += 1;
                 let mut until = SystemTime::now()
-                    + backoff_delay(
-                        e.state.failures,
-                        self.cfg.backoff_min.0,
-                        self.cfg.backoff_max.0,
-                        fastrand::f64(),
-                    );
+                    + backoff_delay(e.state.failures, self.cfg.backoff_min.0, self.cfg.backoff_max.0, fastrand::f64());
                 let retry_after = self
                     .retry_after
                     .lock()
@@ -609,47 +544,24 @@ impl Inner {
         let cert = LiveCert::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), CertSource::Acme)
             .map_err(|e| format!("issued certificate unusable: {e}"))?;
         if !cert.names.iter().any(|n| n == name) {
-            return Err(format!(
-                "issued certificate does not cover {name} (covers {:?})",
-                cert.names
-            ));
+            return Err(format!("issued certificate does not cover {name} (covers {:?})", cert.names));
         }
-        self.store
-            .write_cert(name, key_pem, chain_pem)
-            .map_err(|e| e.to_string())?;
+        self.store.write_cert(name, key_pem, chain_pem).map_err(|e| e.to_string())?;
         // Replacing the map entry leaves open connections on the old key: nothing is dropped.
         self.certs.insert(cert.clone());
         Ok(cert)
     }
 
-    async fn order_with_account(
-        &self,
-        name: &str,
-        kinds: &[ChallengeKind],
-    ) -> Result<(String, String), String> {
+    async fn order_with_account(&self, name: &str, kinds: &[ChallengeKind]) -> Result<(String, String), String> {
         let account = self.account(false).await.map_err(|e| e.to_string())?;
-        match order::issue(
-            &account,
-            name,
-            kinds,
-            &self.challenges,
-            order::poll_policy(),
-        )
-        .await
-        {
+        match order::issue(&account, name, kinds, &self.challenges, order::poll_policy()).await {
             Ok(r) => Ok(r),
             Err(e) if e.account_gone() => {
                 tracing::warn!(name, error = %e, "the CA does not know the stored account; creating a new one");
                 let account = self.account(true).await.map_err(|e| e.to_string())?;
-                order::issue(
-                    &account,
-                    name,
-                    kinds,
-                    &self.challenges,
-                    order::poll_policy(),
-                )
-                .await
-                .map_err(|e| e.to_string())
+                order::issue(&account, name, kinds, &self.challenges, order::poll_policy())
+                    .await
+                    .map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         }
@@ -669,11 +581,7 @@ impl Inner {
                 .map(|c| Account::builder_with_http(Box::new(c)))
         };
         if !recreate {
-            if let Some(stored) = self
-                .store
-                .read_account()?
-                .filter(|s| s.directory == self.cfg.directory)
-            {
+            if let Some(stored) = self.store.read_account()?.filter(|s| s.directory == self.cfg.directory) {
                 let account = http()?
                     .from_credentials(stored.credentials)
                     .await
@@ -684,24 +592,13 @@ impl Inner {
         }
         let contact = self.cfg.email.as_ref().map(|m| format!("mailto:{m}"));
         let contacts: Vec<&str> = contact.iter().map(|s| s.as_str()).collect();
-        let new = NewAccount {
-            contact: &contacts,
-            terms_of_service_agreed: true,
-            only_return_existing: false,
-        };
+        let new = NewAccount { contact: &contacts, terms_of_service_agreed: true, only_return_existing: false };
         let (account, credentials) = http()?
             .create(&new, self.cfg.directory.clone(), None)
             .await
             .map_err(|e| AcmeError::Account(e.to_string()))?;
-        self.store.write_account(&store::StoredAccount {
-            directory: self.cfg.directory.clone(),
-            credentials,
-        })?;
-        tracing::info!(
-            directory = self.cfg.directory,
-            id = account.id(),
-            "ACME account created"
-        );
+        self.store.write_account(&store::StoredAccount { directory: self.cfg.directory.clone(), credentials })?;
+        tracing::info!(directory = self.cfg.directory, id = account.id(), "ACME account created");
         *slot = Some(account.clone());
         Ok(account)
     }
@@ -724,12 +621,7 @@ impl MetricSource for AcmeMetrics {
         }
         out.push_str("# HELP swarmgate_acme_consecutive_failures Failed orders in a row per name (0 after a success).\n# TYPE swarmgate_acme_consecutive_failures gauge\n");
         for (n, e) in names.iter() {
-            let _ = writeln!(
-                out,
-                "swarmgate_acme_consecutive_failures{{name=\"{}\"}} {}",
-                escape(n),
-                e.state.failures
-            );
+            let _ = writeln!(out, "swarmgate_acme_consecutive_failures{{name=\"{}\"}} {}", escape(n), e.state.failures);
         }
         let in_flight = names.values().filter(|e| e.in_flight).count();
         drop(names);
@@ -751,12 +643,7 @@ impl MetricSource for AcmeMetrics {
             "Certificates obtained over ACME.",
             inner.certificates_issued_total.load(Ordering::Relaxed),
         );
-        crate::admin::metrics::gauge(
-            out,
-            "swarmgate_acme_orders_in_flight",
-            "ACME orders running now.",
-            in_flight,
-        );
+        crate::admin::metrics::gauge(out, "swarmgate_acme_orders_in_flight", "ACME orders running now.", in_flight);
     }
 }
 
@@ -795,18 +682,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = manager(dir.path(), vec![ChallengeKind::Http01]);
         m.ensure_internal(&BTreeSet::from(["intranet.example.com".to_string()]));
-        assert_eq!(
-            m.inner.certs.get("intranet.example.com").unwrap().source,
-            CertSource::Internal
-        );
+        assert_eq!(m.inner.certs.get("intranet.example.com").unwrap().source, CertSource::Internal);
     }
 
     #[test]
     fn certificates_json_lists_managed_names() {
         let dir = tempfile::tempdir().unwrap();
         let m = manager(dir.path(), vec![ChallengeKind::Http01]);
-        m.inner
-            .set_wanted(&BTreeSet::from(["a.example.com".to_string()]));
+        m.inner.set_wanted(&BTreeSet::from(["a.example.com".to_string()]));
         let v = m.certificates_json();
         assert_eq!(v["certificates"][0]["name"], "a.example.com");
         assert_eq!(v["certificates"][0]["wanted"], true);
@@ -816,52 +699,23 @@ mod tests {
     #[test]
     fn only_public_names_are_orderable() {
         assert!(orderable("shop.example.com"));
-        for n in [
-            "*.example.com",
-            "127.0.0.1",
-            "localhost",
-            "x.localhost",
-            "::1",
-            "intranet",
-            "Shop.Example.com",
-        ] {
+        for n in ["*.example.com", "127.0.0.1", "localhost", "x.localhost", "::1", "intranet", "Shop.Example.com"] {
             assert!(!orderable(n), "{n}");
         }
     }
 
     fn manager(dir: &std::path::Path, kinds: Vec<ChallengeKind>) -> AcmeManager {
-        let cfg = AcmeConfig {
-            challenges: kinds,
-            ..AcmeConfig::default()
-        };
-        AcmeManager::new(
-            cfg,
-            dir.to_path_buf(),
-            Arc::new(CertMap::new()),
-            Arc::new(Challenges::default()),
-        )
-        .unwrap()
+        let cfg = AcmeConfig { challenges: kinds, ..AcmeConfig::default() };
+        AcmeManager::new(cfg, dir.to_path_buf(), Arc::new(CertMap::new()), Arc::new(Challenges::default())).unwrap()
     }
 
     #[test]
     fn retries_lead_with_the_next_challenge_type() {
         let dir = tempfile::tempdir().unwrap();
-        let m = manager(
-            dir.path(),
-            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
-        );
-        assert_eq!(
-            m.inner.kinds_for(0),
-            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
-        );
-        assert_eq!(
-            m.inner.kinds_for(1),
-            vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01]
-        );
-        assert_eq!(
-            m.inner.kinds_for(2),
-            vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]
-        );
+        let m = manager(dir.path(), vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]);
+        assert_eq!(m.inner.kinds_for(0), vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]);
+        assert_eq!(m.inner.kinds_for(1), vec![ChallengeKind::TlsAlpn01, ChallengeKind::Http01]);
+        assert_eq!(m.inner.kinds_for(2), vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01]);
     }
 
     #[test]
@@ -869,15 +723,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_path_buf()).unwrap();
         let now = unix(SystemTime::now());
-        store
-            .write_state(
-                "a.example.com",
-                &NameState {
-                    attempt_started: Some(now),
-                    ..Default::default()
-                },
-            )
-            .unwrap();
+        store.write_state("a.example.com", &NameState { attempt_started: Some(now), ..Default::default() }).unwrap();
         let m = manager(dir.path(), vec![ChallengeKind::Http01]);
         let st = m.status();
         assert_eq!(st.len(), 1);
@@ -888,8 +734,7 @@ mod tests {
         let m2 = manager(dir.path(), vec![ChallengeKind::Http01]);
         assert_eq!(m2.status()[0].consecutive_failures, 1);
         // Not due while backing off, even when wanted.
-        m2.inner
-            .set_wanted(&BTreeSet::from(["a.example.com".to_string()]));
+        m2.inner.set_wanted(&BTreeSet::from(["a.example.com".to_string()]));
         let e = m2.inner.lock();
         let due = m2.inner.due_at(&e["a.example.com"]).unwrap();
         assert!(due > SystemTime::now());
@@ -904,12 +749,7 @@ mod tests {
             "10.0.0.1".to_string(),
             "ok.example.com".to_string(),
         ]));
-        let names: Vec<String> = m
-            .status()
-            .into_iter()
-            .filter(|s| s.wanted)
-            .map(|s| s.name)
-            .collect();
+        let names: Vec<String> = m.status().into_iter().filter(|s| s.wanted).map(|s| s.name).collect();
         assert_eq!(names, vec!["ok.example.com".to_string()]);
     }
 }

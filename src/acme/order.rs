@@ -3,9 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy,
-};
+use instant_acme::{Account, AuthorizationStatus, ChallengeType, Identifier, NewOrder, OrderStatus, RetryPolicy};
 use rustls::pki_types::PrivateKeyDer;
 use rustls::sign::CertifiedKey;
 
@@ -18,10 +16,7 @@ pub enum OrderError {
     #[error("ACME: {0}")]
     Acme(#[from] instant_acme::Error),
     #[error("authorization for {name} is {status:?}")]
-    AuthzState {
-        name: String,
-        status: AuthorizationStatus,
-    },
+    AuthzState { name: String, status: AuthorizationStatus },
     #[error("the CA offers none of the configured challenge types ({offered}) for {name}")]
     NoChallenge { name: String, offered: String },
     #[error("validation failed: {0}")]
@@ -37,8 +32,7 @@ impl OrderError {
         match self {
             OrderError::Acme(instant_acme::Error::Api(p)) => p.r#type.as_deref().is_some_and(|t| {
                 t.ends_with(":accountDoesNotExist")
-                    || t.ends_with(":unauthorized")
-                        && p.detail.as_deref().is_some_and(|d| d.contains("account"))
+                    || t.ends_with(":unauthorized") && p.detail.as_deref().is_some_and(|d| d.contains("account"))
             }),
             _ => false,
         }
@@ -81,10 +75,7 @@ pub fn tls_alpn01_cert(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, O
     let cert = params.self_signed(&kp).map_err(|e| err(&e))?;
     let der = PrivateKeyDer::try_from(kp.serialize_der()).map_err(|e| err(&e))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let key = provider
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| err(&e))?;
+    let key = provider.key_provider.load_private_key(der).map_err(|e| err(&e))?;
     Ok(Arc::new(CertifiedKey::new(vec![cert.der().clone()], key)))
 }
 
@@ -97,14 +88,8 @@ pub async fn issue(
     challenges: &Challenges,
     poll: RetryPolicy,
 ) -> Result<(String, String), OrderError> {
-    let mut order = account
-        .new_order(&NewOrder::new(&[Identifier::Dns(name.to_owned())]))
-        .await?;
-    let mut published = Published {
-        challenges,
-        tokens: Vec::new(),
-        alpn_names: Vec::new(),
-    };
+    let mut order = account.new_order(&NewOrder::new(&[Identifier::Dns(name.to_owned())])).await?;
+    let mut published = Published { challenges, tokens: Vec::new(), alpn_names: Vec::new() };
 
     {
         let mut authzs = order.authorizations();
@@ -114,43 +99,21 @@ pub async fn issue(
                 AuthorizationStatus::Pending => {}
                 // Reused authorization (the CA remembers a recent validation).
                 AuthorizationStatus::Valid => continue,
-                status => {
-                    return Err(OrderError::AuthzState {
-                        name: name.to_owned(),
-                        status,
-                    })
-                }
+                status => return Err(OrderError::AuthzState { name: name.to_owned(), status }),
             }
-            let Some(kind) = kinds.iter().copied().find(|k| {
-                authz
-                    .challenges
-                    .iter()
-                    .any(|c| c.r#type == challenge_type(*k))
-            }) else {
-                let offered = authz
-                    .challenges
-                    .iter()
-                    .map(|c| format!("{:?}", c.r#type))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(OrderError::NoChallenge {
-                    name: name.to_owned(),
-                    offered,
-                });
+            let Some(kind) =
+                kinds.iter().copied().find(|k| authz.challenges.iter().any(|c| c.r#type == challenge_type(*k)))
+            else {
+                let offered = authz.challenges.iter().map(|c| format!("{:?}", c.r#type)).collect::<Vec<_>>().join(", ");
+                return Err(OrderError::NoChallenge { name: name.to_owned(), offered });
             };
-            let mut ch =
-                authz
-                    .challenge(challenge_type(kind))
-                    .ok_or_else(|| OrderError::NoChallenge {
-                        name: name.to_owned(),
-                        offered: String::new(),
-                    })?;
+            let mut ch = authz
+                .challenge(challenge_type(kind))
+                .ok_or_else(|| OrderError::NoChallenge { name: name.to_owned(), offered: String::new() })?;
             let key_auth = ch.key_authorization();
             match kind {
                 ChallengeKind::Http01 => {
-                    challenges
-                        .http01
-                        .insert(ch.token.clone(), key_auth.as_str().to_owned());
+                    challenges.http01.insert(ch.token.clone(), key_auth.as_str().to_owned());
                     published.tokens.push(ch.token.clone());
                 }
                 ChallengeKind::TlsAlpn01 => {
@@ -198,8 +161,5 @@ async fn validation_errors(order: &mut instant_acme::Order) -> String {
 
 /// Polling policy for order state: the validator may take a while on a real CA.
 pub fn poll_policy() -> RetryPolicy {
-    RetryPolicy::new()
-        .initial_delay(Duration::from_millis(250))
-        .backoff(1.5)
-        .timeout(Duration::from_secs(120))
+    RetryPolicy::new().initial_delay(Duration::from_millis(250)).backoff(1.5).timeout(Duration::from_secs(120))
 }

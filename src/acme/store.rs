@@ -56,19 +56,14 @@ pub fn valid_file_name(name: &str) -> bool {
         && name.len() <= 253
         && !name.starts_with('.')
         && !name.contains("..")
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 impl Store {
     /// Opens (creating if needed) the store; fails when the directory cannot be made or written.
     pub fn open(root: PathBuf) -> Result<Self, AcmeError> {
         for d in [root.clone(), root.join("certs"), root.join("state")] {
-            fs::create_dir_all(&d).map_err(|source| AcmeError::Storage {
-                path: d.clone(),
-                source,
-            })?;
+            fs::create_dir_all(&d).map_err(|source| AcmeError::Storage { path: d.clone(), source })?;
         }
         #[cfg(unix)]
         {
@@ -132,8 +127,7 @@ impl Store {
     }
 
     pub fn write_state(&self, name: &str, state: &NameState) -> Result<(), AcmeError> {
-        let json =
-            serde_json::to_vec_pretty(state).map_err(|e| AcmeError::Encode(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(state).map_err(|e| AcmeError::Encode(e.to_string()))?;
         atomic_write(&self.state_path(name), &json, false)
     }
 
@@ -141,18 +135,14 @@ impl Store {
         let path = self.root.join("account.json");
         match read_opt(&path)? {
             None => Ok(None),
-            Some(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| AcmeError::Corrupt {
-                    path,
-                    detail: e.to_string(),
-                }),
+            Some(b) => {
+                serde_json::from_slice(&b).map(Some).map_err(|e| AcmeError::Corrupt { path, detail: e.to_string() })
+            }
         }
     }
 
     pub fn write_account(&self, account: &StoredAccount) -> Result<(), AcmeError> {
-        let json =
-            serde_json::to_vec_pretty(account).map_err(|e| AcmeError::Encode(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(account).map_err(|e| AcmeError::Encode(e.to_string()))?;
         atomic_write(&self.root.join("account.json"), &json, true)
     }
 }
@@ -180,26 +170,16 @@ fn read_opt(path: &Path) -> Result<Option<Vec<u8>>, AcmeError> {
     match fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(AcmeError::Storage {
-            path: path.into(),
-            source,
-        }),
+        Err(source) => Err(AcmeError::Storage { path: path.into(), source }),
     }
 }
 
 /// Temp file in the same directory, fsync, rename over `path`, fsync the directory.
 pub fn atomic_write(path: &Path, data: &[u8], private: bool) -> Result<(), AcmeError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let err = |source| AcmeError::Storage {
-        path: path.into(),
-        source,
-    };
+    let err = |source| AcmeError::Storage { path: path.into(), source };
     let file_name = path.file_name().and_then(|f| f.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(
-        ".{file_name}.tmp-{}-{}",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
+    let tmp = dir.join(format!(".{file_name}.tmp-{}-{}", std::process::id(), fastrand::u64(..)));
     let result = (|| {
         let mut opts = fs::OpenOptions::new();
         opts.write(true).create_new(true);
@@ -233,21 +213,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().join("acme")).unwrap();
         store.write_cert("a.example.com", "KEY", "CHAIN\n").unwrap();
-        store
-            .write_cert("a.example.com", "KEY2", "CHAIN2\n")
-            .unwrap();
-        assert_eq!(
-            store.read_cert("a.example.com").unwrap().unwrap(),
-            b"KEY2\nCHAIN2\n"
-        );
+        store.write_cert("a.example.com", "KEY2", "CHAIN2\n").unwrap();
+        assert_eq!(store.read_cert("a.example.com").unwrap().unwrap(), b"KEY2\nCHAIN2\n");
         assert_eq!(store.cert_names(), vec!["a.example.com".to_string()]);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(store.cert_path("a.example.com"))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = fs::metadata(store.cert_path("a.example.com")).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         // No temp files left behind.

@@ -20,11 +20,7 @@ use tokio::net::TcpStream;
 
 /// A free loopback port (bound and released; racy only against other processes).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// One Pebble + challtestsrv pair.
@@ -69,18 +65,7 @@ impl Pebble {
                 "-dns01",
                 &format!("127.0.0.1:{dns_port}"),
             ])
-            .args([
-                "-defaultIPv6",
-                "",
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-            ])
+            .args(["-defaultIPv6", "", "-defaultIPv4", "127.0.0.1", "-http01", "", "-https01", "", "-tlsalpn01", ""])
             .stdout(log_file(dir.path(), "challtestsrv.out"))
             .stderr(log_file(dir.path(), "challtestsrv.err"))
             .spawn()
@@ -116,11 +101,7 @@ impl Pebble {
             if let Ok((200, _)) = self.https_get(self.acme_port, "/dir").await {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "pebble did not come up; log:\n{}",
-                self.log()
-            );
+            assert!(Instant::now() < deadline, "pebble did not come up; log:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -150,10 +131,7 @@ impl Pebble {
 
     /// Pebble's current issuing root (changes at every Pebble start).
     pub async fn issuing_root(&self) -> CertificateDer<'static> {
-        let (status, body) = self
-            .https_get(self.mgmt_port, "/roots/0")
-            .await
-            .expect("GET /roots/0");
+        let (status, body) = self.https_get(self.mgmt_port, "/roots/0").await.expect("GET /roots/0");
         assert_eq!(status, 200);
         CertificateDer::from_pem_slice(&body).expect("root PEM")
     }
@@ -167,9 +145,7 @@ impl Pebble {
         let ca = CertificateDer::from_pem_file(self.listener_ca()).map_err(|e| e.to_string())?;
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca).map_err(|e| e.to_string())?;
-        let stream = TcpStream::connect(("127.0.0.1", port))
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
         let mut tls = tls_connect(stream, roots, "localhost", &[]).await?;
         http_get(&mut tls, "localhost", path, true).await
     }
@@ -204,16 +180,12 @@ fn write_listener_certs(dir: &Path) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "swarmgate test pebble listener CA");
+    ca_params.distinguished_name.push(DnType::CommonName, "swarmgate test pebble listener CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
     leaf.is_ca = IsCa::ExplicitNoCa;
-    leaf.distinguished_name
-        .push(DnType::CommonName, "localhost");
+    leaf.distinguished_name.push(DnType::CommonName, "localhost");
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
     std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
@@ -237,10 +209,7 @@ pub async fn tls_connect(
     cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let server_name = ServerName::try_from(name.to_owned()).map_err(|e| e.to_string())?;
-    connector
-        .connect(server_name, stream)
-        .await
-        .map_err(|e| e.to_string())
+    connector.connect(server_name, stream).await.map_err(|e| e.to_string())
 }
 
 /// Minimal HTTP/1.1 GET; `close` asks the server to close so the body can be read to EOF,
@@ -253,18 +222,13 @@ pub async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 ) -> Result<(u16, Vec<u8>), String> {
     let conn = if close { "close" } else { "keep-alive" };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: {conn}\r\n\r\n");
-    s.write_all(req.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
+    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {
         let n = s.read(&mut chunk).await.map_err(|e| e.to_string())?;
         if n == 0 {
-            return Err(format!(
-                "connection closed before the response head ({} bytes)",
-                buf.len()
-            ));
+            return Err(format!("connection closed before the response head ({} bytes)", buf.len()));
         }
         buf.extend_from_slice(&chunk[..n]);
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -272,17 +236,10 @@ pub async fn http_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad status line")?;
+    let status: u16 = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
     let len = head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse::<usize>().ok())
-            .flatten()
+        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
     });
     let mut body = buf[head_end..].to_vec();
     match len {
@@ -313,13 +270,7 @@ pub async fn served_leaf(
     roots.add(root.clone()).map_err(|e| e.to_string())?;
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let tls = tls_connect(stream, roots, name, &[b"http/1.1"]).await?;
-    let leaf = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .cloned()
-        .ok_or("no peer certificate")?;
+    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned().ok_or("no peer certificate")?;
     Ok(leaf.into_owned())
 }
 
@@ -356,10 +307,7 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -394,22 +342,13 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     use http_body_util::Full;
-    let svc = hyper::service::service_fn(
-        move |req: hyper::Request<hyper::body::Incoming>| async move {
-            let host = req
-                .headers()
-                .get("host")
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let rsp = hyper::Response::builder()
-                .status(200)
-                .body(Full::new(bytes::Bytes::from(format!("hello {host}"))))
-                .unwrap();
-            Ok::<_, std::convert::Infallible>(rsp)
-        },
-    );
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, svc)
-        .await;
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
+        let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
+        let rsp = hyper::Response::builder()
+            .status(200)
+            .body(Full::new(bytes::Bytes::from(format!("hello {host}"))))
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(rsp)
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
 }
