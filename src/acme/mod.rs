@@ -386,6 +386,25 @@ impl AcmeManager {
     }
 }
 
+/// What the app does to enable ACME, in one call: opens the storage and loads the stored
+/// certificates into `certs` (call it before the listeners serve), registers the metric families
+/// and spawns [`AcmeManager::run`] on the route table's wanted names.
+pub fn start(
+    cfg: &AcmeConfig,
+    storage_dir: PathBuf,
+    certs: Arc<CertMap>,
+    challenges: Arc<Challenges>,
+    metrics: &crate::admin::metrics::Metrics,
+    names: watch::Receiver<BTreeSet<String>>,
+    shutdown: CancellationToken,
+) -> Result<(AcmeManager, tokio::task::JoinHandle<()>), AcmeError> {
+    let manager = AcmeManager::new(cfg.clone(), storage_dir, certs, challenges)?;
+    metrics.register("acme", manager.metrics());
+    let m = manager.clone();
+    let task = tokio::spawn(async move { m.run(names, shutdown).await });
+    Ok((manager, task))
+}
+
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
         self.names.lock().unwrap_or_else(|p| p.into_inner())
