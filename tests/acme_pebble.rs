@@ -370,3 +370,71 @@ async fn names_covered_by_static_certificates_or_not_public_are_never_ordered() 
     r.stop().await;
     eprintln!("TIMING statics total: {:?}", t0.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarmgate_with_acme_enabled_in_its_config_gets_and_reports_certificates() {
+    let t0 = Instant::now();
+    let name = "app.example.com";
+    let upstream = Upstream::start().await;
+    let (http_port, https_port) = (pebble::free_port(), pebble::free_port());
+    let pebble = Pebble::start(http_port, https_port, None).await;
+    let storage = tempfile::tempdir().unwrap();
+    let text = format!(
+        r#"
+storage = {storage:?}
+
+[listen]
+http = "127.0.0.1:{http_port}"
+https = "127.0.0.1:{https_port}"
+admin = "127.0.0.1:0"
+
+[acme]
+enabled = true
+directory = "{directory}"
+ca_root = {ca_root:?}
+challenges = ["tls-alpn-01", "http-01"]
+backoff_min = "1s"
+backoff_max = "3s"
+
+[[routes]]
+hosts = ["{name}"]
+upstreams = ["{upstream}"]
+pass_host = true
+"#,
+        storage = storage.path(),
+        directory = pebble.directory_url(),
+        ca_root = pebble.listener_ca(),
+        upstream = upstream.addr,
+    );
+    let cfg = Config::parse(&text, Path::new("acme.toml")).unwrap();
+    let proxy = swarmgate::app::start(cfg, None).await.unwrap();
+    let https = proxy.https_addr.unwrap();
+    let root = pebble.issuing_root().await;
+    let leaf = eventually(ISSUE_TIMEOUT, "the certificate on the HTTPS listener", || async {
+        served_leaf(https, &root, name).await.ok()
+    })
+    .await;
+    eprintln!("TIMING app: certificate served {:?} after start", t0.elapsed());
+    assert_eq!(dns_names(&leaf), vec![name.to_string()]);
+    let (_, status, body) = get_over_tls(https, &root, name).await;
+    assert_eq!((status, body.as_str()), (200, format!("hello {name}").as_str()));
+
+    let admin = proxy.admin_addr.unwrap();
+    let get_admin = |path: &'static str| async move {
+        let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+        let (status, body) = http_get(&mut s, "admin", path, true).await.unwrap();
+        assert_eq!(status, 200, "{path}");
+        String::from_utf8(body).unwrap()
+    };
+    let certs: serde_json::Value = serde_json::from_str(&get_admin("/api/certificates").await).unwrap();
+    let entry = certs["certificates"].as_array().unwrap().iter().find(|c| c["name"] == name).cloned();
+    let entry = entry.unwrap_or_else(|| panic!("{certs}"));
+    assert!(entry["not_after"].is_string() && entry["next_renewal"].is_string(), "{entry}");
+    assert_eq!(entry["consecutive_failures"], 0);
+    let metrics = get_admin("/metrics").await;
+    assert!(metrics.contains("swarmgate_acme_orders_total 1"), "{metrics}");
+    assert!(metrics.contains(&format!("swarmgate_acme_certificate_expiry_timestamp_seconds{{name=\"{name}\"}}")));
+    assert!(storage.path().join(format!("acme/certs/{name}.pem")).exists());
+    proxy.shutdown().await;
+    eprintln!("TIMING app total: {:?}", t0.elapsed());
+}
