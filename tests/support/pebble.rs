@@ -85,25 +85,35 @@ impl Pebble {
     }
 
     async fn start_pebble(&mut self) {
-        let child = Command::new("pebble")
-            .arg("-config")
-            .arg(self.dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(log_file(self.dir.path(), "pebble.out"))
-            .stderr(log_file(self.dir.path(), "pebble.err"))
-            .spawn()
-            .expect("pebble (apt-get install pebble)");
-        self.pebble = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok((200, _)) = self.https_get(self.acme_port, "/dir").await {
-                return;
+        // A restart can race the old process's sockets; Pebble then exits at once, so retry.
+        for attempt in 0..5 {
+            let child = Command::new("pebble")
+                .arg("-config")
+                .arg(self.dir.path().join("pebble.json"))
+                .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stdout(log_file(self.dir.path(), "pebble.out"))
+                .stderr(log_file(self.dir.path(), "pebble.err"))
+                .spawn()
+                .expect("pebble (apt-get install pebble)");
+            self.pebble = Some(child);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok((200, _)) = self.https_get(self.acme_port, "/dir").await {
+                    return;
+                }
+                if let Some(Ok(Some(status))) = self.pebble.as_mut().map(|c| c.try_wait()) {
+                    eprintln!("pebble exited ({status}) on start attempt {attempt}; log:\n{}", self.log());
+                    self.pebble = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+                assert!(Instant::now() < deadline, "pebble did not come up; log:\n{}", self.log());
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(Instant::now() < deadline, "pebble did not come up; log:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        panic!("pebble would not start; log:\n{}", self.log());
     }
 
     /// Stops Pebble (the CA is down; challtestsrv stays).
@@ -161,8 +171,9 @@ impl Drop for Pebble {
     }
 }
 
+/// Appends, so a restarted Pebble's log follows the first one.
 fn log_file(dir: &Path, name: &str) -> Stdio {
-    Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
+    Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(dir.join(name)).unwrap())
 }
 
 async fn wait_port(port: u16) {
