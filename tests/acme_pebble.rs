@@ -438,3 +438,25 @@ pass_host = true
     proxy.shutdown().await;
     eprintln!("TIMING app total: {:?}", t0.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stored_account_is_reused_after_a_restart() {
+    let t0 = Instant::now();
+    let (one, two) = ("one.example.com", "two.example.com");
+    let env = Env::start(&[one], None).await;
+    let cfg = env.config(vec![ChallengeKind::Http01]);
+    let r = env.run(env.manager(cfg.clone()));
+    r.issued(one).await;
+    r.stop().await;
+    let account_file = env.storage.path().join("acme/account.json");
+    let account = std::fs::read(&account_file).unwrap();
+
+    // A new manager on the same storage orders a new name with the same account.
+    env.set_hosts(&[one, two]);
+    let r2 = env.run(env.manager(cfg));
+    r2.issued(two).await;
+    assert_eq!(r2.manager.orders_started(), 1, "only the new name is ordered");
+    assert_eq!(std::fs::read(&account_file).unwrap(), account, "no new account was created");
+    r2.stop().await;
+    eprintln!("TIMING account reuse total: {:?}", t0.elapsed());
+}
