@@ -6,5 +6,6 @@ pub mod forward;
 pub mod handler;
 pub mod health;
 pub mod server;
+pub mod watchdog;
 
 pub use handler::{ConnInfo, ProxyState};
