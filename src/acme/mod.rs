@@ -499,7 +499,7 @@ impl Inner {
             e.state.attempt_started = Some(unix(started));
             e.state.clone()
         };
-        self.persist(&name, &state);
+        self.persist(&name, &state).await;
         let failures = state.failures;
         self.orders_total.fetch_add(1, Ordering::Relaxed);
         let kinds = self.kinds_for(failures);
@@ -508,64 +508,82 @@ impl Inner {
             Ok(r) => r,
             Err(_) => Err(format!("order timed out after {}s", ORDER_TIMEOUT.as_secs())),
         };
-        let result = result.and_then(|(key, chain)| self.install(&name, &key, &chain));
-        let mut names = self.lock();
-        let e = names.entry(name.clone()).or_default();
-        e.state.attempt_started = None;
-        match result {
-            Ok(cert) => {
-                self.certificates_issued_total.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(name, not_after = %rfc3339(cert.not_after), elapsed_ms = started_instant.elapsed().as_millis() as u64, "certificate issued");
-                e.cert = Some(cert);
-                e.state.failures = 0;
-                e.state.last_error = None;
-                e.state.backoff_until = None;
-                e.state.last_success = Some(unix(SystemTime::now()));
-            }
-            Err(msg) => {
-                self.order_failures_total.fetch_add(1, Ordering::Relaxed);
-                e.state.failures += 1;
-                let mut until = SystemTime::now()
-                    + backoff_delay(e.state.failures, self.cfg.backoff_min.0, self.cfg.backoff_max.0, fastrand::f64());
-                let retry_after = self
-                    .retry_after
-                    .lock()
-                    .ok()
-                    .and_then(|s| *s)
-                    .filter(|(seen, _)| *seen >= started_instant)
-                    .map(|(_, t)| t.min(SystemTime::now() + MAX_RETRY_AFTER));
-                if let Some(ra) = retry_after {
-                    until = until.max(ra);
+        let result = match result {
+            Ok((key, chain)) => self.install(&name, key, chain).await,
+            Err(e) => Err(e),
+        };
+        let state = {
+            let mut names = self.lock();
+            let e = names.entry(name.clone()).or_default();
+            e.state.attempt_started = None;
+            match result {
+                Ok(cert) => {
+                    self.certificates_issued_total.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(name, not_after = %rfc3339(cert.not_after), elapsed_ms = started_instant.elapsed().as_millis() as u64, "certificate issued");
+                    e.cert = Some(cert);
+                    e.state.failures = 0;
+                    e.state.last_error = None;
+                    e.state.backoff_until = None;
+                    e.state.last_success = Some(unix(SystemTime::now()));
                 }
-                // Round up so a stored whole second never shortens the wait.
-                let until_s = unix(until) + 1;
-                e.state.backoff_until = Some(until_s);
-                e.state.last_error = Some(msg.clone());
-                tracing::warn!(name, failures = e.state.failures, retry_at = %rfc3339(from_unix(until_s)), error = %msg, "certificate order failed; the current certificate (if any) keeps serving");
+                Err(msg) => {
+                    self.order_failures_total.fetch_add(1, Ordering::Relaxed);
+                    e.state.failures += 1;
+                    let mut until = SystemTime::now()
+                        + backoff_delay(
+                            e.state.failures,
+                            self.cfg.backoff_min.0,
+                            self.cfg.backoff_max.0,
+                            fastrand::f64(),
+                        );
+                    let retry_after = self
+                        .retry_after
+                        .lock()
+                        .ok()
+                        .and_then(|s| *s)
+                        .filter(|(seen, _)| *seen >= started_instant)
+                        .map(|(_, t)| t.min(SystemTime::now() + MAX_RETRY_AFTER));
+                    if let Some(ra) = retry_after {
+                        until = until.max(ra);
+                    }
+                    // Round up so a stored whole second never shortens the wait.
+                    let until_s = unix(until) + 1;
+                    e.state.backoff_until = Some(until_s);
+                    e.state.last_error = Some(msg.clone());
+                    tracing::warn!(name, failures = e.state.failures, retry_at = %rfc3339(from_unix(until_s)), error = %msg, "certificate order failed; the current certificate (if any) keeps serving");
+                }
             }
-        }
-        let state = e.state.clone();
-        drop(names);
-        self.persist(&name, &state);
+            e.state.clone()
+        };
+        self.persist(&name, &state).await;
         if let Some(e) = self.lock().get_mut(&name) {
             e.in_flight = false;
         }
     }
 
-    fn persist(&self, name: &str, state: &NameState) {
-        if let Err(err) = self.store.write_state(name, state) {
-            tracing::warn!(name, error = %err, "writing ACME state");
+    /// Writes `state` off the async threads (fsync can take a while on a busy disk).
+    async fn persist(&self, name: &str, state: &NameState) {
+        let (store, n, st) = (self.store.clone(), name.to_owned(), state.clone());
+        let result = tokio::task::spawn_blocking(move || store.write_state(&n, &st)).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(name, error = %err, "writing ACME state"),
+            Err(err) => tracing::warn!(name, error = %err, "writing ACME state"),
         }
     }
 
     /// Parses, stores and publishes a new certificate.
-    fn install(&self, name: &str, key_pem: &str, chain_pem: &str) -> Result<LiveCert, String> {
+    async fn install(&self, name: &str, key_pem: String, chain_pem: String) -> Result<LiveCert, String> {
         let cert = LiveCert::from_pem(chain_pem.as_bytes(), key_pem.as_bytes(), CertSource::Acme)
             .map_err(|e| format!("issued certificate unusable: {e}"))?;
         if !cert.names.iter().any(|n| n == name) {
             return Err(format!("issued certificate does not cover {name} (covers {:?})", cert.names));
         }
-        self.store.write_cert(name, key_pem, chain_pem).map_err(|e| e.to_string())?;
+        let (store, n) = (self.store.clone(), name.to_owned());
+        tokio::task::spawn_blocking(move || store.write_cert(&n, &key_pem, &chain_pem))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
         // Replacing the map entry leaves open connections on the old key: nothing is dropped.
         self.certs.insert(cert.clone());
         Ok(cert)
