@@ -350,8 +350,7 @@ impl AcmeManager {
         let mut names_open = true;
         let mut pending_change: Option<Instant> = None;
         loop {
-            if let Some(at) = pending_change.filter(|at| *at <= Instant::now()) {
-                let _ = at;
+            if pending_change.is_some_and(|at| at <= Instant::now()) {
                 inner.set_wanted(&names.borrow_and_update().clone());
                 pending_change = None;
             }
@@ -443,12 +442,19 @@ impl Inner {
         Some(renew.max(backoff))
     }
 
+    /// Time until the next order can start. Names a static certificate covers never count, and
+    /// while all order slots are busy only a finishing order (which wakes the loop) matters.
     fn next_wake(&self) -> Duration {
         let now = SystemTime::now();
+        let statics = self.certs.statics().names();
         let names = self.lock();
+        if names.values().filter(|e| e.in_flight).count() >= MAX_CONCURRENT_ORDERS {
+            return Duration::MAX;
+        }
         names
-            .values()
-            .filter_map(|e| self.due_at(e))
+            .iter()
+            .filter(|(n, _)| !covered_by(&statics, n))
+            .filter_map(|(_, e)| self.due_at(e))
             .map(|t| t.duration_since(now).unwrap_or_default())
             .min()
             .unwrap_or(Duration::MAX)
@@ -775,6 +781,24 @@ mod tests {
         let e = m2.inner.lock();
         let due = m2.inner.due_at(&e["a.example.com"]).unwrap();
         assert!(due > SystemTime::now());
+    }
+
+    #[test]
+    fn a_name_covered_by_a_static_certificate_does_not_wake_the_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path(), vec![ChallengeKind::Http01]);
+        let ck = rcgen::generate_simple_self_signed(vec!["s.example.com".to_string()]).unwrap();
+        let stat = LiveCert::from_pem(
+            ck.cert.pem().as_bytes(),
+            ck.signing_key.serialize_pem().as_bytes(),
+            CertSource::Static("s.pem".into()),
+        )
+        .unwrap();
+        m.inner.certs.set_static(crate::tls::StaticCerts::new(vec![stat]));
+        m.inner.set_wanted(&BTreeSet::from(["s.example.com".to_string()]));
+        assert_eq!(m.inner.next_wake(), Duration::MAX);
+        m.inner.set_wanted(&BTreeSet::from(["s.example.com".to_string(), "n.example.com".to_string()]));
+        assert!(m.inner.next_wake() < Duration::from_secs(1), "a name without a certificate is due now");
     }
 
     #[test]
