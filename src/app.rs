@@ -36,6 +36,8 @@ pub enum StartError {
     Config(#[from] LoadError),
     #[error("docker: {0}")]
     Swarm(#[from] crate::discovery::swarm::SwarmError),
+    #[error("acme: {0}")]
+    Acme(#[from] crate::acme::AcmeError),
 }
 
 /// Loads every static certificate, naming the failing entry.
@@ -262,6 +264,19 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         ready: ready.clone(),
     });
     publisher.set_file_routes(cfg.route_specs());
+    // Before the listeners serve: stored ACME certificates are loaded synchronously here.
+    let acme = match cfg.acme.enabled {
+        true => Some(crate::acme::start(
+            &cfg.acme,
+            cfg.storage_dir().join("acme"),
+            certs.clone(),
+            challenges.clone(),
+            &state.metrics,
+            publisher.acme_names(),
+            shutdown.clone(),
+        )?),
+        false => None,
+    };
     start_swarm(&cfg, &publisher, &shutdown).await?;
 
     let settings = ListenerSettings {
@@ -277,6 +292,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         tasks.push(tokio::spawn(serve(l, Some(acceptor), state.clone(), settings.clone(), shutdown.clone())));
     }
     let admin = Arc::new(AdminState { proxy: state.clone(), ready, certificates: Default::default() });
+    if let Some((manager, task)) = acme {
+        admin.certificates.store(Some(Arc::new(JsonSourceBox(manager.json_source()))));
+        tasks.push(task);
+    }
     if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), shutdown.clone())));
     }
