@@ -110,11 +110,14 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Serving threads, each with its own single-threaded runtime and its own `SO_REUSEPORT`
+    /// listener (the kernel spreads connections); 0 = one per CPU, 1 = serve on the main runtime.
+    pub workers: usize,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), https: None, admin: None }
+        Listen { http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), https: None, admin: None, workers: 0 }
     }
 }
 
