@@ -42,14 +42,17 @@ pub fn set_worker_index(index: usize) {
     WORKER.with(|w| w.set(index % BUCKETS));
 }
 
+/// One thread's idle connections, newest last, with the time each went idle.
+type IdleList = Mutex<Vec<(SendRequest<RequestBody>, Instant)>>;
+
 /// Idle keep-alive connections to one endpoint.
 #[derive(Default)]
 pub struct Http1Pool {
-    idle: [Mutex<Vec<(SendRequest<RequestBody>, Instant)>>; BUCKETS],
+    idle: [IdleList; BUCKETS],
 }
 
 impl Http1Pool {
-    fn bucket(&self) -> &Mutex<Vec<(SendRequest<RequestBody>, Instant)>> {
+    fn bucket(&self) -> &IdleList {
         &self.idle[WORKER.with(|w| w.get())]
     }
 }
