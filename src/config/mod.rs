@@ -643,6 +643,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_stack_config_is_valid() {
+        let c = Config::parse(include_str!("../../config/swarmgate.stack.toml"), Path::new("swarmgate.stack.toml")).unwrap();
+        assert_eq!(c.docker.enabled, DockerMode::On);
+        assert!(c.acme.enabled);
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let err = Config::parse("[listen]\nhttp = \"127.0.0.1:1\"\nhtps = \"x\"\n", Path::new("t.toml")).unwrap_err();
         assert!(err.to_string().contains("htps"), "{err}");
