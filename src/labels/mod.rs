@@ -74,7 +74,7 @@ impl Default for LabelsConfig {
 }
 
 /// Cluster-wide settings some dialects carry (Caddy's global options block).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GlobalOptions {
     pub acme_email: Option<String>,
     pub acme_ca: Option<String>,
