@@ -114,6 +114,15 @@ impl Publisher {
         m.route_table_generation.store(table.generation, Ordering::Relaxed);
         m.config_reloads.fetch_add(1, Ordering::Relaxed);
         let names = table.acme_names(&static_names);
+        // `tls internal` (Caddy): a self-signed certificate per name, made once, in memory.
+        for name in table.internal_tls_names() {
+            if !self.state.certs.has(&name) {
+                match crate::acme::self_signed(&name) {
+                    Ok(cert) => self.state.certs.insert(cert),
+                    Err(e) => tracing::warn!(name, error = %e, "cannot make an internal certificate"),
+                }
+            }
+        }
         self.health.sync(&table);
         let table = Arc::new(table);
         self.state.table.store(table);

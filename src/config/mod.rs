@@ -644,7 +644,8 @@ mod tests {
 
     #[test]
     fn shipped_stack_config_is_valid() {
-        let c = Config::parse(include_str!("../../config/swarmgate.stack.toml"), Path::new("swarmgate.stack.toml")).unwrap();
+        let c = Config::parse(include_str!("../../config/swarmgate.stack.toml"), Path::new("swarmgate.stack.toml"))
+            .unwrap();
         assert_eq!(c.docker.enabled, DockerMode::On);
         assert!(c.acme.enabled);
     }
