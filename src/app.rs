@@ -34,6 +34,10 @@ pub enum StartError {
     Certificate { index: usize, source: crate::tls::TlsError },
     #[error(transparent)]
     Config(#[from] LoadError),
+    #[error("docker: {0}")]
+    Swarm(#[from] crate::discovery::swarm::SwarmError),
+    #[error("acme: {0}")]
+    Acme(#[from] crate::acme::AcmeError),
 }
 
 /// Loads every static certificate, naming the failing entry.
@@ -207,13 +211,34 @@ fn reload_from(
     Ok(())
 }
 
-async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+/// Binds a listening socket (non-blocking, `SO_REUSEADDR`, and `SO_REUSEPORT` so serving
+/// threads can each have their own listener on the same address).
+fn bind_std(which: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let map = |source| StartError::Bind { which, addr, source };
-    let socket = socket.map_err(map)?;
-    socket.set_reuseaddr(true).map_err(map)?;
-    socket.bind(addr).map_err(map)?;
-    socket.listen(4096).map_err(map)
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(map)?;
+    socket.set_reuse_address(true).map_err(map)?;
+    socket.set_reuse_port(true).map_err(map)?;
+    socket.set_nonblocking(true).map_err(map)?;
+    socket.bind(&addr.into()).map_err(map)?;
+    socket.listen(4096).map_err(map)?;
+    Ok(socket.into())
+}
+
+/// One listener per serving thread on the same address (the first resolves port 0).
+fn bind_group(which: &'static str, addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let first = bind_std(which, addr)?;
+    let actual = first.local_addr().map_err(|source| StartError::Bind { which, addr, source })?;
+    let mut all = vec![first];
+    for _ in 1..count {
+        all.push(bind_std(which, actual)?);
+    }
+    Ok(all)
+}
+
+async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let l = bind_std(which, addr)?;
+    TcpListener::from_std(l).map_err(|source| StartError::Bind { which, addr, source })
 }
 
 /// Starts swarmgate from `cfg`. `config_path` enables reloads (SIGHUP and file changes).
@@ -221,20 +246,24 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     let shutdown = CancellationToken::new();
     let (statics, _) = load_static_certs(&cfg)?;
     // Bind first: the HTTPS redirect needs the real port when the config asks for port 0.
+    let workers = match cfg.listen.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
     let http_listener = match cfg.listen.http {
-        Some(addr) => Some(bind("http", addr).await?),
-        None => None,
+        Some(addr) => bind_group("http", addr, workers)?,
+        None => Vec::new(),
     };
     let https_listener = match cfg.listen.https {
-        Some(addr) => Some(bind("https", addr).await?),
-        None => None,
+        Some(addr) => bind_group("https", addr, workers)?,
+        None => Vec::new(),
     };
     let admin_listener = match cfg.listen.admin {
         Some(addr) => Some(bind("admin", addr).await?),
         None => None,
     };
-    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let https_addr = https_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let http_addr = http_listener.first().and_then(|l| l.local_addr().ok());
+    let https_addr = https_listener.first().and_then(|l| l.local_addr().ok());
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let certs = Arc::new(CertMap::new());
     certs.set_static(statics);
@@ -260,20 +289,78 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         ready: ready.clone(),
     });
     publisher.set_file_routes(cfg.route_specs());
+    // Before the listeners serve: stored ACME certificates are loaded synchronously here.
+    let acme = match cfg.acme.enabled {
+        true => Some(crate::acme::start(
+            &cfg.acme,
+            cfg.storage_dir().join("acme"),
+            certs.clone(),
+            challenges.clone(),
+            &state.metrics,
+            publisher.acme_names(),
+            shutdown.clone(),
+        )?),
+        false => None,
+    };
+    start_swarm(&cfg, &publisher, &shutdown).await?;
 
     let settings = ListenerSettings {
         limits: cfg.limits.clone(),
         connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
     };
     let mut tasks = Vec::new();
-    if let Some(l) = http_listener {
-        tasks.push(tokio::spawn(serve(l, None, state.clone(), settings.clone(), shutdown.clone())));
-    }
-    if let Some(l) = https_listener {
-        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));
-        tasks.push(tokio::spawn(serve(l, Some(acceptor), state.clone(), settings.clone(), shutdown.clone())));
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));
+    let mut https_listener = https_listener.into_iter();
+    let mut http_listener = http_listener.into_iter();
+    for index in 0..workers {
+        let pair = (http_listener.next(), https_listener.next());
+        let serve_pair = {
+            let (state, settings, shutdown, acceptor) =
+                (state.clone(), settings.clone(), shutdown.clone(), acceptor.clone());
+            move || async move {
+                let mut parts = Vec::new();
+                if let Some(l) = pair.0.and_then(|l| TcpListener::from_std(l).ok()) {
+                    parts.push(tokio::spawn(serve(l, None, state.clone(), settings.clone(), shutdown.clone())));
+                }
+                if let Some(l) = pair.1.and_then(|l| TcpListener::from_std(l).ok()) {
+                    parts.push(tokio::spawn(serve(l, Some(acceptor), state, settings, shutdown)));
+                }
+                for p in parts {
+                    let _ = p.await;
+                }
+            }
+        };
+        if workers == 1 {
+            tasks.push(tokio::spawn(serve_pair()));
+            continue;
+        }
+        // A serving thread with its own single-threaded runtime: no work stealing, no
+        // cross-thread wake-ups on the request path.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("swarmgate-serve-{index}"))
+            .spawn(move || {
+                crate::proxy::pool::set_worker_index(index);
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(serve_pair()),
+                    Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|source| StartError::Bind {
+                which: "workers",
+                addr: http_addr.or(https_addr).unwrap_or(([0, 0, 0, 0], 0).into()),
+                source,
+            })?;
+        tasks.push(tokio::spawn(async move {
+            let _ = done_rx.await;
+        }));
     }
     let admin = Arc::new(AdminState { proxy: state.clone(), ready, certificates: Default::default() });
+    if let Some((manager, task)) = acme {
+        admin.certificates.store(Some(Arc::new(JsonSourceBox(manager.json_source()))));
+        tasks.push(task);
+    }
     if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), shutdown.clone())));
     }
@@ -285,6 +372,41 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     }
     tracing::info!(http = ?http_addr, https = ?https_addr, admin = ?admin_addr, "swarmgate listening");
     Ok(Running { http_addr, https_addr, admin_addr, state, publisher, admin, shutdown, tasks, config_path, config })
+}
+
+/// Starts Swarm discovery when `[docker] enabled` says so (or, for `"auto"`, when an engine
+/// answers). A reachable engine that is not a swarm manager is an error with `enabled = true`
+/// and a warning with `"auto"` (the file routes keep serving). An unreachable engine with
+/// `enabled = true` is not fatal: the provider serves the snapshot saved by the last run and
+/// reconnects with backoff.
+async fn start_swarm(cfg: &Config, publisher: &Arc<Publisher>, shutdown: &CancellationToken) -> Result<(), StartError> {
+    use crate::config::DockerMode;
+    use crate::discovery::swarm::{should_use_docker, SwarmError, SwarmProvider};
+    if !should_use_docker(&cfg.docker).await {
+        return Ok(());
+    }
+    let provider = SwarmProvider::new(&cfg.docker)?;
+    match provider.check_manager().await {
+        Ok(info) => tracing::info!(node = ?info.swarm.node_id, "swarm discovery on"),
+        Err(e @ SwarmError::Unreachable { .. }) if cfg.docker.enabled == DockerMode::On => {
+            tracing::warn!(error = %e, "Docker is not reachable yet; serving the last saved snapshot and retrying");
+        }
+        Err(e) if cfg.docker.enabled == DockerMode::On => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "swarm discovery off ([docker] enabled = \"auto\"); serving the file routes only");
+            return Ok(());
+        }
+    }
+    let (tx, mut rx) = watch::channel(Arc::new(ProviderSnapshot::default()));
+    tokio::spawn(provider.run(cfg.labels.clone(), cfg.storage_dir(), tx, shutdown.clone()));
+    let publisher = publisher.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let snapshot = rx.borrow_and_update().clone();
+            publisher.set_swarm(snapshot);
+        }
+    });
+    Ok(())
 }
 
 fn mtime(path: &PathBuf) -> Option<SystemTime> {

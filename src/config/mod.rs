@@ -110,11 +110,14 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Serving threads, each with its own single-threaded runtime and its own `SO_REUSEPORT`
+    /// listener (the kernel spreads connections); 0 = one per CPU, 1 = serve on the main runtime.
+    pub workers: usize,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), https: None, admin: None }
+        Listen { http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), https: None, admin: None, workers: 0 }
     }
 }
 
@@ -277,6 +280,10 @@ pub struct AcmeConfig {
     pub renew_fraction: f64,
     /// How often renewals are checked.
     pub check_interval: Dur,
+    /// First wait after a failed order; doubles per failure (with jitter) up to `backoff_max`.
+    pub backoff_min: Dur,
+    /// Longest wait between failed orders for one name.
+    pub backoff_max: Dur,
 }
 
 impl Default for AcmeConfig {
@@ -290,6 +297,9 @@ impl Default for AcmeConfig {
             challenges: vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
             renew_fraction: 2.0 / 3.0,
             check_interval: Dur(Duration::from_secs(3600)),
+            // 5 min doubling stays under Let's Encrypt's 5 failed validations per name per hour.
+            backoff_min: Dur(Duration::from_secs(300)),
+            backoff_max: Dur(Duration::from_secs(12 * 3600)),
         }
     }
 }

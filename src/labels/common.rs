@@ -17,9 +17,7 @@ pub(crate) fn label_host(raw: &str) -> Result<String, String> {
         return Err("\"*\" would route every host name; labels may not create a catch-all route (no open proxy)".into());
     }
     if !h.is_ascii() {
-        return Err(format!(
-            "{raw:?} is not ASCII; write the name in punycode (xn--…)"
-        ));
+        return Err(format!("{raw:?} is not ASCII; write the name in punycode (xn--…)"));
     }
     let body = h.strip_prefix("*.").unwrap_or(&h);
     if body.contains('*') {
@@ -50,26 +48,18 @@ pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
         return Err(err());
     }
     if let Ok(n) = s.parse::<f64>() {
-        return if n.is_finite() && n >= 0.0 {
-            Ok(Duration::from_secs_f64(n))
-        } else {
-            Err(err())
-        };
+        return if n.is_finite() && n >= 0.0 { Ok(Duration::from_secs_f64(n)) } else { Err(err()) };
     }
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
         if num_end == 0 {
             return Err(err());
         }
         let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let factor = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" => 1e-6,
@@ -98,9 +88,7 @@ pub(crate) fn header_name(name: &str) -> Result<(), String> {
 
 /// A valid HTTP header value.
 pub(crate) fn header_value(value: &str) -> Result<(), String> {
-    http::HeaderValue::from_str(value)
-        .map(|_| ())
-        .map_err(|_| format!("{value:?} is not a valid header value"))
+    http::HeaderValue::from_str(value).map(|_| ()).map_err(|_| format!("{value:?} is not a valid header value"))
 }
 
 /// A bcrypt hash as basic auth needs it. Caddy also accepts the hash base64-encoded; that form
@@ -120,30 +108,23 @@ pub(crate) fn bcrypt_hash(hash: &str) -> Result<String, String> {
         }
     }
     if hash.starts_with("$apr1$") || hash.starts_with("{SHA}") {
-        return Err("only bcrypt hashes are supported (Apache MD5/SHA1 are not); make one with `htpasswd -nbB user password`".into());
+        return Err(
+            "only bcrypt hashes are supported (Apache MD5/SHA1 are not); make one with `htpasswd -nbB user password`"
+                .into(),
+        );
     }
-    Err(
-        "not a bcrypt hash (expected $2a$/$2b$/$2y$…; make one with `htpasswd -nbB user password`)"
-            .into(),
-    )
+    Err("not a bcrypt hash (expected $2a$/$2b$/$2y$…; make one with `htpasswd -nbB user password`)".into())
 }
 
 fn is_bcrypt(h: &str) -> bool {
-    (h.starts_with("$2a$")
-        || h.starts_with("$2b$")
-        || h.starts_with("$2y$")
-        || h.starts_with("$2x$"))
-        && h.len() >= 59
+    (h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") || h.starts_with("$2x$")) && h.len() >= 59
 }
 
 /// Traefik's `normalize`: runs of characters that are not letters or digits become one `-`,
 /// leading and trailing ones are dropped (`mystack_whoami` → `mystack-whoami`).
 pub(crate) fn normalize_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
-    for part in name
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|p| !p.is_empty())
-    {
+    for part in name.split(|c: char| !c.is_alphanumeric()).filter(|p| !p.is_empty()) {
         if !out.is_empty() {
             out.push('-');
         }

@@ -16,8 +16,10 @@ pub mod traefik;
 
 pub use caddy::render_caddyfile;
 
-/// A Swarm service as the label dialects see it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A Swarm service as the label dialects see it. (De)serialisable so `swarmgate check` can read
+/// a list of services from a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServiceInput {
     /// `ID`.
     pub id: String,

@@ -27,13 +27,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::common::{
-    bcrypt_hash, header_name, header_value, label_host, parse_bool, parse_duration,
-};
+use super::common::{bcrypt_hash, header_name, header_value, label_host, parse_bool, parse_duration};
 use super::{ServiceInput, Translation};
 use crate::model::{
-    Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Problem, Provenance,
-    RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
+    Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Problem, Provenance, RouteSpec, TaskTarget,
+    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
 };
 
 /// Keys a route understands (besides the `headers.request.` / `headers.response.` families).
@@ -87,11 +85,7 @@ pub(super) fn translate(svc: &ServiceInput, prefix: &str, out: &mut Translation)
         let label = Label { key, value };
         if let Some(r) = rest.strip_prefix("routes.") {
             let (name, sub) = r.split_once('.').unwrap_or((r, ""));
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-            {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
                 problems.push(Problem::new(
                     &svc.name,
                     key,
@@ -101,11 +95,7 @@ pub(super) fn translate(svc: &ServiceInput, prefix: &str, out: &mut Translation)
                 continue;
             }
             if sub.is_empty() {
-                problems.push(Problem::new(
-                    &svc.name,
-                    key,
-                    format!("give a key, e.g. {prefix}.routes.{name}.host"),
-                ));
+                problems.push(Problem::new(&svc.name, key, format!("give a key, e.g. {prefix}.routes.{name}.host")));
                 bad_names.push(name);
                 continue;
             }
@@ -213,10 +203,7 @@ fn build(
                 _ => bad(l, format!("{v:?} is not http, https or h2c")),
             },
             "tls" => match v {
-                "" => bad(
-                    l,
-                    "empty; use auto, off, internal or the name of a static certificate".into(),
-                ),
+                "" => bad(l, "empty; use auto, off, internal or the name of a static certificate".into()),
                 "auto" => tls = TlsPolicy::Auto,
                 "off" => tls = TlsPolicy::Off,
                 "internal" => tls = TlsPolicy::Internal,
@@ -232,17 +219,10 @@ fn build(
                 "p2c" => lb = LbPolicy::P2c,
                 "ip_hash" => lb = LbPolicy::IpHash,
                 "cookie" => lb = LbPolicy::Cookie,
-                _ => bad(
-                    l,
-                    format!("{v:?} is not round_robin, least_conn, p2c, ip_hash or cookie"),
-                ),
+                _ => bad(l, format!("{v:?} is not round_robin, least_conn, p2c, ip_hash or cookie")),
             },
             "sticky_cookie" => {
-                if v.is_empty()
-                    || !v
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-                {
+                if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
                     bad(l, format!("{v:?} is not a cookie name"));
                 } else {
                     sticky_cookie = Some((l, v.to_owned()));
@@ -284,10 +264,7 @@ fn build(
                     }
                 }
                 if users.is_empty() {
-                    bad(
-                        l,
-                        "no users: basic auth without users would lock everyone out".into(),
-                    );
+                    bad(l, "no users: basic auth without users would lock everyone out".into());
                 }
             }
             "auth.realm" => realm = v.replace('"', ""),
@@ -303,11 +280,7 @@ fn build(
                 let header = other
                     .strip_prefix("headers.request.")
                     .map(|n| (n, &mut req_headers))
-                    .or_else(|| {
-                        other
-                            .strip_prefix("headers.response.")
-                            .map(|n| (n, &mut resp_headers))
-                    });
+                    .or_else(|| other.strip_prefix("headers.response.").map(|n| (n, &mut resp_headers)));
                 match header {
                     Some((n, edits)) => match header_name(n).and_then(|_| header_value(v)) {
                         Ok(()) => {
@@ -331,86 +304,50 @@ fn build(
             Some(n) => format!("{prefix}.routes.{n}.host"),
             None => format!("{prefix}.host"),
         };
-        problems.push(Problem::new(
-            &svc.name,
-            key,
-            "host is required (comma-separated host names)",
-        ));
+        problems.push(Problem::new(&svc.name, key, "host is required (comma-separated host names)"));
     }
     if let (Some((l, _)), true) = (&sticky_cookie, lb != LbPolicy::Cookie) {
         problems.push(Problem::new(&svc.name, l.key, "only used with lb = cookie"));
     }
     if let (Some((l, _)), None) = (&health_interval, &health_path) {
-        problems.push(Problem::new(
-            &svc.name,
-            l.key,
-            "health.interval needs health.path",
-        ));
+        problems.push(Problem::new(&svc.name, l.key, "health.interval needs health.path"));
     }
     if !problems.is_empty() {
         return Err(problems);
     }
 
-    let mut up = UpstreamSpec::new(UpstreamTarget::Tasks(vec![TaskTarget {
-        service: svc.name.clone(),
-        network,
-        port,
-    }]));
+    let mut up =
+        UpstreamSpec::new(UpstreamTarget::Tasks(vec![TaskTarget { service: svc.name.clone(), network, port }]));
     up.scheme = scheme;
     up.lb = lb;
     up.sticky_cookie = sticky_cookie.map(|(_, n)| n);
     up.pass_host = pass_host;
-    up.health = health_path.map(|p| HealthCheck {
-        path: p,
-        interval: health_interval
-            .map(|(_, d)| d)
-            .unwrap_or(Duration::from_secs(10)),
-    });
+    up.health = health_path
+        .map(|p| HealthCheck { path: p, interval: health_interval.map(|(_, d)| d).unwrap_or(Duration::from_secs(10)) });
     let (id, key) = match name {
-        Some(n) => (
-            format!("svc/{}/native/{n}", svc.name),
-            format!("{prefix}.routes.{n}"),
-        ),
+        Some(n) => (format!("svc/{}/native/{n}", svc.name), format!("{prefix}.routes.{n}")),
         None => (format!("svc/{}/native", svc.name), prefix.to_owned()),
     };
-    let mut spec = RouteSpec::proxy(
-        id,
-        Provenance::Service {
-            service: svc.name.clone(),
-            key,
-        },
-        hosts,
-        up,
-    );
-    spec.path = if exact {
-        PathMatch::Exact(path.clone())
-    } else {
-        PathMatch::Prefix(path.clone())
-    };
+    let mut spec = RouteSpec::proxy(id, Provenance::Service { service: svc.name.clone(), key }, hosts, up);
+    spec.path = if exact { PathMatch::Exact(path.clone()) } else { PathMatch::Prefix(path.clone()) };
     spec.priority = priority;
     spec.redirect_https = redirect_https;
     if tls == TlsPolicy::Off {
         // Off means plain HTTP only: answering on 443 without a certificate helps nobody.
-        spec.entrypoints = Entrypoints {
-            http: true,
-            https: false,
-        };
+        spec.entrypoints = Entrypoints { http: true, https: false };
     }
     spec.tls = tls;
     if strip && path != "/" {
         spec.middlewares.push(Middleware::StripPrefix(path));
     }
     if !users.is_empty() {
-        spec.middlewares
-            .push(Middleware::BasicAuth { realm, users });
+        spec.middlewares.push(Middleware::BasicAuth { realm, users });
     }
     if !req_headers.is_empty() {
-        spec.middlewares
-            .push(Middleware::RequestHeaders(req_headers));
+        spec.middlewares.push(Middleware::RequestHeaders(req_headers));
     }
     if !resp_headers.is_empty() {
-        spec.middlewares
-            .push(Middleware::ResponseHeaders(resp_headers));
+        spec.middlewares.push(Middleware::ResponseHeaders(resp_headers));
     }
     if let Some(n) = retries {
         spec.middlewares.push(Middleware::Retry { attempts: n + 1 });

@@ -46,11 +46,7 @@ pub(super) struct UpstreamRef {
 
 /// The upstream reference a token stands for, if it is one.
 pub(super) fn upstream_index(token: &str) -> Option<usize> {
-    token
-        .strip_prefix(UP_MARK)?
-        .strip_suffix(UP_MARK)?
-        .parse()
-        .ok()
+    token.strip_prefix(UP_MARK)?.strip_suffix(UP_MARK)?.parse().ok()
 }
 
 /// True when a token contains an upstream reference glued to other text.
@@ -215,9 +211,7 @@ fn render_template(
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find("}}")
-            .ok_or_else(|| format!("unclosed template in {value:?}"))?;
+        let end = after.find("}}").ok_or_else(|| format!("unclosed template in {value:?}"))?;
         let mut action = after[..end].trim();
         action = action.strip_prefix('-').unwrap_or(action).trim();
         action = action.strip_suffix('-').unwrap_or(action).trim();
@@ -247,25 +241,26 @@ fn render_action(
     let quoted_first = action.starts_with('"') || action.starts_with('`');
     match first.as_str() {
         "upstreams" if !quoted_first => {
-            let mut r = UpstreamRef {
-                service,
-                network: network.map(Into::into),
-                scheme: None,
-                port: None,
-            };
+            let mut r = UpstreamRef { service, network: network.map(Into::into), scheme: None, port: None };
             for (i, w) in words.iter().enumerate().skip(1) {
                 // Quoted words are Go strings (schemes), bare numbers are ints (ports).
                 match w.as_str() {
                     "http" => r.scheme = Some(UpstreamScheme::Http),
                     "https" => r.scheme = Some(UpstreamScheme::Https),
                     "h2c" => r.scheme = Some(UpstreamScheme::H2c),
-                    n if n.bytes().all(|b| b.is_ascii_digit()) && !is_quoted_word(action, i) => match n.parse::<u16>() {
-                        Ok(p) if p > 0 && r.port.is_none() => r.port = Some(p),
-                        Ok(_) if r.port.is_some() => return Err(format!("{{{{{action}}}}}: give at most one port")),
-                        _ => return Err(format!("{{{{{action}}}}}: {n} is not a port")),
-                    },
+                    n if n.bytes().all(|b| b.is_ascii_digit()) && !is_quoted_word(action, i) => {
+                        match n.parse::<u16>() {
+                            Ok(p) if p > 0 && r.port.is_none() => r.port = Some(p),
+                            Ok(_) if r.port.is_some() => {
+                                return Err(format!("{{{{{action}}}}}: give at most one port"))
+                            }
+                            _ => return Err(format!("{{{{{action}}}}}: {n} is not a port")),
+                        }
+                    }
                     other => {
-                        return Err(format!("{{{{{action}}}}}: {other:?} is neither a scheme (http, https, h2c) nor a port number"))
+                        return Err(format!(
+                            "{{{{{action}}}}}: {other:?} is neither a scheme (http, https, h2c) nor a port number"
+                        ))
                     }
                 }
             }
@@ -286,10 +281,7 @@ fn render_action(
 
 /// True when the `i`-th word of a template action was written in quotes (a Go string).
 fn is_quoted_word(action: &str, i: usize) -> bool {
-    action
-        .split_whitespace()
-        .nth(i)
-        .is_some_and(|w| w.starts_with('"') || w.starts_with('`'))
+    action.split_whitespace().nth(i).is_some_and(|w| w.starts_with('"') || w.starts_with('`'))
 }
 
 /// A label tree node before names and order are parsed.
@@ -300,28 +292,14 @@ struct RawNode {
     children: Vec<RawNode>,
 }
 
-fn insert(
-    nodes: &mut Vec<RawNode>,
-    path: &[String],
-    parent_key: &str,
-    full_key: &str,
-    tokens: Vec<String>,
-) {
+fn insert(nodes: &mut Vec<RawNode>, path: &[String], parent_key: &str, full_key: &str, tokens: Vec<String>) {
     let seg = &path[0];
     let idx = match nodes.iter().position(|n| &n.seg == seg) {
         Some(i) => i,
         None => {
-            let key = if parent_key.is_empty() {
-                seg.clone()
-            } else {
-                format!("{parent_key}.{}", seg.replace('.', "\\."))
-            };
-            nodes.push(RawNode {
-                seg: seg.clone(),
-                key,
-                value: None,
-                children: Vec::new(),
-            });
+            let key =
+                if parent_key.is_empty() { seg.clone() } else { format!("{parent_key}.{}", seg.replace('.', "\\.")) };
+            nodes.push(RawNode { seg: seg.clone(), key, value: None, children: Vec::new() });
             nodes.len() - 1
         }
     };
@@ -336,30 +314,12 @@ fn insert(
 }
 
 fn to_block(n: RawNode, top: bool, service: usize, next_id: &mut u32) -> Block {
-    let (order, name) = if top {
-        (u32::MAX, String::new())
-    } else {
-        parse_segment(&n.seg)
-    };
+    let (order, name) = if top { (u32::MAX, String::new()) } else { parse_segment(&n.seg) };
     *next_id += 1;
     let id = *next_id;
-    let mut children: Vec<Block> = n
-        .children
-        .into_iter()
-        .map(|c| to_block(c, false, service, next_id))
-        .collect();
+    let mut children: Vec<Block> = n.children.into_iter().map(|c| to_block(c, false, service, next_id)).collect();
     sort_blocks(&mut children);
-    Block {
-        id,
-        name,
-        order,
-        args: n.value.unwrap_or_default(),
-        children,
-        origin: Origin {
-            service,
-            key: n.key,
-        },
-    }
+    Block { id, name, order, args: n.value.unwrap_or_default(), children, origin: Origin { service, key: n.key } }
 }
 
 /// One service's caddy labels as top-level blocks, or the reason they were all refused (a
@@ -371,11 +331,7 @@ pub(super) fn parse_service(
     ups: &mut Vec<UpstreamRef>,
     next_id: &mut u32,
 ) -> Result<Vec<Block>, (String, String)> {
-    let network = svc
-        .labels
-        .get("caddy_ingress_network")
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty());
+    let network = svc.labels.get("caddy_ingress_network").map(|s| s.trim()).filter(|s| !s.is_empty());
     let mut roots: Vec<RawNode> = Vec::new();
     let mark = ups.len();
     for (key, value) in &svc.labels {
@@ -385,16 +341,16 @@ pub(super) fn parse_service(
         if value.contains(UP_MARK) {
             // The marker is ours; a label must not forge a reference to another service's tasks.
             ups.truncate(mark);
-            return Err((key.clone(), format!("control character U+0001 in the value; every {prefix} label of this service is ignored")));
+            return Err((
+                key.clone(),
+                format!("control character U+0001 in the value; every {prefix} label of this service is ignored"),
+            ));
         }
         let rendered = match render_template(value, svc, service, network, ups) {
             Ok(r) => r,
             Err(e) => {
                 ups.truncate(mark);
-                return Err((
-                    key.clone(),
-                    format!("{e}; every {prefix} label of this service is ignored"),
-                ));
+                return Err((key.clone(), format!("{e}; every {prefix} label of this service is ignored")));
             }
         };
         let tokens = tokenize(&rendered);
@@ -404,17 +360,11 @@ pub(super) fn parse_service(
         }
         if segs.iter().any(String::is_empty) {
             ups.truncate(mark);
-            return Err((
-                key.clone(),
-                format!("empty key segment; every {prefix} label of this service is ignored"),
-            ));
+            return Err((key.clone(), format!("empty key segment; every {prefix} label of this service is ignored")));
         }
         insert(&mut roots, &segs, "", key, tokens);
     }
-    Ok(roots
-        .into_iter()
-        .map(|r| to_block(r, true, service, next_id))
-        .collect())
+    Ok(roots.into_iter().map(|r| to_block(r, true, service, next_id)).collect())
 }
 
 /// CDP's sibling order: matchers first, then `N_` order, then the tokens byte-wise, then fewer
@@ -453,22 +403,14 @@ fn proxy_matcher(b: &Block) -> &str {
 pub(super) fn merge_children(dst: &mut Vec<Block>, src: Vec<Block>) {
     for b in src {
         if b.name == "reverse_proxy" {
-            if let Some(a) = dst
-                .iter_mut()
-                .find(|a| a.name == b.name && proxy_matcher(a) == proxy_matcher(&b))
-            {
-                let skip = usize::from(
-                    proxy_matcher(&b) != "*" || b.args.first().is_some_and(|x| x == "*"),
-                );
+            if let Some(a) = dst.iter_mut().find(|a| a.name == b.name && proxy_matcher(a) == proxy_matcher(&b)) {
+                let skip = usize::from(proxy_matcher(&b) != "*" || b.args.first().is_some_and(|x| x == "*"));
                 a.args.extend(b.args.into_iter().skip(skip));
                 merge_children(&mut a.children, b.children);
                 continue;
             }
         }
-        if let Some(a) = dst
-            .iter_mut()
-            .find(|a| a.name == b.name && a.args == b.args)
-        {
+        if let Some(a) = dst.iter_mut().find(|a| a.name == b.name && a.args == b.args) {
             merge_children(&mut a.children, b.children);
             continue;
         }
@@ -529,15 +471,8 @@ fn quote(t: &str, ups: &[UpstreamRef], names: &[&str]) -> String {
             None => "",
         };
         let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
-        let net = r
-            .network
-            .as_deref()
-            .map(|n| format!("@{n}"))
-            .unwrap_or_default();
-        return format!(
-            "{scheme}tasks.{}{net}{port}",
-            names.get(r.service).copied().unwrap_or("?")
-        );
+        let net = r.network.as_deref().map(|n| format!("@{n}")).unwrap_or_default();
+        return format!("{scheme}tasks.{}{net}{port}", names.get(r.service).copied().unwrap_or("?"));
     }
     if t.contains('\n') || t.contains('"') {
         format!("`{t}`")
@@ -564,10 +499,7 @@ mod tests {
     #[test]
     fn roots_are_filtered_like_cdp() {
         assert_eq!(split_root("caddy", "caddy"), Some(("caddy", "")));
-        assert_eq!(
-            split_root("caddy_12.reverse_proxy", "caddy"),
-            Some(("caddy_12", "reverse_proxy"))
-        );
+        assert_eq!(split_root("caddy_12.reverse_proxy", "caddy"), Some(("caddy_12", "reverse_proxy")));
         assert_eq!(split_root("caddy_ingress_network", "caddy"), None);
         assert_eq!(split_root("caddyversion", "caddy"), None);
         assert_eq!(split_root("caddy_.x", "caddy"), None);
@@ -575,10 +507,7 @@ mod tests {
 
     #[test]
     fn tokenizer_handles_quotes_backticks_comments() {
-        assert_eq!(
-            tokenize(r#"a "b c" `{"x":1}` d"#),
-            ["a", "b c", r#"{"x":1}"#, "d"]
-        );
+        assert_eq!(tokenize(r#"a "b c" `{"x":1}` d"#), ["a", "b c", r#"{"x":1}"#, "d"]);
         assert_eq!(tokenize(r#""a\"b""#), [r#"a"b"#]);
         assert_eq!(tokenize("color #fff"), ["color"]);
         assert_eq!(tokenize("\"unterminated"), ["unterminated"]);
@@ -588,9 +517,6 @@ mod tests {
 
     #[test]
     fn escaped_dots_stay_literal() {
-        assert_eq!(
-            split_path(r"x.domains.mydomain\.fr"),
-            ["x", "domains", "mydomain.fr"]
-        );
+        assert_eq!(split_path(r"x.domains.mydomain\.fr"), ["x", "domains", "mydomain.fr"]);
     }
 }

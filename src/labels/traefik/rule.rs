@@ -76,11 +76,7 @@ fn lex(rule: &str) -> Result<Vec<Tok>, String> {
                 }
                 out.push(Tok::Str(s));
             }
-            '\'' => {
-                return Err(
-                    "single quotes are not allowed; use backticks (`…`) or double quotes".into(),
-                )
-            }
+            '\'' => return Err("single quotes are not allowed; use backticks (`…`) or double quotes".into()),
             c if c.is_ascii_alphabetic() => {
                 let mut s = String::from(c);
                 while let Some(&(_, d)) = chars.peek() {
@@ -122,11 +118,7 @@ impl Parser {
             self.pos += 1;
             items.push(self.and()?);
         }
-        Ok(if items.len() == 1 {
-            items.remove(0)
-        } else {
-            Expr::Or(items)
-        })
+        Ok(if items.len() == 1 { items.remove(0) } else { Expr::Or(items) })
     }
 
     fn and(&mut self) -> Result<Expr, String> {
@@ -135,11 +127,7 @@ impl Parser {
             self.pos += 1;
             items.push(self.unary()?);
         }
-        Ok(if items.len() == 1 {
-            items.remove(0)
-        } else {
-            Expr::And(items)
-        })
+        Ok(if items.len() == 1 { items.remove(0) } else { Expr::And(items) })
     }
 
     fn unary(&mut self) -> Result<Expr, String> {
@@ -157,9 +145,7 @@ impl Parser {
                 }
             }
             Some(Tok::Ident(name)) => self.matcher(name),
-            Some(t) => Err(format!(
-                "unexpected {t:?}; expected a matcher such as Host(`example.com`)"
-            )),
+            Some(t) => Err(format!("unexpected {t:?}; expected a matcher such as Host(`example.com`)")),
             None => Err("rule ends too early".into()),
         };
         self.depth -= 1;
@@ -178,11 +164,7 @@ impl Parser {
             match self.next() {
                 Some(Tok::Str(s)) => args.push(s),
                 Some(Tok::RParen) if args.is_empty() => break,
-                _ => {
-                    return Err(format!(
-                        "{name}: arguments are strings in backticks or double quotes"
-                    ))
-                }
+                _ => return Err(format!("{name}: arguments are strings in backticks or double quotes")),
             }
             match self.next() {
                 Some(Tok::Comma) => {}
@@ -198,10 +180,7 @@ impl Parser {
             _ => args.len() == 1,
         };
         if !ok {
-            return Err(format!(
-                "{name}: wrong number of arguments ({})",
-                args.len()
-            ));
+            return Err(format!("{name}: wrong number of arguments ({})", args.len()));
         }
         Ok(Expr::Matcher(canon.to_owned(), args))
     }
@@ -230,11 +209,7 @@ pub(crate) fn parse(rule: &str) -> Result<Expr, String> {
     if toks.is_empty() {
         return Err("empty rule".into());
     }
-    let mut p = Parser {
-        toks,
-        pos: 0,
-        depth: 0,
-    };
+    let mut p = Parser { toks, pos: 0, depth: 0 };
     let e = p.or()?;
     if p.pos < p.toks.len() {
         return Err(format!("unexpected {:?} after the rule", p.toks[p.pos]));
@@ -282,10 +257,7 @@ fn dnf(e: &Expr) -> Result<Vec<Vec<Lit<'_>>>, String> {
                 }
                 acc = acc
                     .iter()
-                    .flat_map(|a| {
-                        alts.iter()
-                            .map(move |b| a.iter().chain(b.iter()).cloned().collect())
-                    })
+                    .flat_map(|a| alts.iter().map(move |b| a.iter().chain(b.iter()).cloned().collect()))
                     .collect();
             }
             acc
@@ -303,18 +275,12 @@ fn path_arg(p: &str) -> Result<&str, String> {
 
 fn client_ip(s: &str) -> Result<Predicate, String> {
     let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let net: IpAddr = ip
-        .trim()
-        .parse()
-        .map_err(|_| format!("ClientIP {s:?} is not an IP address or CIDR"))?;
+    let net: IpAddr = ip.trim().parse().map_err(|_| format!("ClientIP {s:?} is not an IP address or CIDR"))?;
     let max = if net.is_ipv4() { 32 } else { 128 };
     let prefix_len = if len.is_empty() {
         max
     } else {
-        len.parse::<u8>()
-            .ok()
-            .filter(|l| *l <= max)
-            .ok_or_else(|| format!("ClientIP {s:?}: bad prefix length"))?
+        len.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("ClientIP {s:?}: bad prefix length"))?
     };
     Ok(Predicate::ClientIp { net, prefix_len })
 }
@@ -340,8 +306,16 @@ fn predicate(e: &Expr) -> Result<Predicate, String> {
 fn matcher_predicate(name: &str, a: &[String]) -> Result<Predicate, String> {
     Ok(match name {
         "host" => any_of(a.iter().map(|h| label_host(h).map(Predicate::Host)).collect::<Result<_, _>>()?),
-        "path" => any_of(a.iter().map(|p| path_arg(p).map(|p| Predicate::Path(PathMatch::Exact(p.into())))).collect::<Result<_, _>>()?),
-        "pathprefix" => any_of(a.iter().map(|p| path_arg(p).map(|p| Predicate::Path(PathMatch::RawPrefix(p.into())))).collect::<Result<_, _>>()?),
+        "path" => any_of(
+            a.iter()
+                .map(|p| path_arg(p).map(|p| Predicate::Path(PathMatch::Exact(p.into()))))
+                .collect::<Result<_, _>>()?,
+        ),
+        "pathprefix" => any_of(
+            a.iter()
+                .map(|p| path_arg(p).map(|p| Predicate::Path(PathMatch::RawPrefix(p.into()))))
+                .collect::<Result<_, _>>()?,
+        ),
         "header" => Predicate::Header { name: a[0].clone(), value: ValueMatch::Exact(a[1].clone()) },
         "headerregexp" => Predicate::Header { name: a[0].clone(), value: ValueMatch::Regex(a[1].clone()) },
         "method" => Predicate::Method(a.iter().map(|m| m.to_ascii_uppercase()).collect()),
@@ -356,7 +330,12 @@ fn matcher_predicate(name: &str, a: &[String]) -> Result<Predicate, String> {
         },
         "queryregexp" => Predicate::Query { name: a[0].clone(), value: ValueMatch::Regex(a[1].clone()) },
         "clientip" => any_of(a.iter().map(|s| client_ip(s)).collect::<Result<_, _>>()?),
-        "hostregexp" => return Err("HostRegexp can only stand next to the other conditions of a rule (joined by &&), not inside ! or ||".into()),
+        "hostregexp" => {
+            return Err(
+                "HostRegexp can only stand next to the other conditions of a rule (joined by &&), not inside ! or ||"
+                    .into(),
+            )
+        }
         "pathregexp" => return Err("PathRegexp is not supported; use Path or PathPrefix".into()),
         other => return Err(format!("matcher {other} is not supported")),
     })
@@ -369,7 +348,9 @@ fn host_regexp(re: &str) -> Result<(String, Option<String>), String> {
     let body = re.strip_prefix('^').unwrap_or(re);
     let body = body.strip_suffix('$').unwrap_or(body);
     let refuse = || {
-        format!("HostRegexp(`{re}`) cannot be served from a host index; use Host(`*.example.com`) for one-label wildcards")
+        format!(
+            "HostRegexp(`{re}`) cannot be served from a host index; use Host(`*.example.com`) for one-label wildcards"
+        )
     };
     // v2: {name:pattern}.example.com
     let (label, rest) = if let Some(b) = body.strip_prefix('{') {
@@ -396,10 +377,7 @@ fn host_regexp(re: &str) -> Result<(String, Option<String>), String> {
     let note = if ONE_LABEL.contains(&label) {
         None
     } else if MANY_LABELS.contains(&label) {
-        Some(format!(
-            "HostRegexp(`{re}`) is served as one-label wildcard *.{}",
-            rest.replace("\\.", ".")
-        ))
+        Some(format!("HostRegexp(`{re}`) is served as one-label wildcard *.{}", rest.replace("\\.", ".")))
     } else {
         return Err(refuse());
     };
@@ -427,9 +405,7 @@ pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String>
             match lit {
                 Lit::M(name @ ("host" | "hostregexp"), args) => {
                     let hs = if name == "host" {
-                        args.iter()
-                            .map(|h| label_host(h))
-                            .collect::<Result<Vec<_>, _>>()?
+                        args.iter().map(|h| label_host(h)).collect::<Result<Vec<_>, _>>()?
                     } else {
                         let (h, note) = host_regexp(&args[0])?;
                         notes.extend(note);
@@ -438,8 +414,7 @@ pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String>
                     hosts = Some(match hosts {
                         None => hs,
                         Some(prev) => {
-                            let both: Vec<String> =
-                                prev.into_iter().filter(|h| hs.contains(h)).collect();
+                            let both: Vec<String> = prev.into_iter().filter(|h| hs.contains(h)).collect();
                             if both.is_empty() {
                                 contradictory = true;
                             }
@@ -449,11 +424,8 @@ pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String>
                 }
                 Lit::M(name @ ("path" | "pathprefix"), [p]) if path.is_none() => {
                     let p = path_arg(p)?;
-                    path = Some(if name == "path" {
-                        PathMatch::Exact(p.into())
-                    } else {
-                        PathMatch::RawPrefix(p.into())
-                    });
+                    path =
+                        Some(if name == "path" { PathMatch::Exact(p.into()) } else { PathMatch::RawPrefix(p.into()) });
                 }
                 Lit::M(name, args) => preds.push(matcher_predicate(name, args)?),
                 Lit::Not(x) => preds.push(Predicate::Not(Box::new(predicate(x)?))),
@@ -473,10 +445,7 @@ pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String>
         };
         let path = path.unwrap_or_else(PathMatch::any);
         // `Host(a) || Host(b)` is one route with two hosts.
-        match out
-            .iter_mut()
-            .find(|p| p.path == path && p.predicate == predicate)
-        {
+        match out.iter_mut().find(|p| p.path == path && p.predicate == predicate) {
             Some(p) => {
                 for h in hosts {
                     if !p.hosts.contains(&h) {
@@ -484,11 +453,7 @@ pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String>
                     }
                 }
             }
-            None => out.push(RulePart {
-                hosts,
-                path,
-                predicate,
-            }),
+            None => out.push(RulePart { hosts, path, predicate }),
         }
     }
     if out.is_empty() {
@@ -529,10 +494,8 @@ mod tests {
 
     #[test]
     fn alternatives_become_separate_parts() {
-        let (p, _) = parts(
-            &parse("Host(`a.com`) && Path(`/x`) || Host(`b.com`) && Header(`X`, `1`)").unwrap(),
-        )
-        .unwrap();
+        let (p, _) =
+            parts(&parse("Host(`a.com`) && Path(`/x`) || Host(`b.com`) && Header(`X`, `1`)").unwrap()).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].path, PathMatch::Exact("/x".into()));
         assert_eq!(p[1].hosts, ["b.com"]);
@@ -550,23 +513,14 @@ mod tests {
         let p = one("Host(`a.com`) && !ClientIP(`10.0.0.0/8`)");
         assert_eq!(
             p.predicate,
-            Some(Predicate::Not(Box::new(Predicate::ClientIp {
-                net: "10.0.0.0".parse().unwrap(),
-                prefix_len: 8
-            })))
+            Some(Predicate::Not(Box::new(Predicate::ClientIp { net: "10.0.0.0".parse().unwrap(), prefix_len: 8 })))
         );
     }
 
     #[test]
     fn host_regexp_one_label_becomes_wildcard() {
-        assert_eq!(
-            one(r"HostRegexp(`^[a-z0-9-]+\.example\.com$`)").hosts,
-            ["*.example.com"]
-        );
-        assert_eq!(
-            one("HostRegexp(`{sub:[a-z]+}.example.com`)").hosts,
-            ["*.example.com"]
-        );
+        assert_eq!(one(r"HostRegexp(`^[a-z0-9-]+\.example\.com$`)").hosts, ["*.example.com"]);
+        assert_eq!(one("HostRegexp(`{sub:[a-z]+}.example.com`)").hosts, ["*.example.com"]);
         assert!(parts(&parse("HostRegexp(`^(foo|bar)\\.com$`)").unwrap()).is_err());
     }
 }
