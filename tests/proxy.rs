@@ -111,6 +111,14 @@ async fn forwarding_headers_and_hop_by_hop_hygiene() {
 }
 
 #[tokio::test]
+async fn via_header_is_added_when_configured() {
+    let a = Origin::start("a").await;
+    let gw = Gateway::start(&format!("[forwarding]\nvia = true\n{}", route("\"v.example.com\"", &[&a], ""))).await;
+    get(gw.http, "v.example.com", "/").await;
+    assert_eq!(a.seen()[0].headers.get("via").unwrap(), "1.1 swarmgate");
+}
+
+#[tokio::test]
 async fn strip_prefix_and_header_edits() {
     let a = Origin::start("a").await;
     let extra = "path = \"/svc\"\nstrip_prefix = true\nheaders.request = { X-Added = \"in\", User-Agent = \"\" }\nheaders.response = { X-Served-By = \"swarmgate\" }";

@@ -100,6 +100,7 @@ pub struct Config {
     pub docker: DockerConfig,
     pub labels: LabelsConfig,
     pub acme: AcmeConfig,
+    pub forwarding: ForwardingConfig,
     /// Directory for state: certificates, ACME account, last good discovery snapshot.
     pub storage: Option<PathBuf>,
 }
@@ -135,6 +136,14 @@ pub struct StaticCertConfig {
     /// Optional name routes use in `tls = "<name>"`.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// What swarmgate adds to forwarded requests beyond `X-Forwarded-*`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardingConfig {
+    /// Append `Via: 1.1 swarmgate` to requests sent upstream.
+    pub via: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
