@@ -12,3 +12,5 @@ pub mod labels;
 pub mod model;
 pub mod proxy;
 pub mod tls;
+pub mod app;
+pub mod check;

@@ -1,1 +1,115 @@
-fn main(){}
+//! The `swarmgate` command: a thin shell over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use swarmgate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(name = "swarmgate", version, about = "HTTP(S) ingress for Docker Swarm")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (without --config: the embedded default, config/swarmgate.toml).
+    Run {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file and print the route table it compiles to (exit 1 on errors).
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match path {
+        Some(p) => Config::load(p)?,
+        None => Config::embedded(),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("swarmgate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Check { config } => match check(config.as_ref()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    return ExitCode::from(1);
+                }
+            };
+            init_logging(&cfg);
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match runtime.block_on(run(cfg, config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let running = swarmgate::app::start(cfg, path).await.context("starting swarmgate")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing in-flight requests"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing in-flight requests"),
+    }
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints the compiled table and every problem; returns false when there are errors.
+fn check(path: Option<&PathBuf>) -> anyhow::Result<bool> {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(false);
+        }
+    };
+    if let Err(e) = swarmgate::app::load_static_certs(&cfg) {
+        eprintln!("error: {e}");
+        return Ok(false);
+    }
+    let table = swarmgate::check::compile_for_check(&cfg.route_specs(), vec![]);
+    print!("{}", swarmgate::check::render_table(&table));
+    Ok(table.problems.is_empty())
+}

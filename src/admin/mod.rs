@@ -1,3 +1,118 @@
-//! Admin listener: health, readiness, Prometheus metrics, JSON API.
+//! Admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), and a JSON API:
+//! `/api/routes`, `/api/problems`, `/api/endpoints`, `/api/certificates`.
 
 pub mod metrics;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::model::table::CompiledAction;
+use crate::proxy::ProxyState;
+
+/// Extra JSON the admin API can show (ACME status), provided by subsystems.
+pub type JsonSource = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// What the admin listener reads.
+pub struct AdminState {
+    pub proxy: Arc<ProxyState>,
+    /// True once a route table has been loaded.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    pub certificates: arc_swap::ArcSwapOption<JsonSourceBox>,
+}
+
+/// Boxed source (ArcSwapOption needs a sized type).
+pub struct JsonSourceBox(pub JsonSource);
+
+fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default())));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// Answers one admin request.
+pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let table = state.proxy.table.load();
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+                text(StatusCode::OK, format!("ready: {} routes, generation {}\n", table.len(), table.generation))
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready: no route table loaded yet\n")
+            }
+        }
+        "/metrics" => {
+            let mut resp = text(StatusCode::OK, state.proxy.metrics.render());
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            resp
+        }
+        "/api/routes" => json(&serde_json::json!({
+            "generation": table.generation,
+            "routes": table.routes.iter().map(|r| {
+                let endpoints: Vec<serde_json::Value> = match &r.action {
+                    CompiledAction::Proxy(g) => g.endpoints.iter().zip(g.tasks.iter()).map(|(e, t)| serde_json::json!({
+                        "addr": e.addr.to_string(), "task": t, "in_flight": e.in_flight(),
+                        "ejected": e.is_ejected(), "healthy": e.active_healthy(), "latency_ms": e.latency_ns() as f64 / 1e6,
+                    })).collect(),
+                    _ => Vec::new(),
+                };
+                serde_json::json!({ "id": &*r.id, "spec": r.spec, "endpoints": endpoints })
+            }).collect::<Vec<_>>(),
+        })),
+        "/api/problems" => json(&serde_json::json!({ "problems": table.problems })),
+        "/api/endpoints" => json(&serde_json::json!({
+            "endpoints": state.proxy.registry.snapshot().iter().map(|e| serde_json::json!({
+                "addr": e.addr.to_string(), "in_flight": e.in_flight(), "ejected": e.is_ejected(),
+                "healthy": e.active_healthy(), "latency_ms": e.latency_ns() as f64 / 1e6,
+                "requests": e.requests.load(std::sync::atomic::Ordering::Relaxed),
+                "failures": e.failures.load(std::sync::atomic::Ordering::Relaxed),
+            })).collect::<Vec<_>>(),
+        })),
+        "/api/certificates" => match state.certificates.load_full() {
+            Some(src) => json(&(src.0)()),
+            None => {
+                let statics = state.proxy.certs.statics();
+                json(&serde_json::json!({ "certificates": statics.certs.iter().map(|c| serde_json::json!({
+                    "names": c.names, "issuer": c.issuer, "source": c.source,
+                    "not_after": httpdate::fmt_http_date(c.not_after),
+                })).collect::<Vec<_>>() }))
+            }
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz /readyz /metrics /api/routes /api/problems /api/endpoints /api/certificates\n"),
+    }
+}
+
+/// Serves the admin listener until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(answer(&state, &req)) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}

@@ -1,3 +1,10 @@
 //! The data plane: listeners, routing, middlewares, balancing, upstream pools, forwarding.
 
 pub mod balancer;
+pub mod body;
+pub mod forward;
+pub mod handler;
+pub mod health;
+pub mod server;
+
+pub use handler::{ConnInfo, ProxyState};

@@ -1,0 +1,283 @@
+//! Wires the pieces: loads certificates, binds listeners, publishes route tables from the
+//! providers, reloads the config file, and shuts down gracefully. Everything `main` does is
+//! here so tests can start a whole swarmgate in-process on ephemeral ports.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::metrics::Metrics;
+use crate::admin::{AdminState, JsonSourceBox};
+use crate::config::{Config, LoadError};
+use crate::discovery::ProviderSnapshot;
+use crate::model::{compile, CompileOptions, Problem, RouteSpec, RouteTable};
+use crate::proxy::forward::Forwarder;
+use crate::proxy::health::HealthChecker;
+use crate::proxy::server::{serve, ListenerSettings};
+use crate::proxy::ProxyState;
+use crate::tls::{server_config, CertMap, Challenges, LiveCert, StaticCerts};
+
+/// Errors that stop swarmgate from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listen.{which}: cannot bind {addr}: {source}")]
+    Bind { which: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("tls.certificates[{index}]: {source}")]
+    Certificate { index: usize, source: crate::tls::TlsError },
+    #[error(transparent)]
+    Config(#[from] LoadError),
+}
+
+/// Loads every static certificate, naming the failing entry.
+pub fn load_static_certs(cfg: &Config) -> Result<(StaticCerts, Vec<(String, usize)>), StartError> {
+    let mut certs = Vec::new();
+    let mut named = Vec::new();
+    for (index, c) in cfg.tls.certificates.iter().enumerate() {
+        let cert = LiveCert::load_files(&c.cert, &c.key).map_err(|source| StartError::Certificate { index, source })?;
+        if let Some(n) = &c.name {
+            named.push((n.clone(), index));
+        }
+        certs.push(cert);
+    }
+    Ok((StaticCerts::new(certs), named))
+}
+
+/// The inputs of the route table; any change recompiles and swaps.
+#[derive(Default)]
+struct Sources {
+    file: Vec<RouteSpec>,
+    swarm: Arc<ProviderSnapshot>,
+    generation: u64,
+}
+
+/// Compiles and publishes route tables.
+pub struct Publisher {
+    state: Arc<ProxyState>,
+    sources: Mutex<Sources>,
+    health: HealthChecker,
+    acme_names: watch::Sender<BTreeSet<String>>,
+    ready: Arc<AtomicBool>,
+}
+
+impl Publisher {
+    /// Replaces the file routes and publishes.
+    pub fn set_file_routes(&self, specs: Vec<RouteSpec>) {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner()).file = specs;
+        self.publish();
+    }
+
+    /// Replaces the Swarm snapshot and publishes.
+    pub fn set_swarm(&self, snapshot: Arc<ProviderSnapshot>) {
+        self.sources.lock().unwrap_or_else(|e| e.into_inner()).swarm = snapshot;
+        self.publish();
+    }
+
+    /// Wanted ACME names, updated on every publish.
+    pub fn acme_names(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.acme_names.subscribe()
+    }
+
+    fn publish(&self) {
+        let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        sources.generation += 1;
+        let specs: Vec<RouteSpec> = sources.file.iter().chain(sources.swarm.routes.iter()).cloned().collect();
+        let problems: Vec<Problem> = sources.swarm.problems.clone();
+        let statics = self.state.certs.statics();
+        let static_names = statics.names();
+        let table = compile(
+            &specs,
+            problems,
+            &CompileOptions { registry: &self.state.registry, metrics: &self.state.metrics, static_cert_names: &static_names, generation: sources.generation },
+        );
+        for p in table.problems.iter().filter(|p| !sources.swarm.problems.contains(p)) {
+            tracing::warn!(source = %p.source, key = %p.key, "{}", p.message);
+        }
+        let m = &self.state.metrics;
+        m.problems.store(table.problems.len() as u64, Ordering::Relaxed);
+        m.route_table_generation.store(table.generation, Ordering::Relaxed);
+        m.config_reloads.fetch_add(1, Ordering::Relaxed);
+        let names = table.acme_names(&static_names);
+        self.health.sync(&table);
+        let table = Arc::new(table);
+        self.state.table.store(table);
+        self.state.registry.retain_used();
+        self.acme_names.send_if_modified(|old| {
+            if *old != names {
+                *old = names;
+                true
+            } else {
+                false
+            }
+        });
+        self.ready.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A started swarmgate.
+pub struct Running {
+    pub http_addr: Option<SocketAddr>,
+    pub https_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+    pub state: Arc<ProxyState>,
+    pub publisher: Arc<Publisher>,
+    pub admin: Arc<AdminState>,
+    shutdown: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    config_path: Option<PathBuf>,
+    config: Arc<Mutex<Config>>,
+}
+
+impl Running {
+    /// Token that stops everything when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the grace period), then returns.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until every listener has finished (after the shutdown token was cancelled).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Re-reads the config file; an invalid file is refused and the old table keeps serving.
+    pub fn reload(&self) -> Result<(), StartError> {
+        let Some(path) = &self.config_path else { return Ok(()) };
+        reload_from(path, &self.config, &self.state, &self.publisher)
+    }
+
+    /// Publishes a new admin JSON source for `/api/certificates`.
+    pub fn set_certificates_source(&self, src: crate::admin::JsonSource) {
+        self.admin.certificates.store(Some(Arc::new(JsonSourceBox(src))));
+    }
+}
+
+fn reload_from(path: &PathBuf, current: &Mutex<Config>, state: &ProxyState, publisher: &Publisher) -> Result<(), StartError> {
+    let result = Config::load(path).map_err(StartError::from).and_then(|cfg| load_static_certs(&cfg).map(|(certs, _)| (cfg, certs)));
+    let (cfg, certs) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            state.metrics.config_reload_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "config reload refused; the previous configuration keeps serving");
+            return Err(e);
+        }
+    };
+    {
+        let old = current.lock().unwrap_or_else(|e| e.into_inner());
+        if old.listen.http != cfg.listen.http || old.listen.https != cfg.listen.https || old.listen.admin != cfg.listen.admin {
+            tracing::warn!("listen addresses changed in the config file; they take effect only after a restart");
+        }
+    }
+    state.certs.set_static(certs);
+    state.access_log.store(cfg.log.access, Ordering::Relaxed);
+    publisher.set_file_routes(cfg.route_specs());
+    tracing::info!(path = %path.display(), routes = cfg.routes.len(), "config reloaded");
+    *current.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
+    Ok(())
+}
+
+async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let map = |source| StartError::Bind { which, addr, source };
+    let socket = socket.map_err(map)?;
+    socket.set_reuseaddr(true).map_err(map)?;
+    socket.bind(addr).map_err(map)?;
+    socket.listen(4096).map_err(map)
+}
+
+/// Starts swarmgate from `cfg`. `config_path` enables reloads (SIGHUP and file changes).
+pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
+    let shutdown = CancellationToken::new();
+    let (statics, _) = load_static_certs(&cfg)?;
+    let certs = Arc::new(CertMap::new());
+    certs.set_static(statics);
+    let challenges = Arc::new(Challenges::default());
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(ProxyState {
+        table: ArcSwap::from_pointee(RouteTable::default()),
+        registry: Default::default(),
+        metrics,
+        certs: certs.clone(),
+        challenges: challenges.clone(),
+        forwarder: Forwarder::new(&cfg.limits, false),
+        access_log: AtomicBool::new(cfg.log.access),
+        max_body_bytes: cfg.limits.max_body_bytes,
+        https_redirect_port: cfg.listen.https.map(|a| a.port()).filter(|p| *p != 443),
+    });
+    let ready = Arc::new(AtomicBool::new(false));
+    let publisher = Arc::new(Publisher {
+        state: state.clone(),
+        sources: Mutex::new(Sources::default()),
+        health: HealthChecker::new(shutdown.clone()),
+        acme_names: watch::channel(BTreeSet::new()).0,
+        ready: ready.clone(),
+    });
+    publisher.set_file_routes(cfg.route_specs());
+
+    let settings = ListenerSettings { limits: cfg.limits.clone(), connections: Arc::new(Semaphore::new(cfg.limits.max_connections)) };
+    let mut tasks = Vec::new();
+    let mut http_addr = None;
+    let mut https_addr = None;
+    let mut admin_addr = None;
+    if let Some(addr) = cfg.listen.http {
+        let l = bind("http", addr).await?;
+        http_addr = l.local_addr().ok();
+        tasks.push(tokio::spawn(serve(l, None, state.clone(), settings.clone(), shutdown.clone())));
+    }
+    if let Some(addr) = cfg.listen.https {
+        let l = bind("https", addr).await?;
+        https_addr = l.local_addr().ok();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));
+        tasks.push(tokio::spawn(serve(l, Some(acceptor), state.clone(), settings.clone(), shutdown.clone())));
+    }
+    let admin = Arc::new(AdminState { proxy: state.clone(), ready, certificates: Default::default() });
+    if let Some(addr) = cfg.listen.admin {
+        let l = bind("admin", addr).await?;
+        admin_addr = l.local_addr().ok();
+        tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), shutdown.clone())));
+    }
+    let config = Arc::new(Mutex::new(cfg));
+    if let Some(path) = config_path.clone() {
+        tokio::spawn(watch_config(path, config.clone(), state.clone(), publisher.clone(), shutdown.clone()));
+    }
+    tracing::info!(http = ?http_addr, https = ?https_addr, admin = ?admin_addr, "swarmgate listening");
+    Ok(Running { http_addr, https_addr, admin_addr, state, publisher, admin, shutdown, tasks, config_path, config })
+}
+
+fn mtime(path: &PathBuf) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads on SIGHUP and when the file's modification time changes (checked every second;
+/// works with editors that replace the file and with mounted Docker configs).
+async fn watch_config(path: PathBuf, config: Arc<Mutex<Config>>, state: Arc<ProxyState>, publisher: Arc<Publisher>, shutdown: CancellationToken) {
+    let mut last = mtime(&path);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let by_signal = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => false,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let now = mtime(&path);
+        if by_signal || now != last {
+            last = now;
+            let _ = reload_from(&path, &config, &state, &publisher);
+        }
+    }
+}

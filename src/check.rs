@@ -1,0 +1,70 @@
+//! `swarmgate check`: compile routes without serving them and print the table an operator
+//! would get, with every problem naming its source and key.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use crate::admin::metrics::Metrics;
+use crate::model::table::CompiledAction;
+use crate::model::{compile, CompileOptions, Problem, RouteSpec, RouteTable, TlsPolicy};
+use crate::proxy::balancer::EndpointRegistry;
+
+/// Compiles specs in isolation (fresh registry and metrics).
+pub fn compile_for_check(specs: &[RouteSpec], problems: Vec<Problem>) -> RouteTable {
+    let registry = EndpointRegistry::new();
+    let metrics = Metrics::new();
+    compile(specs, problems, &CompileOptions { registry: &registry, metrics: &metrics, static_cert_names: &BTreeSet::new(), generation: 0 })
+}
+
+/// One line per route (host, path, action/upstreams, TLS, policy), then the problems.
+pub fn render_table(table: &RouteTable) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{} route(s)", table.routes.len());
+    for r in &table.routes {
+        let s = &r.spec;
+        let path = match &s.path {
+            crate::model::PathMatch::Prefix(p) => format!("{p} (prefix)"),
+            crate::model::PathMatch::RawPrefix(p) => format!("{p}* (raw prefix)"),
+            crate::model::PathMatch::Exact(p) => format!("{p} (exact)"),
+        };
+        let action = match &r.action {
+            CompiledAction::Proxy(g) => {
+                let eps: Vec<String> = g.endpoints.iter().map(|e| e.addr.to_string()).collect();
+                format!(
+                    "proxy {:?} lb={:?} -> [{}]",
+                    g.scheme,
+                    g.policy,
+                    if eps.is_empty() { "no endpoints: 503".to_owned() } else { eps.join(", ") }
+                )
+            }
+            CompiledAction::Redirect { location, status } => format!("redirect {} {}{}", status.as_u16(), location.before, if location.after.is_some() { "{uri}…" } else { "" }),
+            CompiledAction::Respond { status, .. } => format!("respond {}", status.as_u16()),
+        };
+        let tls = match &s.tls {
+            TlsPolicy::Auto => "tls=auto".to_owned(),
+            TlsPolicy::Off => "tls=off".to_owned(),
+            TlsPolicy::Static(n) => format!("tls={n}"),
+            TlsPolicy::Internal => "tls=internal".to_owned(),
+        };
+        let mw: Vec<String> = s.middlewares.iter().map(|m| format!("{m:?}")).collect();
+        let _ = writeln!(
+            out,
+            "  {id}  hosts={hosts}  path={path}  {action}  {tls}  redirect_https={redir:?}  priority={prio}{mw}  [{prov}]",
+            id = r.id,
+            hosts = s.hosts.join(","),
+            redir = r.redirect_https,
+            prio = s.priority,
+            mw = if mw.is_empty() { String::new() } else { format!("  middlewares={}", mw.join(";")) },
+            prov = s.provenance,
+        );
+    }
+    if table.problems.is_empty() {
+        let _ = writeln!(out, "no problems");
+    } else {
+        let _ = writeln!(out, "{} problem(s):", table.problems.len());
+        for p in &table.problems {
+            let _ = writeln!(out, "  {p}");
+        }
+    }
+    out
+}

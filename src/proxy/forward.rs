@@ -1,0 +1,292 @@
+//! Forwarding to upstreams: keep-alive pools (HTTP/1.1 and h2c), header hygiene, retries that
+//! are known to be safe, timeouts, and protocol upgrades (WebSocket).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::balancer::{PickContext, UpstreamGroup};
+use super::body::{ProxyBody, ReclaimableBody};
+use crate::config::Limits;
+use crate::model::UpstreamScheme;
+
+/// Why an attempt failed; decides the status and whether another endpoint may be tried.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Nothing reached the upstream: safe to retry anywhere, counts toward ejection.
+    #[error("connect to {addr} failed: {source}")]
+    Connect { addr: SocketAddr, source: hyper_util::client::legacy::Error },
+    /// The upstream did not answer within the response timeout.
+    #[error("{addr} sent no response head within {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    /// The exchange broke after the request was (perhaps) sent.
+    #[error("request to {addr} failed: {source}")]
+    Exchange { addr: SocketAddr, source: hyper_util::client::legacy::Error },
+    #[error("no upstream endpoint is available")]
+    NoEndpoint,
+}
+
+impl UpstreamError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Upstream connection pools, one per protocol. Pools are keyed by endpoint address inside.
+pub struct Forwarder {
+    http1: Client<HttpConnector, ReclaimableBody>,
+    h2c: Client<HttpConnector, ReclaimableBody>,
+    response_timeout: Duration,
+    add_via: bool,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+fn connector(limits: &Limits) -> HttpConnector {
+    let mut c = HttpConnector::new();
+    c.set_nodelay(true);
+    c.set_connect_timeout(Some(limits.upstream_connect_timeout.0));
+    c.set_keepalive(Some(Duration::from_secs(60)));
+    c.enforce_http(false);
+    c
+}
+
+/// Header names removed before forwarding either way (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+
+/// Removes hop-by-hop headers, including any named in `Connection`. Keeps `TE: trailers`
+/// (gRPC needs it) and, when `keep_upgrade`, the `Upgrade`/`Connection: upgrade` pair.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        if let Ok(conn) = conn.to_str() {
+            let named: Vec<HeaderName> = conn
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.eq_ignore_ascii_case("upgrade") && !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
+                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+    }
+    for h in &HOP_BY_HOP {
+        headers.remove(h);
+    }
+    if let Some(te) = headers.get(header::TE) {
+        if te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            // keep
+        } else {
+            headers.remove(header::TE);
+        }
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// True for requests asking to switch protocols (WebSocket and friends).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false))
+}
+
+/// What the handler knows about the client side of a request.
+pub struct ClientSide<'a> {
+    pub addr: SocketAddr,
+    pub https: bool,
+    /// Normalised-as-sent host (with port if any), for `Host` and `X-Forwarded-Host`.
+    pub host: &'a str,
+}
+
+impl Forwarder {
+    pub fn new(limits: &Limits, add_via: bool) -> Self {
+        let mut b1 = Client::builder(TokioExecutor::new());
+        b1.pool_idle_timeout(limits.upstream_idle_timeout.0)
+            .pool_max_idle_per_host(512)
+            .pool_timer(TokioTimer::new())
+            .retry_canceled_requests(true)
+            .set_host(false);
+        let http1 = b1.build(connector(limits));
+        let mut b2 = Client::builder(TokioExecutor::new());
+        b2.pool_idle_timeout(limits.upstream_idle_timeout.0)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .http2_keep_alive_interval(Some(Duration::from_secs(30)))
+            .http2_adaptive_window(true)
+            .retry_canceled_requests(true)
+            .set_host(false);
+        let h2c = b2.build(connector(limits));
+        Forwarder { http1, h2c, response_timeout: limits.upstream_response_timeout.0, add_via }
+    }
+
+    /// Adds the forwarding headers and strips hop-by-hop ones, in place.
+    pub fn prepare_headers(&self, headers: &mut HeaderMap, client: &ClientSide<'_>, upgrade: bool, pass_host: bool) {
+        strip_hop_by_hop(headers, upgrade);
+        let ip = client.addr.ip().to_string();
+        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if client.https { "https" } else { "http" }));
+        if let Ok(h) = HeaderValue::from_str(client.host) {
+            if pass_host {
+                headers.insert(header::HOST, h.clone());
+            } else {
+                headers.remove(header::HOST);
+            }
+            headers.insert(X_FORWARDED_HOST.clone(), h);
+        }
+        if self.add_via {
+            headers.append(header::VIA, HeaderValue::from_static("1.1 swarmgate"));
+        }
+    }
+
+    /// Sends the request to an endpoint of `group`, retrying on another endpoint when that is
+    /// safe: always after a connect failure (nothing was sent), and up to `retries` times for
+    /// idempotent requests without a body after an exchange failure.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send(
+        &self,
+        group: &UpstreamGroup,
+        ctx: &PickContext<'_>,
+        method: http::Method,
+        path_and_query: http::uri::PathAndQuery,
+        headers: HeaderMap,
+        mut body: Incoming,
+        retries: u32,
+        errors: &std::sync::atomic::AtomicU64,
+    ) -> Result<(Response<Incoming>, usize), UpstreamError> {
+        let idempotent = matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::PUT | http::Method::DELETE | http::Method::TRACE);
+        let mut tried: u64 = 0;
+        let mut exchange_retries_left = retries;
+        let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize;
+        let mut last_err = UpstreamError::NoEndpoint;
+        for _ in 0..max_attempts {
+            let Some(idx) = group.pick(ctx, tried) else { break };
+            tried |= 1u64 << idx.min(63);
+            let endpoint = &group.endpoints[idx];
+            let uri = Uri::builder()
+                .scheme(if group.scheme == UpstreamScheme::Https { "https" } else { "http" })
+                .authority(endpoint.authority.clone())
+                .path_and_query(path_and_query.clone())
+                .build()
+                .map_err(|_| UpstreamError::NoEndpoint)?;
+            let end_stream = http_body::Body::is_end_stream(&body);
+            let (wrapped, reclaim) = ReclaimableBody::new(body);
+            let mut req = Request::new(wrapped);
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri;
+            *req.headers_mut() = headers.clone();
+            if !group.pass_host {
+                if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+            let client = if group.scheme == UpstreamScheme::H2c { &self.h2c } else { &self.http1 };
+            let mut inflight = endpoint.start();
+            let result = tokio::time::timeout(self.response_timeout, client.request(req)).await;
+            match result {
+                Ok(Ok(resp)) => {
+                    inflight.success();
+                    return Ok((resp, idx));
+                }
+                Ok(Err(e)) if e.is_connect() => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    if inflight.failure() {
+                        tracing::warn!(upstream = %endpoint.addr, "ejecting upstream after repeated connect failures");
+                    }
+                    last_err = UpstreamError::Connect { addr: endpoint.addr, source: e };
+                    match reclaim.await {
+                        Ok(b) => body = b,
+                        Err(_) => return Err(last_err),
+                    }
+                }
+                Ok(Err(e)) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    inflight.failure();
+                    last_err = UpstreamError::Exchange { addr: endpoint.addr, source: e };
+                    if !(idempotent && end_stream && exchange_retries_left > 0) {
+                        return Err(last_err);
+                    }
+                    exchange_retries_left -= 1;
+                    match reclaim.await {
+                        Ok(b) => body = b,
+                        // The body was consumed; an empty body can be recreated.
+                        Err(_) => return Err(last_err),
+                    }
+                }
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    inflight.failure();
+                    return Err(UpstreamError::Timeout { addr: endpoint.addr, timeout: self.response_timeout });
+                }
+            }
+        }
+        Err(last_err)
+    }
+}
+
+/// Joins the client's upgraded connection with the upstream's after a 101.
+pub fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        let (c, u) = match tokio::try_join!(client, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+        };
+        let mut c = TokioIo::new(c);
+        let mut u = TokioIo::new(u);
+        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+    });
+}
+
+/// A response generated by swarmgate itself.
+pub fn local_response(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}

@@ -1,0 +1,274 @@
+//! Per-request handling: ACME HTTP-01 answers, routing, HTTPS redirects, auth, rate limits,
+//! fixed answers and proxying. Everything per-route was decided when the table was compiled;
+//! this file only looks things up and forwards.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::balancer::{EndpointRegistry, PickContext};
+use super::body::ProxyBody;
+use super::forward::{is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarder, X_FORWARDED_PREFIX};
+use crate::admin::metrics::Metrics;
+use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
+use crate::model::RouteTable;
+use crate::tls::{CertMap, Challenges};
+
+const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Everything the request path reads. One per process, shared by all listeners.
+#[derive(Debug)]
+pub struct ProxyState {
+    pub table: ArcSwap<RouteTable>,
+    pub registry: EndpointRegistry,
+    pub metrics: Arc<Metrics>,
+    pub certs: Arc<CertMap>,
+    pub challenges: Arc<Challenges>,
+    pub forwarder: Forwarder,
+    pub access_log: AtomicBool,
+    /// 0 = unlimited.
+    pub max_body_bytes: u64,
+    /// Port to put in HTTPS redirects (`None` for 443).
+    pub https_redirect_port: Option<u16>,
+}
+
+/// Facts about the client connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+fn with_status(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+    local_response(status, body)
+}
+
+/// Handles one request.
+pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let (mut req, body) = req.into_parts();
+    // Host: absolute-form/HTTP/2 authority first, then the Host header.
+    let raw_host: String = match req.uri.authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => match req.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            Some(h) => h.to_owned(),
+            None => {
+                state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+                return with_status(StatusCode::BAD_REQUEST, "missing Host header\n");
+            }
+        },
+    };
+    let path = req.uri.path();
+    if !conn.https && path.starts_with(ACME_PREFIX) && !state.challenges.http01.is_empty() {
+        if let Some(key_auth) = state.challenges.http01.get(&path[ACME_PREFIX.len()..]) {
+            let mut resp = Response::new(ProxyBody::text(key_auth.clone()));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            return resp;
+        }
+    }
+    let host = normalize_host(&raw_host);
+    let table = state.table.load();
+    let facts = RequestFacts {
+        method: &req.method,
+        host: &host,
+        path,
+        query: req.uri.query(),
+        headers: &req.headers,
+        client_ip: Some(conn.peer.ip()),
+    };
+    let route = match table.lookup(&host, &facts, conn.https) {
+        Lookup::Route(r) => r.clone(),
+        Lookup::UnknownHost => {
+            state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+            access(state, &req, &host, conn, "", StatusCode::NOT_FOUND, started, "unknown host");
+            return with_status(StatusCode::NOT_FOUND, "no route for this host\n");
+        }
+        Lookup::NoRoute => {
+            state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+            access(state, &req, &host, conn, "", StatusCode::NOT_FOUND, started, "no route");
+            return with_status(StatusCode::NOT_FOUND, "no route for this path\n");
+        }
+    };
+    drop(table);
+    let resp = route_request(state, &route, &mut req, body, conn, &host, &raw_host).await;
+    let status = resp.status();
+    route.metrics.record(status.as_u16(), started.elapsed());
+    access(state, &req, &host, conn, &route.id, status, started, "");
+    resp
+}
+
+#[inline]
+fn access(state: &ProxyState, req: &http::request::Parts, host: &str, conn: ConnInfo, route: &str, status: StatusCode, started: Instant, note: &str) {
+    if state.access_log.load(Ordering::Relaxed) {
+        tracing::info!(
+            target: "swarmgate::access",
+            client = %conn.peer.ip(),
+            method = %req.method,
+            host,
+            path = req.uri.path(),
+            status = status.as_u16(),
+            route,
+            micros = started.elapsed().as_micros() as u64,
+            tls = conn.https,
+            note,
+        );
+    }
+}
+
+async fn route_request(
+    state: &ProxyState,
+    route: &Arc<CompiledRoute>,
+    req: &mut http::request::Parts,
+    body: Incoming,
+    conn: ConnInfo,
+    host: &str,
+    raw_host: &str,
+) -> Response<ProxyBody> {
+    if !conn.https {
+        let redirect = match route.redirect_https {
+            RedirectHttps::Never => false,
+            RedirectHttps::Always => true,
+            RedirectHttps::WhenCertificate => state.certs.has(host),
+        };
+        if redirect {
+            let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let location = match state.https_redirect_port {
+                Some(port) => format!("https://{host}:{port}{pq}"),
+                None => format!("https://{host}{pq}"),
+            };
+            return redirect_response(StatusCode::PERMANENT_REDIRECT, &location);
+        }
+    }
+    if let Some(auth) = &route.basic_auth {
+        if !auth.check(req.headers.get(header::AUTHORIZATION)) {
+            let mut resp = with_status(StatusCode::UNAUTHORIZED, "authentication required\n");
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, auth.challenge.clone());
+            return resp;
+        }
+    }
+    if let Some(rl) = &route.rate_limit {
+        if !rl.allow() {
+            let mut resp = with_status(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded\n");
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        }
+    }
+    let group = match &route.action {
+        CompiledAction::Respond { status, body } => {
+            let mut resp = Response::new(ProxyBody::text(body.clone()));
+            *resp.status_mut() = *status;
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            route.response_headers.apply(resp.headers_mut());
+            return resp;
+        }
+        CompiledAction::Redirect { location, status } => {
+            let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            return redirect_response(*status, &location.render(pq));
+        }
+        CompiledAction::Proxy(group) => group.clone(),
+    };
+    if group.is_empty() {
+        return with_status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream for this route\n");
+    }
+    if state.max_body_bytes > 0 {
+        let too_big = req
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > state.max_body_bytes);
+        if too_big {
+            return with_status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        }
+    }
+
+    // Upstream path (rewrites decided at build time) and query.
+    let path = req.uri.path();
+    let path_and_query: http::uri::PathAndQuery = if route.rewrites_path() {
+        let new_path = route.rewrite_path(path);
+        let pq = match req.uri.query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path.into_owned(),
+        };
+        match pq.parse() {
+            Ok(p) => p,
+            Err(_) => return with_status(StatusCode::BAD_REQUEST, "invalid request path\n"),
+        }
+    } else {
+        match req.uri.path_and_query() {
+            Some(p) => p.clone(),
+            None => http::uri::PathAndQuery::from_static("/"),
+        }
+    };
+
+    let upgrade = is_upgrade_request(&req.headers);
+    let client_upgrade = if upgrade { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let sticky_cookie_value = group.sticky_cookie.as_deref().and_then(|name| cookie_value(&req.headers, name)).map(str::to_owned);
+    let ctx = PickContext { client_ip: Some(conn.peer.ip()), sticky: sticky_cookie_value.as_deref() };
+
+    let method = req.method.clone();
+    let mut headers = std::mem::take(&mut req.headers);
+    state.forwarder.prepare_headers(&mut headers, &ClientSide { addr: conn.peer, https: conn.https, host: raw_host }, upgrade, group.pass_host);
+    if let Some(prefix) = &route.strip_prefix {
+        if let Ok(v) = HeaderValue::from_str(prefix) {
+            headers.insert(X_FORWARDED_PREFIX.clone(), v);
+        }
+    }
+    route.request_headers.apply(&mut headers);
+    let result = state.forwarder.send(&group, &ctx, method, path_and_query, headers, body, route.retries, &route.metrics.upstream_errors).await;
+    match result {
+        Ok((mut resp, idx)) => {
+            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                if let Some(client_upgrade) = client_upgrade {
+                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                    splice_upgrade(client_upgrade, upstream_upgrade);
+                }
+                let (parts, body) = resp.into_parts();
+                return Response::from_parts(parts, ProxyBody::Upstream(body));
+            }
+            strip_hop_by_hop(resp.headers_mut(), false);
+            route.response_headers.apply(resp.headers_mut());
+            if let Some(name) = &group.sticky_cookie {
+                let token = &group.endpoints[idx].sticky_token;
+                if sticky_cookie_value.as_deref() != Some(token.as_str()) {
+                    if let Ok(v) = HeaderValue::from_str(&format!("{name}={token}; Path=/; HttpOnly; SameSite=Lax")) {
+                        resp.headers_mut().append(header::SET_COOKIE, v);
+                    }
+                }
+            }
+            let (parts, body) = resp.into_parts();
+            Response::from_parts(parts, ProxyBody::Upstream(body))
+        }
+        Err(e) => {
+            tracing::warn!(route = %route.id, error = %e, "upstream request failed");
+            match e.status() {
+                StatusCode::GATEWAY_TIMEOUT => with_status(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+                StatusCode::SERVICE_UNAVAILABLE => with_status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream for this route\n"),
+                _ => with_status(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
+            }
+        }
+    }
+}
+
+fn redirect_response(status: StatusCode, location: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::empty());
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Value of cookie `name` in the request's `Cookie` headers.
+fn cookie_value<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
