@@ -95,7 +95,12 @@ impl Publisher {
         let table = compile(
             &specs,
             problems,
-            &CompileOptions { registry: &self.state.registry, metrics: &self.state.metrics, static_cert_names: &static_names, generation: sources.generation },
+            &CompileOptions {
+                registry: &self.state.registry,
+                metrics: &self.state.metrics,
+                static_cert_names: &static_names,
+                generation: sources.generation,
+            },
         );
         for p in table.problems.iter().filter(|p| !sources.swarm.problems.contains(p)) {
             tracing::warn!(source = %p.source, key = %p.key, "{}", p.message);
@@ -156,7 +161,9 @@ impl Running {
 
     /// Re-reads the config file; an invalid file is refused and the old table keeps serving.
     pub fn reload(&self) -> Result<(), StartError> {
-        let Some(path) = &self.config_path else { return Ok(()) };
+        let Some(path) = &self.config_path else {
+            return Ok(());
+        };
         reload_from(path, &self.config, &self.state, &self.publisher)
     }
 
@@ -166,8 +173,15 @@ impl Running {
     }
 }
 
-fn reload_from(path: &PathBuf, current: &Mutex<Config>, state: &ProxyState, publisher: &Publisher) -> Result<(), StartError> {
-    let result = Config::load(path).map_err(StartError::from).and_then(|cfg| load_static_certs(&cfg).map(|(certs, _)| (cfg, certs)));
+fn reload_from(
+    path: &std::path::Path,
+    current: &Mutex<Config>,
+    state: &ProxyState,
+    publisher: &Publisher,
+) -> Result<(), StartError> {
+    let result = Config::load(path)
+        .map_err(StartError::from)
+        .and_then(|cfg| load_static_certs(&cfg).map(|(certs, _)| (cfg, certs)));
     let (cfg, certs) = match result {
         Ok(x) => x,
         Err(e) => {
@@ -178,7 +192,10 @@ fn reload_from(path: &PathBuf, current: &Mutex<Config>, state: &ProxyState, publ
     };
     {
         let old = current.lock().unwrap_or_else(|e| e.into_inner());
-        if old.listen.http != cfg.listen.http || old.listen.https != cfg.listen.https || old.listen.admin != cfg.listen.admin {
+        if old.listen.http != cfg.listen.http
+            || old.listen.https != cfg.listen.https
+            || old.listen.admin != cfg.listen.admin
+        {
             tracing::warn!("listen addresses changed in the config file; they take effect only after a restart");
         }
     }
@@ -203,6 +220,22 @@ async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, Star
 pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let (statics, _) = load_static_certs(&cfg)?;
+    // Bind first: the HTTPS redirect needs the real port when the config asks for port 0.
+    let http_listener = match cfg.listen.http {
+        Some(addr) => Some(bind("http", addr).await?),
+        None => None,
+    };
+    let https_listener = match cfg.listen.https {
+        Some(addr) => Some(bind("https", addr).await?),
+        None => None,
+    };
+    let admin_listener = match cfg.listen.admin {
+        Some(addr) => Some(bind("admin", addr).await?),
+        None => None,
+    };
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let https_addr = https_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let certs = Arc::new(CertMap::new());
     certs.set_static(statics);
     let challenges = Arc::new(Challenges::default());
@@ -216,7 +249,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         forwarder: Forwarder::new(&cfg.limits, false),
         access_log: AtomicBool::new(cfg.log.access),
         max_body_bytes: cfg.limits.max_body_bytes,
-        https_redirect_port: cfg.listen.https.map(|a| a.port()).filter(|p| *p != 443),
+        https_redirect_port: https_addr.map(|a| a.port()).filter(|p| *p != 443),
     });
     let ready = Arc::new(AtomicBool::new(false));
     let publisher = Arc::new(Publisher {
@@ -228,31 +261,27 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     });
     publisher.set_file_routes(cfg.route_specs());
 
-    let settings = ListenerSettings { limits: cfg.limits.clone(), connections: Arc::new(Semaphore::new(cfg.limits.max_connections)) };
+    let settings = ListenerSettings {
+        limits: cfg.limits.clone(),
+        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+    };
     let mut tasks = Vec::new();
-    let mut http_addr = None;
-    let mut https_addr = None;
-    let mut admin_addr = None;
-    if let Some(addr) = cfg.listen.http {
-        let l = bind("http", addr).await?;
-        http_addr = l.local_addr().ok();
+    if let Some(l) = http_listener {
         tasks.push(tokio::spawn(serve(l, None, state.clone(), settings.clone(), shutdown.clone())));
     }
-    if let Some(addr) = cfg.listen.https {
-        let l = bind("https", addr).await?;
-        https_addr = l.local_addr().ok();
+    if let Some(l) = https_listener {
         let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));
         tasks.push(tokio::spawn(serve(l, Some(acceptor), state.clone(), settings.clone(), shutdown.clone())));
     }
     let admin = Arc::new(AdminState { proxy: state.clone(), ready, certificates: Default::default() });
-    if let Some(addr) = cfg.listen.admin {
-        let l = bind("admin", addr).await?;
-        admin_addr = l.local_addr().ok();
+    if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), shutdown.clone())));
     }
     let config = Arc::new(Mutex::new(cfg));
     if let Some(path) = config_path.clone() {
-        tokio::spawn(watch_config(path, config.clone(), state.clone(), publisher.clone(), shutdown.clone()));
+        // Register for SIGHUP before returning, so a signal sent right after start is not fatal.
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        tokio::spawn(watch_config(path, hup, config.clone(), state.clone(), publisher.clone(), shutdown.clone()));
     }
     tracing::info!(http = ?http_addr, https = ?https_addr, admin = ?admin_addr, "swarmgate listening");
     Ok(Running { http_addr, https_addr, admin_addr, state, publisher, admin, shutdown, tasks, config_path, config })
@@ -264,9 +293,15 @@ fn mtime(path: &PathBuf) -> Option<SystemTime> {
 
 /// Reloads on SIGHUP and when the file's modification time changes (checked every second;
 /// works with editors that replace the file and with mounted Docker configs).
-async fn watch_config(path: PathBuf, config: Arc<Mutex<Config>>, state: Arc<ProxyState>, publisher: Arc<Publisher>, shutdown: CancellationToken) {
+async fn watch_config(
+    path: PathBuf,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    config: Arc<Mutex<Config>>,
+    state: Arc<ProxyState>,
+    publisher: Arc<Publisher>,
+    shutdown: CancellationToken,
+) {
     let mut last = mtime(&path);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let by_signal = tokio::select! {

@@ -13,7 +13,11 @@ use crate::proxy::balancer::EndpointRegistry;
 pub fn compile_for_check(specs: &[RouteSpec], problems: Vec<Problem>) -> RouteTable {
     let registry = EndpointRegistry::new();
     let metrics = Metrics::new();
-    compile(specs, problems, &CompileOptions { registry: &registry, metrics: &metrics, static_cert_names: &BTreeSet::new(), generation: 0 })
+    compile(
+        specs,
+        problems,
+        &CompileOptions { registry: &registry, metrics: &metrics, static_cert_names: &BTreeSet::new(), generation: 0 },
+    )
 }
 
 /// One line per route (host, path, action/upstreams, TLS, policy), then the problems.
@@ -37,7 +41,12 @@ pub fn render_table(table: &RouteTable) -> String {
                     if eps.is_empty() { "no endpoints: 503".to_owned() } else { eps.join(", ") }
                 )
             }
-            CompiledAction::Redirect { location, status } => format!("redirect {} {}{}", status.as_u16(), location.before, if location.after.is_some() { "{uri}…" } else { "" }),
+            CompiledAction::Redirect { location, status } => format!(
+                "redirect {} {}{}",
+                status.as_u16(),
+                location.before,
+                if location.after.is_some() { "{uri}…" } else { "" }
+            ),
             CompiledAction::Respond { status, .. } => format!("respond {}", status.as_u16()),
         };
         let tls = match &s.tls {

@@ -6,11 +6,11 @@
 
 pub mod acme;
 pub mod admin;
+pub mod app;
+pub mod check;
 pub mod config;
 pub mod discovery;
 pub mod labels;
 pub mod model;
 pub mod proxy;
 pub mod tls;
-pub mod app;
-pub mod check;

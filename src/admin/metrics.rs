@@ -96,14 +96,24 @@ impl Metrics {
             for (i, c) in m.status.iter().enumerate() {
                 let v = c.load(Ordering::Relaxed);
                 if v > 0 {
-                    let _ = writeln!(out, "swarmgate_requests_total{{route=\"{}\",code=\"{}xx\"}} {v}", escape(id), i + 1);
+                    let _ =
+                        writeln!(out, "swarmgate_requests_total{{route=\"{}\",code=\"{}xx\"}} {v}", escape(id), i + 1);
                 }
             }
         }
-        let _ = writeln!(out, "swarmgate_requests_total{{route=\"\",code=\"4xx\"}} {}", self.unrouted.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "swarmgate_requests_total{{route=\"\",code=\"4xx\"}} {}",
+            self.unrouted.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP swarmgate_upstream_errors_total Failed upstream attempts (connect errors, timeouts, resets).\n# TYPE swarmgate_upstream_errors_total counter\n");
         for (id, m) in &routes {
-            let _ = writeln!(out, "swarmgate_upstream_errors_total{{route=\"{}\"}} {}", escape(id), m.upstream_errors.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "swarmgate_upstream_errors_total{{route=\"{}\"}} {}",
+                escape(id),
+                m.upstream_errors.load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP swarmgate_request_duration_seconds Time from request head to response head.\n# TYPE swarmgate_request_duration_seconds histogram\n");
         for (id, m) in &routes {
@@ -111,21 +121,68 @@ impl Metrics {
             let mut cumulative = 0;
             for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
                 cumulative += m.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(out, "swarmgate_request_duration_seconds_bucket{{route=\"{id}\",le=\"{b}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "swarmgate_request_duration_seconds_bucket{{route=\"{id}\",le=\"{b}\"}} {cumulative}"
+                );
             }
             let count = m.latency_count.load(Ordering::Relaxed);
             let _ = writeln!(out, "swarmgate_request_duration_seconds_bucket{{route=\"{id}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "swarmgate_request_duration_seconds_sum{{route=\"{id}\"}} {}", m.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+            let _ = writeln!(
+                out,
+                "swarmgate_request_duration_seconds_sum{{route=\"{id}\"}} {}",
+                m.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+            );
             let _ = writeln!(out, "swarmgate_request_duration_seconds_count{{route=\"{id}\"}} {count}");
         }
-        gauge(&mut out, "swarmgate_open_connections", "Client connections open now.", self.open_connections.load(Ordering::Relaxed));
-        counter(&mut out, "swarmgate_connections_total", "Client connections accepted.", self.connections_total.load(Ordering::Relaxed));
-        counter(&mut out, "swarmgate_connections_refused_total", "Connections refused over max_connections.", self.connections_refused.load(Ordering::Relaxed));
-        counter(&mut out, "swarmgate_config_reloads_total", "Route tables published after a change.", self.config_reloads.load(Ordering::Relaxed));
-        counter(&mut out, "swarmgate_config_reload_failures_total", "Config files refused on reload.", self.config_reload_failures.load(Ordering::Relaxed));
-        counter(&mut out, "swarmgate_tls_handshake_failures_total", "TLS handshakes that failed.", self.tls_handshake_failures.load(Ordering::Relaxed));
-        gauge(&mut out, "swarmgate_problems", "Label and config problems currently reported.", self.problems.load(Ordering::Relaxed));
-        gauge(&mut out, "swarmgate_route_table_generation", "Generation of the live route table.", self.route_table_generation.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "swarmgate_open_connections",
+            "Client connections open now.",
+            self.open_connections.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "swarmgate_connections_total",
+            "Client connections accepted.",
+            self.connections_total.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "swarmgate_connections_refused_total",
+            "Connections refused over max_connections.",
+            self.connections_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "swarmgate_config_reloads_total",
+            "Route tables published after a change.",
+            self.config_reloads.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "swarmgate_config_reload_failures_total",
+            "Config files refused on reload.",
+            self.config_reload_failures.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "swarmgate_tls_handshake_failures_total",
+            "TLS handshakes that failed.",
+            self.tls_handshake_failures.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "swarmgate_problems",
+            "Label and config problems currently reported.",
+            self.problems.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "swarmgate_route_table_generation",
+            "Generation of the live route table.",
+            self.route_table_generation.load(Ordering::Relaxed),
+        );
         let mut extra: Vec<_> = self.extra.iter().map(|e| (*e.key(), e.value().clone())).collect();
         extra.sort_by_key(|e| e.0);
         for (_, source) in extra {

@@ -59,16 +59,17 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
         }
         "/metrics" => {
             let mut resp = text(StatusCode::OK, state.proxy.metrics.render());
-            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             resp
         }
         "/api/routes" => json(&serde_json::json!({
             "generation": table.generation,
             "routes": table.routes.iter().map(|r| {
                 let endpoints: Vec<serde_json::Value> = match &r.action {
-                    CompiledAction::Proxy(g) => g.endpoints.iter().zip(g.tasks.iter()).map(|(e, t)| serde_json::json!({
+                    CompiledAction::Proxy(g) => g.endpoints.iter().zip(g.tasks.iter()).enumerate().map(|(i, (e, t))| serde_json::json!({
                         "addr": e.addr.to_string(), "task": t, "in_flight": e.in_flight(),
-                        "ejected": e.is_ejected(), "healthy": e.active_healthy(), "latency_ms": e.latency_ns() as f64 / 1e6,
+                        "ejected": e.is_ejected(), "healthy": g.is_healthy(i), "latency_ms": e.latency_ns() as f64 / 1e6,
                     })).collect(),
                     _ => Vec::new(),
                 };
@@ -79,7 +80,7 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
         "/api/endpoints" => json(&serde_json::json!({
             "endpoints": state.proxy.registry.snapshot().iter().map(|e| serde_json::json!({
                 "addr": e.addr.to_string(), "in_flight": e.in_flight(), "ejected": e.is_ejected(),
-                "healthy": e.active_healthy(), "latency_ms": e.latency_ns() as f64 / 1e6,
+                "latency_ms": e.latency_ns() as f64 / 1e6,
                 "requests": e.requests.load(std::sync::atomic::Ordering::Relaxed),
                 "failures": e.failures.load(std::sync::atomic::Ordering::Relaxed),
             })).collect::<Vec<_>>(),
@@ -94,7 +95,10 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
                 })).collect::<Vec<_>>() }))
             }
         },
-        _ => text(StatusCode::NOT_FOUND, "not found: try /healthz /readyz /metrics /api/routes /api/problems /api/endpoints /api/certificates\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz /readyz /metrics /api/routes /api/problems /api/endpoints /api/certificates\n",
+        ),
     }
 }
 
@@ -112,7 +116,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(answer(&state, &req)) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
         });
     }
 }

@@ -11,8 +11,8 @@ use serde::{Deserialize, Deserializer};
 
 use crate::labels::LabelsConfig;
 use crate::model::{
-    Action, Endpoint, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Provenance, RouteSpec, TlsPolicy,
-    UpstreamScheme, UpstreamSpec, UpstreamTarget,
+    Action, Endpoint, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Provenance, RouteSpec,
+    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
 };
 
 /// The embedded default config (what `config/swarmgate.toml` holds), used when `--config` is
@@ -389,7 +389,8 @@ pub struct RouteConfig {
 impl Config {
     /// Parses TOML text and validates it; `path` only labels messages.
     pub fn parse(text: &str, path: &Path) -> Result<Config, LoadError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| LoadError::Parse { path: path.into(), message: e.to_string() })?;
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| LoadError::Parse { path: path.into(), message: e.to_string() })?;
         let errors = cfg.validate();
         if errors.is_empty() {
             Ok(cfg)
@@ -408,7 +409,8 @@ impl Config {
 
     /// The embedded default.
     pub fn embedded() -> Config {
-        Self::parse(EMBEDDED_DEFAULT, Path::new("<embedded config/swarmgate.toml>")).expect("the embedded config is valid")
+        Self::parse(EMBEDDED_DEFAULT, Path::new("<embedded config/swarmgate.toml>"))
+            .expect("the embedded config is valid")
     }
 
     /// Certificate paths are relative to the config file's folder.
@@ -456,8 +458,12 @@ impl Config {
                 errors.push(ConfigError::new(key("hosts"), "list at least one host (\"*\" for every host)"));
             }
             for h in &r.hosts {
-                if h != "*" && (h.is_empty() || h.contains('/') || h[h.starts_with("*.") as usize * 2..].contains('*')) {
-                    errors.push(ConfigError::new(key("hosts"), format!("{h:?} is not a host name (a leading \"*.\" is the only wildcard)")));
+                if h != "*" && (h.is_empty() || h.contains('/') || h[h.starts_with("*.") as usize * 2..].contains('*'))
+                {
+                    errors.push(ConfigError::new(
+                        key("hosts"),
+                        format!("{h:?} is not a host name (a leading \"*.\" is the only wildcard)"),
+                    ));
                 }
             }
             if let Some(p) = &r.path {
@@ -465,7 +471,9 @@ impl Config {
                     errors.push(ConfigError::new(key("path"), format!("{p:?} must start with /")));
                 }
             }
-            let actions = usize::from(!r.upstreams.is_empty()) + usize::from(r.respond.is_some()) + usize::from(r.redirect.is_some());
+            let actions = usize::from(!r.upstreams.is_empty())
+                + usize::from(r.respond.is_some())
+                + usize::from(r.redirect.is_some());
             if actions != 1 {
                 errors.push(ConfigError::new(key("upstreams"), "give exactly one of upstreams, respond, redirect"));
             }
@@ -476,12 +484,19 @@ impl Config {
             }
             if let Some(t) = &r.tls {
                 if t != "auto" && t != "off" && !names.contains(&t.as_str()) {
-                    errors.push(ConfigError::new(key("tls"), format!("{t:?} is not auto, off or the name of a [[tls.certificates]] entry")));
+                    errors.push(ConfigError::new(
+                        key("tls"),
+                        format!("{t:?} is not auto, off or the name of a [[tls.certificates]] entry"),
+                    ));
                 }
             }
             match (&r.health.path, &r.health.interval) {
-                (Some(p), _) if !p.starts_with('/') => errors.push(ConfigError::new(key("health.path"), "must start with /")),
-                (None, Some(_)) => errors.push(ConfigError::new(key("health.path"), "health.interval needs health.path")),
+                (Some(p), _) if !p.starts_with('/') => {
+                    errors.push(ConfigError::new(key("health.path"), "must start with /"))
+                }
+                (None, Some(_)) => {
+                    errors.push(ConfigError::new(key("health.path"), "health.interval needs health.path"))
+                }
                 _ => {}
             }
             for entry in &r.auth.basic {
@@ -517,10 +532,15 @@ pub fn resolve_upstream(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
     if !s.contains(':') {
         return Err(format!("{s:?} needs a port (host:port)"));
     }
-    s.to_socket_addrs()
-        .map(|a| a.collect())
-        .map_err(|e| format!("{s:?} does not resolve: {e}"))
-        .and_then(|v: Vec<_>| if v.is_empty() { Err(format!("{s:?} resolves to no address")) } else { Ok(v) })
+    s.to_socket_addrs().map(|a| a.collect()).map_err(|e| format!("{s:?} does not resolve: {e}")).and_then(
+        |v: Vec<_>| {
+            if v.is_empty() {
+                Err(format!("{s:?} resolves to no address"))
+            } else {
+                Ok(v)
+            }
+        },
+    )
 }
 
 impl RouteConfig {
@@ -564,14 +584,29 @@ impl RouteConfig {
             spec.middlewares.push(Middleware::StripPrefix(path));
         }
         if !self.headers.request.is_empty() {
-            spec.middlewares.push(Middleware::RequestHeaders(HeaderEdits { set: self.headers.request.clone(), ..Default::default() }));
+            spec.middlewares.push(Middleware::RequestHeaders(HeaderEdits {
+                set: self.headers.request.clone(),
+                ..Default::default()
+            }));
         }
         if !self.headers.response.is_empty() {
-            spec.middlewares.push(Middleware::ResponseHeaders(HeaderEdits { set: self.headers.response.clone(), ..Default::default() }));
+            spec.middlewares.push(Middleware::ResponseHeaders(HeaderEdits {
+                set: self.headers.response.clone(),
+                ..Default::default()
+            }));
         }
         if !self.auth.basic.is_empty() {
-            let users = self.auth.basic.iter().filter_map(|e| e.split_once(':')).map(|(u, h)| (u.to_owned(), h.to_owned())).collect();
-            spec.middlewares.push(Middleware::BasicAuth { realm: self.auth.realm.clone().unwrap_or_else(|| "restricted".into()), users });
+            let users = self
+                .auth
+                .basic
+                .iter()
+                .filter_map(|e| e.split_once(':'))
+                .map(|(u, h)| (u.to_owned(), h.to_owned()))
+                .collect();
+            spec.middlewares.push(Middleware::BasicAuth {
+                realm: self.auth.realm.clone().unwrap_or_else(|| "restricted".into()),
+                users,
+            });
         }
         if let Some(rl) = &self.rate_limit {
             spec.middlewares.push(Middleware::RateLimit {

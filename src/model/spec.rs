@@ -56,8 +56,7 @@ impl PathMatch {
                     return true;
                 }
                 let p = p.strip_suffix('/').unwrap_or(p);
-                path.starts_with(p)
-                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+                path.starts_with(p) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
             }
             PathMatch::RawPrefix(p) => path.starts_with(p.as_str()),
             PathMatch::Exact(p) => path == p,
@@ -100,11 +99,20 @@ pub enum ValueMatch {
 /// Evaluated per request only for routes that have one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Predicate {
-    Header { name: String, value: ValueMatch },
+    Header {
+        name: String,
+        value: ValueMatch,
+    },
     Method(Vec<String>),
-    Query { name: String, value: ValueMatch },
+    Query {
+        name: String,
+        value: ValueMatch,
+    },
     /// Client address inside `net/prefix_len`.
-    ClientIp { net: IpAddr, prefix_len: u8 },
+    ClientIp {
+        net: IpAddr,
+        prefix_len: u8,
+    },
     Path(PathMatch),
     /// Host test inside a compound rule (e.g. `Host(a) || Header(..)`); case-insensitive.
     Host(String),
@@ -204,9 +212,15 @@ impl UpstreamSpec {
 pub enum Action {
     Proxy(UpstreamSpec),
     /// Redirect to `location`; `{uri}` in it is replaced by the request's path and query.
-    Redirect { location: String, status: u16 },
+    Redirect {
+        location: String,
+        status: u16,
+    },
     /// A fixed response.
-    Respond { status: u16, body: String },
+    Respond {
+        status: u16,
+        body: String,
+    },
 }
 
 /// Header edits; an empty value removes the header.
@@ -230,17 +244,29 @@ pub enum Middleware {
     /// Remove a literal path prefix before forwarding; sets `X-Forwarded-Prefix`.
     StripPrefix(String),
     /// Replace a literal path prefix (Caddy `rewrite` prefix form).
-    ReplacePrefix { from: String, to: String },
+    ReplacePrefix {
+        from: String,
+        to: String,
+    },
     /// Prepend a prefix to the path.
     AddPrefix(String),
     RequestHeaders(HeaderEdits),
     ResponseHeaders(HeaderEdits),
     /// `user` → bcrypt hash. Requests without valid credentials get 401.
-    BasicAuth { realm: String, users: BTreeMap<String, String> },
+    BasicAuth {
+        realm: String,
+        users: BTreeMap<String, String>,
+    },
     /// Token bucket: `average` requests per `period`, `burst` extra. Excess gets 429.
-    RateLimit { average: u64, period: Duration, burst: u64 },
+    RateLimit {
+        average: u64,
+        period: Duration,
+        burst: u64,
+    },
     /// Retry idempotent requests on another endpoint up to `attempts` times.
-    Retry { attempts: u32 },
+    Retry {
+        attempts: u32,
+    },
 }
 
 /// Certificate policy for a route's hosts.

@@ -109,18 +109,25 @@ impl BasicAuth {
     /// True when `authorization` carries valid credentials.
     pub fn check(&self, authorization: Option<&HeaderValue>) -> bool {
         use base64::Engine;
-        let Some(value) = authorization else { return false };
+        let Some(value) = authorization else {
+            return false;
+        };
         if self.accepted.contains(value.as_bytes()) {
             return true;
         }
-        let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) else { return false };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-        let Ok(decoded) = String::from_utf8(decoded) else { return false };
-        let Some((user, password)) = decoded.split_once(':') else { return false };
-        let ok = self
-            .users
-            .iter()
-            .any(|(u, hash)| u == user && bcrypt::verify(password, hash).unwrap_or(false));
+        let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) else {
+            return false;
+        };
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let Ok(decoded) = String::from_utf8(decoded) else {
+            return false;
+        };
+        let Some((user, password)) = decoded.split_once(':') else {
+            return false;
+        };
+        let ok = self.users.iter().any(|(u, hash)| u == user && bcrypt::verify(password, hash).unwrap_or(false));
         if ok && self.accepted.len() < 1024 {
             self.accepted.insert(value.as_bytes().into());
         }
@@ -139,7 +146,8 @@ pub struct RateLimiter {
 impl RateLimiter {
     pub fn new(average: u64, period: std::time::Duration, burst: u64) -> Self {
         let interval_ns = (period.as_nanos() as u64 / average.max(1)).max(1);
-        RateLimiter { interval_ns, tolerance_ns: interval_ns * burst.max(1), tat_ns: AtomicU64::new(0) }
+        // `burst` requests may arrive at once: the bucket tolerates burst-1 intervals of debt.
+        RateLimiter { interval_ns, tolerance_ns: interval_ns * (burst.max(1) - 1), tat_ns: AtomicU64::new(0) }
     }
 
     /// True if the request may pass.
@@ -148,10 +156,11 @@ impl RateLimiter {
         let mut tat = self.tat_ns.load(Ordering::Relaxed);
         loop {
             let start = tat.max(now);
-            if start - now >= self.tolerance_ns {
+            if start - now > self.tolerance_ns {
                 return false;
             }
-            match self.tat_ns.compare_exchange_weak(tat, start + self.interval_ns, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.tat_ns.compare_exchange_weak(tat, start + self.interval_ns, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return true,
                 Err(actual) => tat = actual,
             }
@@ -219,7 +228,9 @@ impl CompiledPredicate {
                     k == name && value.matches(v)
                 })
             }),
-            CompiledPredicate::ClientIp { net, prefix_len } => r.client_ip.is_some_and(|ip| ip_in(ip, *net, *prefix_len)),
+            CompiledPredicate::ClientIp { net, prefix_len } => {
+                r.client_ip.is_some_and(|ip| ip_in(ip, *net, *prefix_len))
+            }
             CompiledPredicate::Path(p) => p.matches(r.path),
             CompiledPredicate::Host(h) => host_matches(h, r.host),
             CompiledPredicate::And(ps) => ps.iter().all(|p| p.matches(r)),
@@ -364,7 +375,9 @@ impl RouteTable {
             .get(host)
             .or_else(|| host.split_once('.').and_then(|(_, rest)| self.wildcard.get(rest)))
             .or(self.default.as_ref());
-        let Some(entry) = entry else { return Lookup::UnknownHost };
+        let Some(entry) = entry else {
+            return Lookup::UnknownHost;
+        };
         for route in &entry.routes {
             if !(if https { route.on_https } else { route.on_http }) {
                 continue;
@@ -461,17 +474,22 @@ fn compile_predicate(p: &Predicate, key: &str, problems: &mut Vec<Problem>, sour
         Predicate::ClientIp { net, prefix_len } => CompiledPredicate::ClientIp { net: *net, prefix_len: *prefix_len },
         Predicate::Path(pm) => CompiledPredicate::Path(pm.clone()),
         Predicate::Host(h) => CompiledPredicate::Host(h.to_ascii_lowercase()),
-        Predicate::And(ps) => {
-            CompiledPredicate::And(ps.iter().map(|p| compile_predicate(p, key, problems, source)).collect::<Option<_>>()?)
-        }
-        Predicate::Or(ps) => {
-            CompiledPredicate::Or(ps.iter().map(|p| compile_predicate(p, key, problems, source)).collect::<Option<_>>()?)
-        }
+        Predicate::And(ps) => CompiledPredicate::And(
+            ps.iter().map(|p| compile_predicate(p, key, problems, source)).collect::<Option<_>>()?,
+        ),
+        Predicate::Or(ps) => CompiledPredicate::Or(
+            ps.iter().map(|p| compile_predicate(p, key, problems, source)).collect::<Option<_>>()?,
+        ),
         Predicate::Not(p) => CompiledPredicate::Not(Box::new(compile_predicate(p, key, problems, source)?)),
     })
 }
 
-fn compile_headers(edits: &HeaderEdits, key: &str, problems: &mut Vec<Problem>, source: &str) -> Option<CompiledHeaders> {
+fn compile_headers(
+    edits: &HeaderEdits,
+    key: &str,
+    problems: &mut Vec<Problem>,
+    source: &str,
+) -> Option<CompiledHeaders> {
     let mut out = CompiledHeaders::default();
     let name = |n: &str, problems: &mut Vec<Problem>| match HeaderName::from_bytes(n.as_bytes()) {
         Ok(n) => Some(n),
@@ -638,14 +656,20 @@ pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &Comp
     let mut seen = BTreeSet::new();
     for spec in specs {
         if !seen.insert(spec.id.clone()) {
-            table.problems.push(Problem::new(source_of(spec), spec.provenance.to_string(), format!("duplicate route id {}", spec.id)));
+            table.problems.push(Problem::new(
+                source_of(spec),
+                spec.provenance.to_string(),
+                format!("duplicate route id {}", spec.id),
+            ));
             continue;
         }
         if spec.hosts.is_empty() {
             table.problems.push(Problem::new(source_of(spec), spec.provenance.to_string(), "route has no host"));
             continue;
         }
-        let Some(route) = compile_route(spec, opts, &mut table.problems) else { continue };
+        let Some(route) = compile_route(spec, opts, &mut table.problems) else {
+            continue;
+        };
         let route = Arc::new(route);
         for host in &spec.hosts {
             let host = normalize_host(host).into_owned();
@@ -660,7 +684,7 @@ pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &Comp
         }
         table.routes.push(route);
     }
-    let sort = |e: &mut HostRoutes| e.routes.sort_by(|a, b| b.order.cmp(&a.order));
+    let sort = |e: &mut HostRoutes| e.routes.sort_by_key(|r| std::cmp::Reverse(r.order));
     table.exact.values_mut().for_each(sort);
     table.wildcard.values_mut().for_each(sort);
     if let Some(d) = table.default.as_mut() {
@@ -674,7 +698,12 @@ mod tests {
     use super::*;
 
     fn respond(id: &str, hosts: &[&str], path: PathMatch, body: &str) -> RouteSpec {
-        let mut r = RouteSpec::proxy(id, Provenance::Builtin, hosts.iter().map(|s| s.to_string()).collect(), UpstreamSpec::new(UpstreamTarget::Static(vec![])));
+        let mut r = RouteSpec::proxy(
+            id,
+            Provenance::Builtin,
+            hosts.iter().map(|s| s.to_string()).collect(),
+            UpstreamSpec::new(UpstreamTarget::Static(vec![])),
+        );
         r.action = Action::Respond { status: 200, body: body.into() };
         r.path = path;
         r
@@ -683,13 +712,24 @@ mod tests {
     fn build(specs: &[RouteSpec]) -> RouteTable {
         let reg = EndpointRegistry::new();
         let m = Metrics::new();
-        compile(specs, vec![], &CompileOptions { registry: &reg, metrics: &m, static_cert_names: &BTreeSet::new(), generation: 1 })
+        compile(
+            specs,
+            vec![],
+            &CompileOptions { registry: &reg, metrics: &m, static_cert_names: &BTreeSet::new(), generation: 1 },
+        )
     }
 
     fn find<'a>(t: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
         let headers = http::HeaderMap::new();
         let host = normalize_host(host);
-        let facts = RequestFacts { method: &http::Method::GET, host: &host, path, query: None, headers: &headers, client_ip: None };
+        let facts = RequestFacts {
+            method: &http::Method::GET,
+            host: &host,
+            path,
+            query: None,
+            headers: &headers,
+            client_ip: None,
+        };
         match t.lookup(&host, &facts, false) {
             Lookup::Route(r) => Some(match &r.action {
                 CompiledAction::Respond { body, .. } => std::str::from_utf8(body).unwrap(),
@@ -739,7 +779,14 @@ mod tests {
     fn unknown_host_is_not_routed_without_default() {
         let t = build(&[respond("a", &["a.com"], PathMatch::any(), "a")]);
         let headers = http::HeaderMap::new();
-        let facts = RequestFacts { method: &http::Method::GET, host: "evil.com", path: "/", query: None, headers: &headers, client_ip: None };
+        let facts = RequestFacts {
+            method: &http::Method::GET,
+            host: "evil.com",
+            path: "/",
+            query: None,
+            headers: &headers,
+            client_ip: None,
+        };
         assert!(matches!(t.lookup("evil.com", &facts, false), Lookup::UnknownHost));
     }
 
@@ -758,6 +805,8 @@ mod tests {
         let rl = RateLimiter::new(1, std::time::Duration::from_secs(60), 3);
         let allowed = (0..10).filter(|_| rl.allow()).count();
         assert_eq!(allowed, 3);
+        let rl = RateLimiter::new(1, std::time::Duration::from_secs(60), 2);
+        assert_eq!((0..4).filter(|_| rl.allow()).count(), 2);
     }
 
     #[test]

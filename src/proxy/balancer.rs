@@ -49,8 +49,6 @@ pub struct EndpointState {
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
     ejected_until_ns: AtomicU64,
-    /// Set by the active health checker; true when no check is configured.
-    active_healthy: AtomicBool,
     /// Requests completed (for the admin API and metrics).
     pub requests: AtomicU64,
     /// Failed attempts (connect errors, timeouts).
@@ -70,16 +68,15 @@ impl EndpointState {
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until_ns: AtomicU64::new(0),
-            active_healthy: AtomicBool::new(true),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
         }
     }
 
-    /// Usable for new requests: not ejected by passive health and not failing active checks.
+    /// Not ejected by passive health.
     #[inline]
     pub fn is_available(&self, now: u64) -> bool {
-        self.active_healthy.load(Ordering::Relaxed) && self.ejected_until_ns.load(Ordering::Relaxed) <= now
+        self.ejected_until_ns.load(Ordering::Relaxed) <= now
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -88,14 +85,6 @@ impl EndpointState {
 
     pub fn is_ejected(&self) -> bool {
         self.ejected_until_ns.load(Ordering::Relaxed) > now_ns()
-    }
-
-    pub fn active_healthy(&self) -> bool {
-        self.active_healthy.load(Ordering::Relaxed)
-    }
-
-    pub fn set_active_healthy(&self, healthy: bool) {
-        self.active_healthy.store(healthy, Ordering::Relaxed);
     }
 
     /// Current latency estimate in nanoseconds (peak EWMA).
@@ -209,6 +198,9 @@ fn fxhash(bytes: &[u8]) -> u64 {
 #[derive(Debug, Default)]
 pub struct EndpointRegistry {
     map: DashMap<SocketAddr, Arc<EndpointState>>,
+    /// Active health results by (endpoint, check path): two routes may check the same
+    /// endpoint on different paths, so the result belongs to the check, not the endpoint.
+    health: DashMap<(SocketAddr, String), Arc<AtomicBool>>,
 }
 
 impl EndpointRegistry {
@@ -221,9 +213,18 @@ impl EndpointRegistry {
         self.map.entry(addr).or_insert_with(|| Arc::new(EndpointState::new(addr))).clone()
     }
 
+    /// The health flag of `addr` under the check on `path` (true until a check fails).
+    pub fn health_flag(&self, addr: SocketAddr, path: &str) -> Arc<AtomicBool> {
+        if let Some(f) = self.health.get(&(addr, path.to_owned())) {
+            return f.clone();
+        }
+        self.health.entry((addr, path.to_owned())).or_insert_with(|| Arc::new(AtomicBool::new(true))).clone()
+    }
+
     /// Forget endpoints no table refers to any more (called after a swap).
     pub fn retain_used(&self) {
         self.map.retain(|_, state| Arc::strong_count(state) > 1);
+        self.health.retain(|_, flag| Arc::strong_count(flag) > 1);
     }
 
     pub fn len(&self) -> usize {
@@ -258,6 +259,8 @@ pub struct UpstreamGroup {
     /// Cookie name for sticky sessions (policy `Cookie`).
     pub sticky_cookie: Option<String>,
     pub health: Option<HealthCheck>,
+    /// Per-endpoint results of this group's active health check (empty without one).
+    pub health_flags: Box<[Arc<AtomicBool>]>,
     rr: AtomicUsize,
 }
 
@@ -278,7 +281,12 @@ impl UpstreamGroup {
             LbPolicy::Cookie => Some(sticky_cookie.unwrap_or_else(|| "swarmgate_sticky".into())),
             _ => None,
         };
+        let health_flags = match &health {
+            Some(h) => sorted.iter().map(|e| registry.health_flag(e.addr, &h.path)).collect(),
+            None => Box::default(),
+        };
         UpstreamGroup {
+            health_flags,
             endpoints: sorted.iter().map(|e| registry.get(e.addr)).collect(),
             tasks: sorted.iter().map(|e| e.task.clone()).collect(),
             policy,
@@ -294,9 +302,15 @@ impl UpstreamGroup {
         self.endpoints.is_empty()
     }
 
-    /// Picks an endpoint index, skipping those in `tried` (a bitmask of indexes < 64).
-    /// Prefers available endpoints; when all are ejected, falls back to any untried one
-    /// (a guess beats a certain 503). `None` only when nothing untried is left.
+    /// Active health of endpoint `i` (true when the group has no check).
+    #[inline]
+    pub fn is_healthy(&self, i: usize) -> bool {
+        self.health_flags.get(i).is_none_or(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Picks an available endpoint index (not ejected, passing health checks), skipping those
+    /// in `tried` (a bitmask of indexes < 64). `None` when no live endpoint is left: the
+    /// caller answers 503.
     pub fn pick(&self, ctx: &PickContext<'_>, tried: u64) -> Option<usize> {
         let n = self.endpoints.len();
         if n == 0 {
@@ -304,11 +318,11 @@ impl UpstreamGroup {
         }
         let now = now_ns();
         let untried = |i: usize| i >= 64 || tried & (1u64 << i) == 0;
-        let ok = |i: usize| untried(i) && self.endpoints[i].is_available(now);
+        let ok = |i: usize| untried(i) && self.endpoints[i].is_available(now) && self.is_healthy(i);
         if n == 1 {
-            return untried(0).then_some(0);
+            return ok(0).then_some(0);
         }
-        let picked = match self.policy {
+        match self.policy {
             LbPolicy::RoundRobin => self.pick_rr(n, &ok),
             LbPolicy::LeastConn => self.pick_least(n, &ok, |e| u64::from(e.in_flight())),
             LbPolicy::P2c => self.pick_p2c(n, &ok),
@@ -320,8 +334,7 @@ impl UpstreamGroup {
                 .sticky
                 .and_then(|token| (0..n).find(|&i| ok(i) && self.endpoints[i].sticky_token == token))
                 .or_else(|| self.pick_p2c(n, &ok)),
-        };
-        picked.or_else(|| self.pick_rr(n, &untried))
+        }
     }
 
     fn pick_rr(&self, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
@@ -332,10 +345,7 @@ impl UpstreamGroup {
     fn pick_least(&self, n: usize, ok: &dyn Fn(usize) -> bool, key: impl Fn(&EndpointState) -> u64) -> Option<usize> {
         // Start at a rotating offset so ties spread instead of piling onto index 0.
         let start = self.rr.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|&i| ok(i))
-            .min_by_key(|&i| key(&self.endpoints[i]))
+        (0..n).map(|k| (start + k) % n).filter(|&i| ok(i)).min_by_key(|&i| key(&self.endpoints[i]))
     }
 
     fn pick_p2c(&self, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
@@ -436,8 +446,8 @@ mod tests {
         }
         assert!(g.endpoints[0].is_ejected());
         assert!((0..10).all(|_| g.pick(&PickContext::default(), 0) == Some(1)));
-        // Retry excludes the tried endpoint; with only the ejected one left it is still offered.
-        assert_eq!(g.pick(&PickContext::default(), 0b10), Some(0));
+        // With the only live endpoint already tried, nothing is left: the proxy answers 503.
+        assert_eq!(g.pick(&PickContext::default(), 0b10), None);
         g.endpoints[0].ejected_until_ns.store(0, Ordering::Relaxed);
         assert!((0..10).any(|_| g.pick(&PickContext::default(), 0) == Some(0)));
     }

@@ -75,7 +75,6 @@ impl ReclaimableBody {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (ReclaimableBody { inner: Some(body), polled: false, give_back: Some(tx) }, rx)
     }
-
 }
 
 impl Drop for ReclaimableBody {

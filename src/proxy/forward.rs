@@ -90,7 +90,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             let named: Vec<HeaderName> = conn
                 .split(',')
                 .map(str::trim)
-                .filter(|n| !n.eq_ignore_ascii_case("upgrade") && !n.eq_ignore_ascii_case("close") && !n.eq_ignore_ascii_case("keep-alive"))
+                .filter(|n| {
+                    !n.eq_ignore_ascii_case("upgrade")
+                        && !n.eq_ignore_ascii_case("close")
+                        && !n.eq_ignore_ascii_case("keep-alive")
+                })
                 .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
                 .collect();
             for n in named {
@@ -118,10 +122,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// True for requests asking to switch protocols (WebSocket and friends).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| v.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false))
+        && headers.get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false)
+        })
 }
 
 /// What the handler knows about the client side of a request.
@@ -165,7 +168,8 @@ impl Forwarder {
         if let Ok(v) = HeaderValue::from_str(&xff) {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if client.https { "https" } else { "http" }));
+        headers
+            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if client.https { "https" } else { "http" }));
         if let Ok(h) = HeaderValue::from_str(client.host) {
             if pass_host {
                 headers.insert(header::HOST, h.clone());
@@ -194,13 +198,23 @@ impl Forwarder {
         retries: u32,
         errors: &std::sync::atomic::AtomicU64,
     ) -> Result<(Response<Incoming>, usize), UpstreamError> {
-        let idempotent = matches!(method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::PUT | http::Method::DELETE | http::Method::TRACE);
+        let idempotent = matches!(
+            method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+                | http::Method::TRACE
+        );
         let mut tried: u64 = 0;
         let mut exchange_retries_left = retries;
         let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize;
         let mut last_err = UpstreamError::NoEndpoint;
         for _ in 0..max_attempts {
-            let Some(idx) = group.pick(ctx, tried) else { break };
+            let Some(idx) = group.pick(ctx, tried) else {
+                break;
+            };
             tried |= 1u64 << idx.min(63);
             let endpoint = &group.endpoints[idx];
             let uri = Uri::builder()

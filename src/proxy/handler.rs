@@ -14,7 +14,9 @@ use hyper::body::Incoming;
 
 use super::balancer::{EndpointRegistry, PickContext};
 use super::body::ProxyBody;
-use super::forward::{is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarder, X_FORWARDED_PREFIX};
+use super::forward::{
+    is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarder, X_FORWARDED_PREFIX,
+};
 use crate::admin::metrics::Metrics;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
 use crate::model::RouteTable;
@@ -104,7 +106,17 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: ConnInfo) 
 }
 
 #[inline]
-fn access(state: &ProxyState, req: &http::request::Parts, host: &str, conn: ConnInfo, route: &str, status: StatusCode, started: Instant, note: &str) {
+#[allow(clippy::too_many_arguments)]
+fn access(
+    state: &ProxyState,
+    req: &http::request::Parts,
+    host: &str,
+    conn: ConnInfo,
+    route: &str,
+    status: StatusCode,
+    started: Instant,
+    note: &str,
+) {
     if state.access_log.load(Ordering::Relaxed) {
         tracing::info!(
             target: "swarmgate::access",
@@ -209,19 +221,28 @@ async fn route_request(
 
     let upgrade = is_upgrade_request(&req.headers);
     let client_upgrade = if upgrade { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
-    let sticky_cookie_value = group.sticky_cookie.as_deref().and_then(|name| cookie_value(&req.headers, name)).map(str::to_owned);
+    let sticky_cookie_value =
+        group.sticky_cookie.as_deref().and_then(|name| cookie_value(&req.headers, name)).map(str::to_owned);
     let ctx = PickContext { client_ip: Some(conn.peer.ip()), sticky: sticky_cookie_value.as_deref() };
 
     let method = req.method.clone();
     let mut headers = std::mem::take(&mut req.headers);
-    state.forwarder.prepare_headers(&mut headers, &ClientSide { addr: conn.peer, https: conn.https, host: raw_host }, upgrade, group.pass_host);
+    state.forwarder.prepare_headers(
+        &mut headers,
+        &ClientSide { addr: conn.peer, https: conn.https, host: raw_host },
+        upgrade,
+        group.pass_host,
+    );
     if let Some(prefix) = &route.strip_prefix {
         if let Ok(v) = HeaderValue::from_str(prefix) {
             headers.insert(X_FORWARDED_PREFIX.clone(), v);
         }
     }
     route.request_headers.apply(&mut headers);
-    let result = state.forwarder.send(&group, &ctx, method, path_and_query, headers, body, route.retries, &route.metrics.upstream_errors).await;
+    let result = state
+        .forwarder
+        .send(&group, &ctx, method, path_and_query, headers, body, route.retries, &route.metrics.upstream_errors)
+        .await;
     match result {
         Ok((mut resp, idx)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -249,7 +270,9 @@ async fn route_request(
             tracing::warn!(route = %route.id, error = %e, "upstream request failed");
             match e.status() {
                 StatusCode::GATEWAY_TIMEOUT => with_status(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
-                StatusCode::SERVICE_UNAVAILABLE => with_status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream for this route\n"),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    with_status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream for this route\n")
+                }
                 _ => with_status(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
             }
         }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +14,6 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
-use super::balancer::EndpointState;
 use crate::model::table::CompiledAction;
 use crate::model::{RouteTable, UpstreamScheme};
 
@@ -34,12 +34,12 @@ impl HealthChecker {
 
     /// Starts loops the table needs and stops the others.
     pub fn sync(&self, table: &RouteTable) {
-        let mut wanted: HashMap<Key, Arc<EndpointState>> = HashMap::new();
+        let mut wanted: HashMap<Key, Arc<AtomicBool>> = HashMap::new();
         for route in &table.routes {
             if let CompiledAction::Proxy(group) = &route.action {
                 if let Some(hc) = &group.health {
-                    for ep in group.endpoints.iter() {
-                        wanted.insert((ep.addr, hc.path.clone(), hc.interval, group.scheme), ep.clone());
+                    for (ep, flag) in group.endpoints.iter().zip(group.health_flags.iter()) {
+                        wanted.insert((ep.addr, hc.path.clone(), hc.interval, group.scheme), flag.clone());
                     }
                 }
             }
@@ -63,7 +63,7 @@ impl HealthChecker {
     }
 }
 
-async fn probe_loop(key: Key, endpoint: Arc<EndpointState>, token: CancellationToken) {
+async fn probe_loop(key: Key, flag: Arc<AtomicBool>, token: CancellationToken) {
     let (addr, path, interval, scheme) = key;
     let mut builder = Client::builder(TokioExecutor::new());
     if scheme == UpstreamScheme::H2c {
@@ -82,14 +82,13 @@ async fn probe_loop(key: Key, endpoint: Arc<EndpointState>, token: CancellationT
     loop {
         tokio::select! {
             _ = token.cancelled() => {
-                endpoint.set_active_healthy(true);
                 return;
             }
             _ = ticker.tick() => {}
         }
         let result = tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await;
         let healthy = matches!(&result, Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection());
-        if healthy != endpoint.active_healthy() {
+        if healthy != flag.load(Ordering::Relaxed) {
             if healthy {
                 tracing::info!(upstream = %addr, path, "health check passes again; endpoint back in rotation");
             } else {
@@ -100,7 +99,7 @@ async fn probe_loop(key: Key, endpoint: Arc<EndpointState>, token: CancellationT
                 };
                 tracing::warn!(upstream = %addr, path, reason = %why, "health check failed; endpoint taken out of rotation");
             }
-            endpoint.set_active_healthy(healthy);
+            flag.store(healthy, Ordering::Relaxed);
         }
     }
 }

@@ -56,7 +56,8 @@ impl Builders {
     }
 }
 
-const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+const OVERLOADED: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
 
 /// Serves `listener` until `shutdown` fires, then lets open connections finish for up to the
 /// grace period. `tls` = Some for the HTTPS listener.

@@ -67,9 +67,11 @@ impl LiveCert {
         if certs.is_empty() {
             return Err(TlsError::NoCertificate { path: label });
         }
-        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::NoKey { path: label.clone(), detail: e.to_string() })?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| TlsError::NoKey { path: label.clone(), detail: e.to_string() })?;
         let provider = rustls::crypto::aws_lc_rs::default_provider();
-        let certified = CertifiedKey::from_der(certs, key, &provider).map_err(|e| TlsError::Mismatch { path: label, detail: e.to_string() })?;
+        let certified = CertifiedKey::from_der(certs, key, &provider)
+            .map_err(|e| TlsError::Mismatch { path: label, detail: e.to_string() })?;
         Self::from_certified(Arc::new(certified), source)
     }
 
@@ -77,7 +79,14 @@ impl LiveCert {
     pub fn from_certified(key: Arc<CertifiedKey>, source: CertSource) -> Result<Self, TlsError> {
         let leaf = key.cert.first().ok_or(TlsError::NoNames)?;
         let info = leaf_info(leaf)?;
-        Ok(LiveCert { key, names: info.names, not_after: info.not_after, not_before: info.not_before, issuer: info.issuer, source })
+        Ok(LiveCert {
+            key,
+            names: info.names,
+            not_after: info.not_after,
+            not_before: info.not_before,
+            issuer: info.issuer,
+            source,
+        })
     }
 
     /// Loads a static certificate pair from files.
@@ -196,7 +205,8 @@ impl CertMap {
     /// The certificate a handshake for `host` gets.
     pub fn get(&self, host: &str) -> Option<Arc<LiveCert>> {
         let statics = self.statics.load();
-        lookup(|n| statics.by_name.get(n).cloned(), host).or_else(|| lookup(|n| self.dynamic.get(n).map(|c| c.clone()), host))
+        lookup(|n| statics.by_name.get(n).cloned(), host)
+            .or_else(|| lookup(|n| self.dynamic.get(n).map(|c| c.clone()), host))
     }
 
     /// True when a handshake for `host` would succeed (used for HTTP→HTTPS redirects).

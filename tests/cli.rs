@@ -1,0 +1,81 @@
+//! The `swarmgate` binary as an operator uses it: check, version, run + SIGTERM.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use http::StatusCode;
+use support::client::get;
+use support::origin::Origin;
+
+const BIN: &str = env!("CARGO_BIN_EXE_swarmgate");
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("swarmgate {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn check_prints_the_table_for_the_embedded_default() {
+    let out = Command::new(BIN).arg("check").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("hello.localhost"), "{stdout}");
+    assert!(stdout.contains("127.0.0.1:2019"), "{stdout}");
+    assert!(stdout.contains("no problems"), "{stdout}");
+}
+
+#[test]
+fn check_fails_with_every_error_and_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[routes]]\nhosts = [\"a.example.com\"]\nupstreams = [\"no-port\"]\npath = \"api\"\n")
+        .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routes[0].upstreams"), "{stderr}");
+    assert!(stderr.contains("routes[0].path"), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let origin = Origin::start("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = dir.path().join("sg.toml");
+    std::fs::write(
+        &path,
+        format!("[listen]\nhttp = \"127.0.0.1:{port}\"\n[log]\naccess = false\n[docker]\nenabled = false\n[[routes]]\nhosts = [\"app.example.com\"]\nupstreams = [\"{}\"]\n", origin.addr),
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "swarmgate did not start listening");
+    let inflight: Vec<_> =
+        (0..8).map(|_| tokio::spawn(async move { get(addr, "app.example.com", "/delay/800").await })).collect();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    for r in inflight {
+        assert_eq!(r.await.unwrap().status, StatusCode::OK);
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
+    assert_eq!(status.code(), Some(0));
+}

@@ -1,0 +1,7 @@
+//! Shared helpers for integration tests: in-process origins, an in-process swarmgate, clients.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod gateway;
+pub mod origin;
+pub mod pki;
