@@ -74,8 +74,7 @@ async fn handle(id: Arc<Identity>, req: Request<Incoming>) -> Result<Response<Fu
     if path == "/health" {
         let mut resp = Response::new(Full::new(Bytes::from_static(b"ok\n")));
         if draining {
-            resp.headers_mut()
-                .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            resp.headers_mut().insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
         }
         return Ok(resp);
     }
@@ -83,12 +82,7 @@ async fn handle(id: Arc<Identity>, req: Request<Incoming>) -> Result<Response<Fu
         let ms: u64 = ms.parse().unwrap_or(0).min(10_000);
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
-    let host = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let host = req.headers().get(hyper::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let method = req.method().as_str().to_string();
     let mut body = format!(
         "origin={}\nversion={}\nmethod={}\npath={}\nhost={}\n",
@@ -136,9 +130,8 @@ async fn get(url: &str) -> Result<(u16, String), String> {
         let stream = tokio::net::TcpStream::connect((host.as_str(), port))
             .await
             .map_err(|e| format!("connect {host}:{port}: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(conn);
         let req = Request::get(path)
             .header(hyper::header::HOST, format!("{host}:{port}"))
@@ -146,15 +139,11 @@ async fn get(url: &str) -> Result<(u16, String), String> {
             .map_err(|e| format!("request: {e}"))?;
         let resp = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
         let status = resp.status().as_u16();
-        let body = http_body_util::BodyExt::collect(resp.into_body())
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
+        let body =
+            http_body_util::BodyExt::collect(resp.into_body()).await.map_err(|e| format!("body: {e}"))?.to_bytes();
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     };
-    tokio::time::timeout(Duration::from_secs(5), work)
-        .await
-        .map_err(|_| "timed out after 5s".to_string())?
+    tokio::time::timeout(Duration::from_secs(5), work).await.map_err(|_| "timed out after 5s".to_string())?
 }
 
 async fn client(urls: &[String]) -> std::io::Result<()> {
@@ -190,9 +179,8 @@ async fn main() -> std::io::Result<()> {
         version: std::env::var("VERSION").unwrap_or_else(|_| "v1".to_string()),
         draining: AtomicBool::new(false),
     });
-    let shutdown_delay = Duration::from_millis(
-        std::env::var("SHUTDOWN_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
-    );
+    let shutdown_delay =
+        Duration::from_millis(std::env::var("SHUTDOWN_DELAY_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
     let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
     eprintln!("test_origin {} ({}) listening on {}", id.name, id.version, listener.local_addr()?);
 

@@ -51,12 +51,7 @@ pub fn docker_ok(args: &[&str]) -> String {
 /// Polls `check` every `every` until it returns `Some`, or panics after `timeout` with `what`
 /// and the last observation `check` reported through its `Err`.
 #[track_caller]
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
-) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, every: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
     let start = Instant::now();
     loop {
         match check() {
@@ -105,12 +100,7 @@ fn sweep_dead_runs() {
         pid.parse::<u32>().is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
     };
     let list = |args: &[&str]| -> Vec<String> {
-        docker(args)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .filter(|n| dead(n))
-            .collect()
+        docker(args).unwrap_or_default().lines().map(str::to_string).filter(|n| dead(n)).collect()
     };
     let services = list(&["service", "ls", "--filter", "name=sgtest-", "--format", "{{.Name}}"]);
     for s in &services {
@@ -173,10 +163,7 @@ pub fn binaries() -> &'static Binaries {
         assert!(status.success(), "static build of swarmgate + test_origin failed");
         eprintln!("[swarm] static binaries ready in {:.1?}", started.elapsed());
         let release = target_dir.join(&triple).join("release");
-        Binaries {
-            origin: release.join("examples").join("test_origin"),
-            swarmgate: release.join("swarmgate"),
-        }
+        Binaries { origin: release.join("examples").join("test_origin"), swarmgate: release.join("swarmgate") }
     })
 }
 
@@ -231,35 +218,27 @@ pub fn tasks(service: &str) -> Result<Vec<Task>, String> {
 
 /// The tasks of `service` that are desired running and running.
 pub fn running_tasks(service: &str) -> Result<Vec<Task>, String> {
-    Ok(tasks(service)?
-        .into_iter()
-        .filter(|t| t.desired == "running" && t.state == "running")
-        .collect())
+    Ok(tasks(service)?.into_iter().filter(|t| t.desired == "running" && t.state == "running").collect())
 }
 
 /// Waits until exactly `replicas` tasks of `service` run and none is still on its way
 /// (desired running but not yet running), so a scale-down has finished too.
 #[track_caller]
 pub fn wait_converged(service: &str, replicas: usize, timeout: Duration) -> Vec<Task> {
-    wait_for(
-        &format!("service {service} to run {replicas} task(s)"),
-        timeout,
-        Duration::from_millis(300),
-        || {
-            let all = tasks(service)?;
-            let running: Vec<Task> =
-                all.iter().filter(|t| t.desired == "running" && t.state == "running").cloned().collect();
-            let pending = all.iter().any(|t| t.desired == "running" && t.state != "running");
-            let stopping = all.iter().any(|t| {
-                t.desired == "shutdown" && matches!(t.state.as_str(), "running" | "starting" | "preparing")
-            });
-            if running.len() == replicas && !pending && !stopping {
-                Ok(running)
-            } else {
-                Err(format!("{all:?}"))
-            }
-        },
-    )
+    wait_for(&format!("service {service} to run {replicas} task(s)"), timeout, Duration::from_millis(300), || {
+        let all = tasks(service)?;
+        let running: Vec<Task> =
+            all.iter().filter(|t| t.desired == "running" && t.state == "running").cloned().collect();
+        let pending = all.iter().any(|t| t.desired == "running" && t.state != "running");
+        let stopping = all
+            .iter()
+            .any(|t| t.desired == "shutdown" && matches!(t.state.as_str(), "running" | "starting" | "preparing"));
+        if running.len() == replicas && !pending && !stopping {
+            Ok(running)
+        } else {
+            Err(format!("{all:?}"))
+        }
+    })
 }
 
 /// `docker service inspect` → `.UpdateStatus.State` ("" before any update).
@@ -558,7 +537,11 @@ impl Conn {
             let resp = self.sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
             let (parts, body) = resp.into_parts();
             let body = http_body_util::BodyExt::collect(body).await.map_err(|e| format!("body: {e}"))?.to_bytes();
-            Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() })
+            Ok(Reply {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
         };
         tokio::time::timeout(Duration::from_secs(10), work).await.map_err(|_| "no answer within 10s".to_string())?
     }
@@ -600,7 +583,7 @@ pub struct LoadReport {
 /// server closed while idle is replaced without counting (every HTTP client does that).
 pub async fn steady_load(
     port: u16,
-    host: &str,
+    host: String,
     clients: usize,
     pause: Duration,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -608,12 +591,12 @@ pub async fn steady_load(
     use std::sync::atomic::Ordering;
     let mut handles = Vec::new();
     for _ in 0..clients {
-        let host = host.to_string();
+        let host = host.clone();
         let stop = stop.clone();
         handles.push(tokio::spawn(async move {
             let mut rep = LoadReport::default();
             let mut conn: Option<Conn> = None;
-            let mut fail = |rep: &mut LoadReport, what: String| {
+            let fail = |rep: &mut LoadReport, what: String| {
                 rep.failures += 1;
                 if rep.first_failures.len() < 10 {
                     rep.first_failures.push(what);
