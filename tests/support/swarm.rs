@@ -457,6 +457,8 @@ impl Scope {
                 &config_mount,
                 "--env",
                 "RUST_LOG=info",
+                "--env",
+                "NO_COLOR=1",
                 &image,
             ],
         );
