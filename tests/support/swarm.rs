@@ -171,6 +171,8 @@ pub fn binaries() -> &'static Binaries {
 #[derive(Debug, Clone)]
 pub struct Task {
     pub id: String,
+    /// `<service>.<slot>.<id>`, what `{{.Task.Name}}` gives the origin as `TASK_NAME`.
+    pub name: String,
     pub slot: Option<u64>,
     pub desired: String,
     pub state: String,
@@ -206,6 +208,7 @@ pub fn tasks(service: &str) -> Result<Vec<Task>, String> {
             }
             Task {
                 id: s(&t["ID"]),
+                name: format!("{service}.{}.{}", t["Slot"].as_u64().unwrap_or_default(), s(&t["ID"])),
                 slot: t["Slot"].as_u64(),
                 desired: s(&t["DesiredState"]),
                 state: s(&t["Status"]["State"]),
@@ -230,9 +233,10 @@ pub fn wait_converged(service: &str, replicas: usize, timeout: Duration) -> Vec<
         let running: Vec<Task> =
             all.iter().filter(|t| t.desired == "running" && t.state == "running").cloned().collect();
         let pending = all.iter().any(|t| t.desired == "running" && t.state != "running");
+        // Scale-down marks tasks `remove`, updates mark them `shutdown`; both still run a while.
         let stopping = all
             .iter()
-            .any(|t| t.desired == "shutdown" && matches!(t.state.as_str(), "running" | "starting" | "preparing"));
+            .any(|t| t.desired != "running" && matches!(t.state.as_str(), "running" | "starting" | "preparing"));
         if running.len() == replicas && !pending && !stopping {
             Ok(running)
         } else {
@@ -429,13 +433,25 @@ pub struct Gate {
 impl Scope {
     /// Deploys swarmgate as the product runs it: one task on a manager, the Docker socket
     /// mounted read-only, attached to `network`, port 80 published in host mode on a free host
-    /// port, configuration from a Swarm config. Returns once it answers HTTP on 127.0.0.1.
+    /// port, configuration from a Swarm config naming `network` as the one whose task IPs to
+    /// use. Returns once it answers HTTP on 127.0.0.1.
     pub fn swarmgate(&mut self, network: &str) -> Gate {
+        self.deploy_gate(network, true)
+    }
+
+    /// [`Scope::swarmgate`] without `[docker] networks`: swarmgate must find the networks of
+    /// its own container (the default, and only testable inside a real Swarm task).
+    pub fn swarmgate_own_networks(&mut self, network: &str) -> Gate {
+        self.deploy_gate(network, false)
+    }
+
+    fn deploy_gate(&mut self, network: &str, pin_network: bool) -> Gate {
+        let networks = if pin_network { format!("networks = [\"{network}\"]\n") } else { String::new() };
         let config = format!(
             "# written by tests/support/swarm.rs\n\
              [listen]\nhttp = \"0.0.0.0:80\"\n\n\
              [log]\naccess = false\n\n\
-             [docker]\nenabled = true\nnetworks = [\"{network}\"]\n"
+             [docker]\nenabled = true\n{networks}"
         );
         let config = self.config("gate-toml", &config);
         let image = self.swarmgate_image();
