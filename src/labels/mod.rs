@@ -5,12 +5,21 @@
 //! service list, so `swarmgate check --services FILE` shows exactly what a deploy would do.
 //! Upstreams are `UpstreamTarget::Tasks`; discovery resolves them to task IPs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Problem, RouteSpec};
 
-/// A Swarm service as the label dialects see it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub mod caddy;
+mod common;
+mod native;
+pub mod traefik;
+
+pub use caddy::render_caddyfile;
+
+/// A Swarm service as the label dialects see it. (De)serialisable so `swarmgate check` can read
+/// a list of services from a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServiceInput {
     /// `ID`.
     pub id: String,
@@ -65,7 +74,7 @@ impl Default for LabelsConfig {
 }
 
 /// Cluster-wide settings some dialects carry (Caddy's global options block).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GlobalOptions {
     pub acme_email: Option<String>,
     pub acme_ca: Option<String>,
@@ -83,7 +92,26 @@ pub struct Translation {
 ///
 /// A service's problems never change another service's routes: a translator that cannot
 /// understand a service reports a problem and drops only what it could not understand.
+///
+/// Services are processed in name order so route ids, merge order (Caddy sites shared by several
+/// services) and problem order do not depend on the order Docker lists them in.
 pub fn translate(services: &[ServiceInput], cfg: &LabelsConfig) -> Translation {
-    let _ = (services, cfg);
-    Translation::default()
+    let mut ordered: Vec<&ServiceInput> = services.iter().collect();
+    ordered.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    let mut out = Translation::default();
+    if cfg.native {
+        for svc in &ordered {
+            native::translate(svc, &cfg.native_prefix, &mut out);
+        }
+    }
+    if cfg.caddy {
+        caddy::translate(&ordered, cfg, &mut out);
+    }
+    if cfg.traefik {
+        traefik::translate(&ordered, cfg, &mut out);
+    }
+    // One problem per (service, key, message): the same label can be met on several paths.
+    let mut seen = BTreeSet::new();
+    out.problems.retain(|p| seen.insert(p.clone()));
+    out
 }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Where a route came from, so a problem or a `check` line can name it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Provenance {
     /// `[[routes]]` entry number `index` of the config file.
     File { index: usize },
@@ -31,7 +31,7 @@ impl std::fmt::Display for Provenance {
 }
 
 /// How a route's path is matched. Chosen at table-build time; the request path is only compared.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PathMatch {
     /// Segment-aware prefix: `/api` matches `/api`, `/api/`, `/api/x`, not `/apix`. `/` matches all.
     Prefix(String),
@@ -82,7 +82,7 @@ impl PathMatch {
 }
 
 /// How a header (or query) value is compared.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ValueMatch {
     /// Header present with any value.
     Present,
@@ -97,7 +97,7 @@ pub enum ValueMatch {
 
 /// Extra request conditions beyond host and path (Traefik rule language, Caddy named matchers).
 /// Evaluated per request only for routes that have one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Predicate {
     Header {
         name: String,
@@ -147,14 +147,14 @@ pub enum LbPolicy {
 }
 
 /// Active health check settings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct HealthCheck {
     pub path: String,
     pub interval: Duration,
 }
 
 /// One backend address.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     /// Swarm task id (or empty for static upstreams); shown in check output and logs.
@@ -162,7 +162,7 @@ pub struct Endpoint {
 }
 
 /// What a route's backends are before discovery resolves them.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum UpstreamTarget {
     /// Fixed addresses from the config file.
     Static(Vec<Endpoint>),
@@ -172,7 +172,7 @@ pub enum UpstreamTarget {
 }
 
 /// The running tasks of one Swarm service at one container port.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct TaskTarget {
     /// Service name (`Spec.Name`).
     pub service: String,
@@ -182,7 +182,7 @@ pub struct TaskTarget {
 }
 
 /// The backend side of a proxying route.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamSpec {
     pub target: UpstreamTarget,
     pub scheme: UpstreamScheme,
@@ -208,7 +208,7 @@ impl UpstreamSpec {
 }
 
 /// What a matched request gets.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     Proxy(UpstreamSpec),
     /// Redirect to `location`; `{uri}` in it is replaced by the request's path and query.
@@ -224,7 +224,7 @@ pub enum Action {
 }
 
 /// Header edits; an empty value removes the header.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct HeaderEdits {
     pub set: BTreeMap<String, String>,
     /// Appended (not replacing) values, Caddy `header +Name value`.
@@ -239,7 +239,7 @@ impl HeaderEdits {
 }
 
 /// A step applied to the request (and response) before the action.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Middleware {
     /// Remove a literal path prefix before forwarding; sets `X-Forwarded-Prefix`.
     StripPrefix(String),
@@ -270,7 +270,7 @@ pub enum Middleware {
 }
 
 /// Certificate policy for a route's hosts.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub enum TlsPolicy {
     /// ACME for public names, none for IPs/localhost-style names.
     #[default]
@@ -284,7 +284,7 @@ pub enum TlsPolicy {
 }
 
 /// Which listeners a route answers on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Entrypoints {
     pub http: bool,
     pub https: bool,
@@ -297,7 +297,7 @@ impl Default for Entrypoints {
 }
 
 /// One route as a provider wants it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct RouteSpec {
     /// Stable, unique name (used as the metrics label), e.g. `file/0` or `svc/shop_web/caddy_0/1`.
     pub id: String,
@@ -356,7 +356,7 @@ impl RouteSpec {
 }
 
 /// Something a provider could not understand. Never fatal for other services.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct Problem {
     /// Service name, or `config` for the file.
     pub source: String,

@@ -53,6 +53,8 @@ pub struct EndpointState {
     pub requests: AtomicU64,
     /// Failed attempts (connect errors, timeouts).
     pub failures: AtomicU64,
+    /// Keep-alive HTTP/1.1 connections to this endpoint.
+    pub pool: super::pool::Http1Pool,
 }
 
 impl EndpointState {
@@ -70,6 +72,7 @@ impl EndpointState {
             ejected_until_ns: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            pool: Default::default(),
         }
     }
 

@@ -13,7 +13,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::balancer::{PickContext, UpstreamGroup};
-use super::body::{ProxyBody, ReclaimableBody};
+use super::body::{ProxyBody, ReclaimableBody, RequestBody};
+use super::pool::PooledBody;
 use crate::config::Limits;
 use crate::model::UpstreamScheme;
 
@@ -21,14 +22,14 @@ use crate::model::UpstreamScheme;
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// Nothing reached the upstream: safe to retry anywhere, counts toward ejection.
-    #[error("connect to {addr} failed: {source}")]
-    Connect { addr: SocketAddr, source: hyper_util::client::legacy::Error },
+    #[error("connect to {addr} failed: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
     /// The upstream did not answer within the response timeout.
     #[error("{addr} sent no response head within {timeout:?}")]
     Timeout { addr: SocketAddr, timeout: Duration },
     /// The exchange broke after the request was (perhaps) sent.
-    #[error("request to {addr} failed: {source}")]
-    Exchange { addr: SocketAddr, source: hyper_util::client::legacy::Error },
+    #[error("request to {addr} failed: {reason}")]
+    Exchange { addr: SocketAddr, reason: String },
     #[error("no upstream endpoint is available")]
     NoEndpoint,
 }
@@ -48,6 +49,8 @@ pub struct Forwarder {
     http1: Client<HttpConnector, ReclaimableBody>,
     h2c: Client<HttpConnector, ReclaimableBody>,
     response_timeout: Duration,
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
     add_via: bool,
 }
 
@@ -154,7 +157,14 @@ impl Forwarder {
             .retry_canceled_requests(true)
             .set_host(false);
         let h2c = b2.build(connector(limits));
-        Forwarder { http1, h2c, response_timeout: limits.upstream_response_timeout.0, add_via }
+        Forwarder {
+            http1,
+            h2c,
+            response_timeout: limits.upstream_response_timeout.0,
+            connect_timeout: limits.upstream_connect_timeout.0,
+            pool_idle_timeout: limits.upstream_idle_timeout.0,
+            add_via,
+        }
     }
 
     /// Adds the forwarding headers and strips hop-by-hop ones, in place.
@@ -183,11 +193,116 @@ impl Forwarder {
         }
     }
 
-    /// Sends the request to an endpoint of `group`, retrying on another endpoint when that is
-    /// safe: always after a connect failure (nothing was sent), and up to `retries` times for
-    /// idempotent requests without a body after an exchange failure.
+    /// Sends the request to an endpoint of `group` and returns the response (body streaming)
+    /// with the index of the endpoint that answered. Retries on another endpoint when that is
+    /// safe: always when nothing was sent (connect failure, or a pooled connection that closed
+    /// before the request went out), and up to `retries` times for idempotent requests without
+    /// a body after an exchange failure on a reused connection.
     #[allow(clippy::too_many_arguments)]
     pub async fn send(
+        &self,
+        group: &UpstreamGroup,
+        ctx: &PickContext<'_>,
+        method: http::Method,
+        path_and_query: http::uri::PathAndQuery,
+        headers: HeaderMap,
+        body: Incoming,
+        retries: u32,
+        errors: &std::sync::atomic::AtomicU64,
+    ) -> Result<(Response<ProxyBody>, usize), UpstreamError> {
+        if group.scheme != UpstreamScheme::Http {
+            return self.send_legacy(group, ctx, method, path_and_query, headers, body, retries, errors).await;
+        }
+        let idempotent = is_idempotent(&method);
+        let mut tried: u64 = 0;
+        let mut exchange_retries_left = retries;
+        let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize + 1;
+        let mut last_err = UpstreamError::NoEndpoint;
+        let mut req = Request::new(RequestBody::Client(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = Uri::from(path_and_query);
+        *req.headers_mut() = headers;
+        for _ in 0..max_attempts {
+            let Some(idx) = group.pick(ctx, tried) else { break };
+            let endpoint = &group.endpoints[idx];
+            if !group.pass_host {
+                if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
+                    req.headers_mut().insert(header::HOST, v);
+                }
+            }
+            let mut inflight = endpoint.start();
+            let mut checkout = match endpoint
+                .pool
+                .checkout(endpoint.addr, self.connect_timeout, self.pool_idle_timeout)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tried |= 1u64 << idx.min(63);
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    if inflight.failure() {
+                        tracing::warn!(upstream = %endpoint.addr, "ejecting upstream after repeated connect failures");
+                    }
+                    last_err = UpstreamError::Connect { addr: endpoint.addr, reason: e.to_string() };
+                    continue;
+                }
+            };
+            // A copy for a retry after the request went out, only where a retry is allowed.
+            let copy = (checkout.reused
+                && idempotent
+                && exchange_retries_left > 0
+                && http_body::Body::is_end_stream(req.body()))
+            .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
+            let sent = tokio::time::timeout(self.response_timeout, checkout.sender.try_send_request(req)).await;
+            match sent {
+                Ok(Ok(resp)) => {
+                    inflight.success();
+                    let (parts, body) = resp.into_parts();
+                    let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        // The connection becomes the tunnel; it never returns to the pool.
+                        ProxyBody::Upstream(body)
+                    } else {
+                        ProxyBody::Pooled(PooledBody::new(body, checkout.sender, endpoint.clone()))
+                    };
+                    return Ok((Response::from_parts(parts, body), idx));
+                }
+                Ok(Err(mut e)) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    let error = e.error().to_string();
+                    if let Some(unsent) = e.take_message() {
+                        // Nothing was written: the pooled connection had closed. Not the
+                        // endpoint's fault; try again on a fresh connection.
+                        req = unsent;
+                        last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: error };
+                        continue;
+                    }
+                    inflight.failure();
+                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: error };
+                    match copy {
+                        Some((m, u, h)) => {
+                            exchange_retries_left -= 1;
+                            tried |= 1u64 << idx.min(63);
+                            req = Request::new(RequestBody::Empty);
+                            *req.method_mut() = m;
+                            *req.uri_mut() = u;
+                            *req.headers_mut() = h;
+                        }
+                        None => return Err(last_err),
+                    }
+                }
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    inflight.failure();
+                    return Err(UpstreamError::Timeout { addr: endpoint.addr, timeout: self.response_timeout });
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    /// h2c and https upstreams, through hyper-util's pooled client.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_legacy(
         &self,
         group: &UpstreamGroup,
         ctx: &PickContext<'_>,
@@ -197,24 +312,14 @@ impl Forwarder {
         mut body: Incoming,
         retries: u32,
         errors: &std::sync::atomic::AtomicU64,
-    ) -> Result<(Response<Incoming>, usize), UpstreamError> {
-        let idempotent = matches!(
-            method,
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::OPTIONS
-                | http::Method::PUT
-                | http::Method::DELETE
-                | http::Method::TRACE
-        );
+    ) -> Result<(Response<ProxyBody>, usize), UpstreamError> {
+        let idempotent = is_idempotent(&method);
         let mut tried: u64 = 0;
         let mut exchange_retries_left = retries;
         let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize;
         let mut last_err = UpstreamError::NoEndpoint;
         for _ in 0..max_attempts {
-            let Some(idx) = group.pick(ctx, tried) else {
-                break;
-            };
+            let Some(idx) = group.pick(ctx, tried) else { break };
             tried |= 1u64 << idx.min(63);
             let endpoint = &group.endpoints[idx];
             let uri = Uri::builder()
@@ -240,14 +345,15 @@ impl Forwarder {
             match result {
                 Ok(Ok(resp)) => {
                     inflight.success();
-                    return Ok((resp, idx));
+                    let (parts, body) = resp.into_parts();
+                    return Ok((Response::from_parts(parts, ProxyBody::Upstream(body)), idx));
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     errors.fetch_add(1, Ordering::Relaxed);
                     if inflight.failure() {
                         tracing::warn!(upstream = %endpoint.addr, "ejecting upstream after repeated connect failures");
                     }
-                    last_err = UpstreamError::Connect { addr: endpoint.addr, source: e };
+                    last_err = UpstreamError::Connect { addr: endpoint.addr, reason: e.to_string() };
                     match reclaim.await {
                         Ok(b) => body = b,
                         Err(_) => return Err(last_err),
@@ -256,14 +362,13 @@ impl Forwarder {
                 Ok(Err(e)) => {
                     errors.fetch_add(1, Ordering::Relaxed);
                     inflight.failure();
-                    last_err = UpstreamError::Exchange { addr: endpoint.addr, source: e };
+                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() };
                     if !(idempotent && end_stream && exchange_retries_left > 0) {
                         return Err(last_err);
                     }
                     exchange_retries_left -= 1;
                     match reclaim.await {
                         Ok(b) => body = b,
-                        // The body was consumed; an empty body can be recreated.
                         Err(_) => return Err(last_err),
                     }
                 }
@@ -276,6 +381,18 @@ impl Forwarder {
         }
         Err(last_err)
     }
+}
+
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::TRACE
+    )
 }
 
 /// Joins the client's upgraded connection with the upstream's after a 101.

@@ -250,8 +250,7 @@ async fn route_request(
                     let upstream_upgrade = hyper::upgrade::on(&mut resp);
                     splice_upgrade(client_upgrade, upstream_upgrade);
                 }
-                let (parts, body) = resp.into_parts();
-                return Response::from_parts(parts, ProxyBody::Upstream(body));
+                return resp;
             }
             strip_hop_by_hop(resp.headers_mut(), false);
             route.response_headers.apply(resp.headers_mut());
@@ -263,8 +262,7 @@ async fn route_request(
                     }
                 }
             }
-            let (parts, body) = resp.into_parts();
-            Response::from_parts(parts, ProxyBody::Upstream(body))
+            resp
         }
         Err(e) => {
             tracing::warn!(route = %route.id, error = %e, "upstream request failed");

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::{handle, ConnInfo, ProxyState};
+use super::watchdog::{Activity, Verdict, Watched, REQUEST_TIMEOUT};
 use crate::config::Limits;
 use crate::tls::ACME_TLS_ALPN;
 
@@ -29,7 +30,6 @@ pub struct ListenerSettings {
 
 /// Builds the HTTP server builders once; each connection clones one.
 struct Builders {
-    auto: auto::Builder<TokioExecutor>,
     h1: auto::Builder<TokioExecutor>,
     h2: auto::Builder<TokioExecutor>,
 }
@@ -38,7 +38,9 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.0)
+        // Header and idle deadlines are enforced by `watchdog` (hyper's would close silently
+        // and cut idle keep-alive connections at the header deadline).
+        .header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(limits.max_header_bytes.max(8192));
     b.http2()
@@ -52,7 +54,7 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
 
 impl Builders {
     fn new(limits: &Limits) -> Self {
-        Builders { auto: builder(limits), h1: builder(limits).http1_only(), h2: builder(limits).http2_only() }
+        Builders { h1: builder(limits).http1_only(), h2: builder(limits).http2_only() }
     }
 }
 
@@ -94,11 +96,23 @@ pub async fn serve(
         state.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         state.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
         let conn_info = ConnInfo { peer, https };
+        let activity = Arc::new(Activity::default());
         let state2 = state.clone();
+        let activity2 = activity.clone();
         let svc = service_fn(move |req| {
             let state = state2.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req, conn_info).await) }
+            let busy = activity2.begin();
+            let activity = activity2.clone();
+            async move {
+                let resp = handle(&state, req, conn_info).await;
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    activity.set_upgraded();
+                }
+                drop(busy);
+                Ok::<_, Infallible>(resp)
+            }
         });
+        let idle_timeout = settings.limits.idle_timeout.0;
         let builders = builders.clone();
         let metrics = state.metrics.clone();
         let handshake_timeout = settings.limits.header_read_timeout.0;
@@ -109,8 +123,23 @@ pub async fn serve(
             let _permit = permit;
             match acceptor {
                 None => {
-                    let conn = builders.auto.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    drive(conn, &cancel, peer).await;
+                    if is_h2c_preface(&stream, handshake_timeout).await {
+                        let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        drive(conn, &cancel, peer).await;
+                    } else {
+                        // A duplicate handle lets the driver write a 408 while hyper owns the stream.
+                        let raw =
+                            std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok().map(std::net::TcpStream::from);
+                        let deadlines = Deadlines {
+                            activity: activity.clone(),
+                            header: handshake_timeout,
+                            idle: idle_timeout,
+                            raw,
+                        };
+                        let io = Watched::new(stream, activity);
+                        let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                        drive_h1(conn, &cancel, peer, deadlines).await;
+                    }
                 }
                 Some(acceptor) => {
                     let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
@@ -127,11 +156,20 @@ pub async fn serve(
                         }
                         // TLS-ALPN-01 validation is the handshake itself; nothing more to serve.
                         Some(s) if s.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {}
-                        Some(s) => {
-                            let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
-                            let builder = if h2 { &builders.h2 } else { &builders.h1 };
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(s), svc);
+                        Some(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                            let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(s), svc);
                             drive(conn, &cancel, peer).await;
+                        }
+                        Some(s) => {
+                            let deadlines = Deadlines {
+                                activity: activity.clone(),
+                                header: handshake_timeout,
+                                idle: idle_timeout,
+                                raw: None,
+                            };
+                            let io = Watched::new(s, activity);
+                            let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                            drive_h1(conn, &cancel, peer, deadlines).await;
                         }
                     }
                 }
@@ -166,6 +204,63 @@ where
     }
 }
 
+/// The header and idle deadlines of one HTTP/1.1 connection.
+struct Deadlines {
+    activity: Arc<Activity>,
+    header: Duration,
+    idle: Duration,
+    /// Plain TCP only: where a 408 can be written (TLS connections are closed without one).
+    raw: Option<std::net::TcpStream>,
+}
+
+/// `drive` plus the HTTP/1.1 deadlines.
+async fn drive_h1<C>(conn: C, cancel: &CancellationToken, peer: std::net::SocketAddr, deadlines: Deadlines)
+where
+    C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+{
+    tokio::pin!(conn);
+    let mut closing = false;
+    let result = loop {
+        let wait = match deadlines.activity.verdict(deadlines.header, deadlines.idle) {
+            // A head may start at any moment: look again at least every half header timeout.
+            Verdict::Wait(d) => d.min(deadlines.header / 2),
+            _ if closing => deadlines.header,
+            Verdict::HeadTimeout => {
+                tracing::debug!(client = %peer, "request head not complete in time: 408");
+                if let Some(raw) = &deadlines.raw {
+                    use std::io::Write;
+                    let _ = (&*raw).write(REQUEST_TIMEOUT);
+                    let _ = raw.shutdown(std::net::Shutdown::Both);
+                }
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+                deadlines.header
+            }
+            Verdict::IdleTimeout => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+                deadlines.header
+            }
+        };
+        tokio::select! {
+            r = conn.as_mut() => break r,
+            _ = cancel.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(wait) => {
+                if closing {
+                    // The client ignored the close; stop waiting for it.
+                    break Ok(());
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+    }
+}
+
 /// The one method `drive` needs from hyper's connection types.
 pub trait GracefulConnection {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
@@ -182,6 +277,29 @@ where
 {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
         auto::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// True when a plain connection starts with the HTTP/2 preface (h2c prior knowledge, e.g.
+/// gRPC clients). Peeks without consuming; gives up (HTTP/1.1) after `timeout`.
+async fn is_h2c_preface(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut buf = [0u8; 24];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return false;
+        }
+        if n == H2_PREFACE.len() {
+            return true;
+        }
+        // A prefix of the preface so far: wait for more bytes.
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -1,0 +1,164 @@
+//! Small parsers shared by the three dialects. All pure; errors are messages the caller turns
+//! into a `Problem` naming the label key.
+
+use std::time::Duration;
+
+/// Checks and normalises one host name from a label: lower-case, no trailing dot, ASCII only,
+/// `*.` as the only wildcard. A bare `*` is refused: labels may never create a catch-all
+/// route, because anyone who can deploy a service would otherwise own every unknown host name
+/// (an open proxy).
+pub(crate) fn label_host(raw: &str) -> Result<String, String> {
+    let h = raw.trim();
+    let h = h.strip_suffix('.').unwrap_or(h).to_ascii_lowercase();
+    if h.is_empty() {
+        return Err("empty host name".into());
+    }
+    if h == "*" {
+        return Err("\"*\" would route every host name; labels may not create a catch-all route (no open proxy)".into());
+    }
+    if !h.is_ascii() {
+        return Err(format!("{raw:?} is not ASCII; write the name in punycode (xn--…)"));
+    }
+    let body = h.strip_prefix("*.").unwrap_or(&h);
+    if body.contains('*') {
+        return Err(format!("{raw:?}: a leading \"*.\" is the only wildcard"));
+    }
+    let valid = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_';
+    if !body.bytes().all(valid) || body.split('.').any(str::is_empty) {
+        return Err(format!("{raw:?} is not a host name"));
+    }
+    Ok(h)
+}
+
+/// `true`/`false` (any case), `1`/`0`.
+pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{v:?} is not true or false")),
+    }
+}
+
+/// Go-style durations as Caddy and Traefik write them (`10s`, `1m30s`, `250ms`, `1.5h`), plus
+/// a bare number of seconds and `d` for days.
+pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
+    let s = v.trim();
+    let err = || format!("invalid duration {v:?} (examples: 500ms, 10s, 1m30s)");
+    if s.is_empty() {
+        return Err(err());
+    }
+    if let Ok(n) = s.parse::<f64>() {
+        return if n.is_finite() && n >= 0.0 { Ok(Duration::from_secs_f64(n)) } else { Err(err()) };
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
+        if num_end == 0 {
+            return Err(err());
+        }
+        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let factor = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(err()),
+        };
+        total += n * factor;
+        rest = &rest[unit_end..];
+    }
+    if !total.is_finite() {
+        return Err(err());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// A valid HTTP header name (checked here so the problem names the label, not the table).
+pub(crate) fn header_name(name: &str) -> Result<(), String> {
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map(|_| ())
+        .map_err(|_| format!("{name:?} is not a valid header name"))
+}
+
+/// A valid HTTP header value.
+pub(crate) fn header_value(value: &str) -> Result<(), String> {
+    http::HeaderValue::from_str(value).map(|_| ()).map_err(|_| format!("{value:?} is not a valid header value"))
+}
+
+/// A bcrypt hash as basic auth needs it. Caddy also accepts the hash base64-encoded; that form
+/// is decoded here. Other algorithms (Apache MD5 `$apr1$`, SHA1, argon2) are refused: a route
+/// is never served without the authentication its labels ask for.
+pub(crate) fn bcrypt_hash(hash: &str) -> Result<String, String> {
+    use base64::Engine;
+    let hash = hash.trim();
+    if is_bcrypt(hash) {
+        return Ok(hash.to_owned());
+    }
+    if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(hash) {
+        if let Ok(s) = String::from_utf8(decoded) {
+            if is_bcrypt(&s) {
+                return Ok(s);
+            }
+        }
+    }
+    if hash.starts_with("$apr1$") || hash.starts_with("{SHA}") {
+        return Err(
+            "only bcrypt hashes are supported (Apache MD5/SHA1 are not); make one with `htpasswd -nbB user password`"
+                .into(),
+        );
+    }
+    Err("not a bcrypt hash (expected $2a$/$2b$/$2y$…; make one with `htpasswd -nbB user password`)".into())
+}
+
+fn is_bcrypt(h: &str) -> bool {
+    (h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") || h.starts_with("$2x$")) && h.len() >= 59
+}
+
+/// Traefik's `normalize`: runs of characters that are not letters or digits become one `-`,
+/// leading and trailing ones are dropped (`mystack_whoami` → `mystack-whoami`).
+pub(crate) fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for part in name.split(|c: char| !c.is_alphanumeric()).filter(|p| !p.is_empty()) {
+        if !out.is_empty() {
+            out.push('-');
+        }
+        out.push_str(part);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalised_and_catch_all_refused() {
+        assert_eq!(label_host("Example.COM.").unwrap(), "example.com");
+        assert_eq!(label_host("*.example.com").unwrap(), "*.example.com");
+        assert!(label_host("*").is_err());
+        assert!(label_host("a.*.com").is_err());
+        assert!(label_host("a b").is_err());
+        assert!(label_host("exa mple/x").is_err());
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn normalize_joins_alphanumeric_runs() {
+        assert_eq!(normalize_name("mystack_whoami"), "mystack-whoami");
+        assert_eq!(normalize_name("__a..b__"), "a-b");
+    }
+}
