@@ -36,11 +36,7 @@ fn cluster(n_services: usize, tasks_per_service: usize) -> (Vec<Service>, Vec<Ta
         );
         for slot in 0..tasks_per_service {
             let n = i * tasks_per_service + slot;
-            let state = if slot == 2 && i % 10 == 0 {
-                "starting"
-            } else {
-                "running"
-            };
+            let state = if slot == 2 && i % 10 == 0 { "starting" } else { "running" };
             tasks.push(
                 serde_json::from_value::<Task>(json!({
                     "ID": format!("task{n:021}"), "ServiceID": id, "Slot": slot + 1, "NodeID": "node1",
@@ -62,11 +58,7 @@ fn bench(c: &mut Criterion) {
     let labels = LabelsConfig::default();
     let sel = NetworkSelection::Configured(vec!["proxy".into()]);
     let snap = reconcile(&services, &tasks, &[], &sel, &labels);
-    eprintln!(
-        "1,000 services / 3,000 tasks → {} routes, {} problems",
-        snap.routes.len(),
-        snap.problems.len()
-    );
+    eprintln!("1,000 services / 3,000 tasks → {} routes, {} problems", snap.routes.len(), snap.problems.len());
 
     c.bench_function("reconcile_1000_services_3000_tasks", |b| {
         b.iter(|| reconcile(black_box(&services), black_box(&tasks), &[], &sel, &labels))

@@ -34,6 +34,10 @@ pub enum StartError {
     Certificate { index: usize, source: crate::tls::TlsError },
     #[error(transparent)]
     Config(#[from] LoadError),
+    #[error("docker: {0}")]
+    Swarm(#[from] crate::discovery::swarm::SwarmError),
+    #[error("acme: {0}")]
+    Acme(#[from] crate::acme::AcmeError),
 }
 
 /// Loads every static certificate, naming the failing entry.
@@ -260,6 +264,20 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         ready: ready.clone(),
     });
     publisher.set_file_routes(cfg.route_specs());
+    // Before the listeners serve: stored ACME certificates are loaded synchronously here.
+    let acme = match cfg.acme.enabled {
+        true => Some(crate::acme::start(
+            &cfg.acme,
+            cfg.storage_dir().join("acme"),
+            certs.clone(),
+            challenges.clone(),
+            &state.metrics,
+            publisher.acme_names(),
+            shutdown.clone(),
+        )?),
+        false => None,
+    };
+    start_swarm(&cfg, &publisher, &shutdown).await?;
 
     let settings = ListenerSettings {
         limits: cfg.limits.clone(),
@@ -274,6 +292,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         tasks.push(tokio::spawn(serve(l, Some(acceptor), state.clone(), settings.clone(), shutdown.clone())));
     }
     let admin = Arc::new(AdminState { proxy: state.clone(), ready, certificates: Default::default() });
+    if let Some((manager, task)) = acme {
+        admin.certificates.store(Some(Arc::new(JsonSourceBox(manager.json_source()))));
+        tasks.push(task);
+    }
     if let Some(l) = admin_listener {
         tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), shutdown.clone())));
     }
@@ -285,6 +307,41 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     }
     tracing::info!(http = ?http_addr, https = ?https_addr, admin = ?admin_addr, "swarmgate listening");
     Ok(Running { http_addr, https_addr, admin_addr, state, publisher, admin, shutdown, tasks, config_path, config })
+}
+
+/// Starts Swarm discovery when `[docker] enabled` says so (or, for `"auto"`, when an engine
+/// answers). A reachable engine that is not a swarm manager is an error with `enabled = true`
+/// and a warning with `"auto"` (the file routes keep serving). An unreachable engine with
+/// `enabled = true` is not fatal: the provider serves the snapshot saved by the last run and
+/// reconnects with backoff.
+async fn start_swarm(cfg: &Config, publisher: &Arc<Publisher>, shutdown: &CancellationToken) -> Result<(), StartError> {
+    use crate::config::DockerMode;
+    use crate::discovery::swarm::{should_use_docker, SwarmError, SwarmProvider};
+    if !should_use_docker(&cfg.docker).await {
+        return Ok(());
+    }
+    let provider = SwarmProvider::new(&cfg.docker)?;
+    match provider.check_manager().await {
+        Ok(info) => tracing::info!(node = ?info.swarm.node_id, "swarm discovery on"),
+        Err(e @ SwarmError::Unreachable { .. }) if cfg.docker.enabled == DockerMode::On => {
+            tracing::warn!(error = %e, "Docker is not reachable yet; serving the last saved snapshot and retrying");
+        }
+        Err(e) if cfg.docker.enabled == DockerMode::On => return Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "swarm discovery off ([docker] enabled = \"auto\"); serving the file routes only");
+            return Ok(());
+        }
+    }
+    let (tx, mut rx) = watch::channel(Arc::new(ProviderSnapshot::default()));
+    tokio::spawn(provider.run(cfg.labels.clone(), cfg.storage_dir(), tx, shutdown.clone()));
+    let publisher = publisher.clone();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let snapshot = rx.borrow_and_update().clone();
+            publisher.set_swarm(snapshot);
+        }
+    });
+    Ok(())
 }
 
 fn mtime(path: &PathBuf) -> Option<SystemTime> {

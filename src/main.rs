@@ -27,9 +27,18 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Validate a config file and print the route table it compiles to (exit 1 on errors).
+    /// With --services (JSON from `docker service inspect …`) and optionally --tasks (JSON from
+    /// the engine's `/tasks`), or with --docker (the live engine), also show the routes and
+    /// problems the Swarm labels produce, without changing anything.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        #[arg(long, conflicts_with = "docker")]
+        services: Option<PathBuf>,
+        #[arg(long, requires = "services")]
+        tasks: Option<PathBuf>,
+        #[arg(long)]
+        docker: bool,
     },
     /// Print the version.
     Version,
@@ -59,14 +68,16 @@ fn main() -> ExitCode {
             println!("swarmgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match check(config.as_ref()) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
+        Command::Check { config, services, tasks, docker } => {
+            match check(config.as_ref(), services.as_ref(), tasks.as_ref(), docker) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
             }
-        },
+        }
         Command::Run { config } => {
             let cfg = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -102,7 +113,12 @@ async fn run(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
 }
 
 /// Prints the compiled table and every problem; returns false when there are errors.
-fn check(path: Option<&PathBuf>) -> anyhow::Result<bool> {
+fn check(
+    path: Option<&PathBuf>,
+    services: Option<&PathBuf>,
+    tasks: Option<&PathBuf>,
+    docker: bool,
+) -> anyhow::Result<bool> {
     let cfg = match load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -114,7 +130,35 @@ fn check(path: Option<&PathBuf>) -> anyhow::Result<bool> {
         eprintln!("error: {e}");
         return Ok(false);
     }
-    let table = swarmgate::check::compile_for_check(&cfg.route_specs(), vec![]);
+    use swarmgate::discovery::swarm::{reconcile, snapshot_from_json, NetworkSelection, SwarmProvider};
+    let selection = NetworkSelection::from_config(&cfg.docker.networks);
+    let swarm = if let Some(services) = services {
+        let services_json =
+            std::fs::read_to_string(services).with_context(|| format!("reading {}", services.display()))?;
+        let tasks_json = match tasks {
+            Some(t) => Some(std::fs::read_to_string(t).with_context(|| format!("reading {}", t.display()))?),
+            None => None,
+        };
+        Some(snapshot_from_json(&services_json, tasks_json.as_deref(), &selection, &cfg.labels)?)
+    } else if docker {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Some(runtime.block_on(async {
+            let provider = SwarmProvider::connect(&cfg.docker).await?;
+            let client = provider.client();
+            let (services, tasks, networks) =
+                (client.services().await?, client.tasks().await?, client.networks().await?);
+            anyhow::Ok(reconcile(&services, &tasks, &networks, &selection, &cfg.labels))
+        })?)
+    } else {
+        None
+    };
+    let mut specs = cfg.route_specs();
+    let mut problems = Vec::new();
+    if let Some(snapshot) = swarm {
+        specs.extend(snapshot.routes);
+        problems = snapshot.problems;
+    }
+    let table = swarmgate::check::compile_for_check(&specs, problems);
     print!("{}", swarmgate::check::render_table(&table));
     Ok(table.problems.is_empty())
 }

@@ -1449,3 +1449,11 @@ fn random_labels_never_panic_and_never_touch_a_good_service() {
         let _ = table(&t);
     }
 }
+
+#[test]
+fn traefik_root_spelling_edge_cases() {
+    let t = run(&[svc("e", &[("traefik.", "x"), ("Traefik.Enable", "true"), ("traefikk.http.routers.a.rule", "x")])]);
+    assert_problem(&t, "e", "traefik.", "empty segment");
+    assert_problem(&t, "e", "traefikk.http.routers.a.rule", "misspelt");
+    assert!(!t.problems.iter().any(|p| p.key == "Traefik.Enable"), "{:#?}", t.problems);
+}

@@ -277,6 +277,10 @@ pub struct AcmeConfig {
     pub renew_fraction: f64,
     /// How often renewals are checked.
     pub check_interval: Dur,
+    /// First wait after a failed order; doubles per failure (with jitter) up to `backoff_max`.
+    pub backoff_min: Dur,
+    /// Longest wait between failed orders for one name.
+    pub backoff_max: Dur,
 }
 
 impl Default for AcmeConfig {
@@ -290,6 +294,9 @@ impl Default for AcmeConfig {
             challenges: vec![ChallengeKind::Http01, ChallengeKind::TlsAlpn01],
             renew_fraction: 2.0 / 3.0,
             check_interval: Dur(Duration::from_secs(3600)),
+            // 5 min doubling stays under Let's Encrypt's 5 failed validations per name per hour.
+            backoff_min: Dur(Duration::from_secs(300)),
+            backoff_max: Dur(Duration::from_secs(12 * 3600)),
         }
     }
 }

@@ -34,21 +34,14 @@ pub enum DockerHost {
 impl DockerHost {
     /// `unix:///path`, `tcp://host[:port]` or `http://host[:port]` (port 2375 by default).
     pub fn parse(s: &str) -> Result<Self, SwarmError> {
-        let bad = |message: &str| SwarmError::BadHost {
-            host: s.to_owned(),
-            message: message.to_owned(),
-        };
+        let bad = |message: &str| SwarmError::BadHost { host: s.to_owned(), message: message.to_owned() };
         if let Some(path) = s.strip_prefix("unix://") {
             if path.is_empty() {
-                return Err(bad(
-                    "unix:// needs a socket path, e.g. unix:///var/run/docker.sock",
-                ));
+                return Err(bad("unix:// needs a socket path, e.g. unix:///var/run/docker.sock"));
             }
             return Ok(DockerHost::Unix(PathBuf::from(path)));
         }
-        let rest = s
-            .strip_prefix("tcp://")
-            .or_else(|| s.strip_prefix("http://"));
+        let rest = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("http://"));
         match rest {
             Some(rest) => {
                 let authority = rest.trim_end_matches('/');
@@ -97,10 +90,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DockerClient {
     pub fn new(host: DockerHost) -> Self {
-        DockerClient {
-            host,
-            timeout: REQUEST_TIMEOUT,
-        }
+        DockerClient { host, timeout: REQUEST_TIMEOUT }
     }
 
     pub fn host(&self) -> &DockerHost {
@@ -108,10 +98,7 @@ impl DockerClient {
     }
 
     fn unreachable(&self, message: impl std::fmt::Display) -> SwarmError {
-        SwarmError::Unreachable {
-            host: self.host.to_string(),
-            message: message.to_string(),
-        }
+        SwarmError::Unreachable { host: self.host.to_string(), message: message.to_string() }
     }
 
     /// Connect, send `GET path`, return the response head (the body streams).
@@ -122,40 +109,28 @@ impl DockerClient {
         };
         let req = hyper::Request::get(path)
             .header(hyper::header::HOST, host_header)
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("swarmgate/", env!("CARGO_PKG_VERSION")),
-            )
+            .header(hyper::header::USER_AGENT, concat!("swarmgate/", env!("CARGO_PKG_VERSION")))
             .body(Empty::<Bytes>::new())
             .map_err(|e| self.unreachable(format!("bad request path {path:?}: {e}")))?;
         match &self.host {
             DockerHost::Unix(p) => {
-                let io = tokio::net::UnixStream::connect(p)
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
+                let io = tokio::net::UnixStream::connect(p).await.map_err(|e| self.unreachable(e))?;
                 self.send_on(io, req).await
             }
             DockerHost::Tcp(a) => {
-                let io = tokio::net::TcpStream::connect(a.as_str())
-                    .await
-                    .map_err(|e| self.unreachable(e))?;
+                let io = tokio::net::TcpStream::connect(a.as_str()).await.map_err(|e| self.unreachable(e))?;
                 let _ = io.set_nodelay(true);
                 self.send_on(io, req).await
             }
         }
     }
 
-    async fn send_on<T>(
-        &self,
-        io: T,
-        req: hyper::Request<Empty<Bytes>>,
-    ) -> Result<Response<Incoming>, SwarmError>
+    async fn send_on<T>(&self, io: T, req: hyper::Request<Empty<Bytes>>) -> Result<Response<Incoming>, SwarmError>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| self.unreachable(e))?;
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| self.unreachable(e))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -167,29 +142,21 @@ impl DockerClient {
         let fut = async {
             let resp = self.send(path).await?;
             let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| self.unreachable(e))?
-                .to_bytes();
+            let body = resp.into_body().collect().await.map_err(|e| self.unreachable(e))?.to_bytes();
             if status.is_success() {
                 Ok(body)
             } else {
                 Err(status_error(path, status.as_u16(), &body))
             }
         };
-        tokio::time::timeout(self.timeout, fut).await.map_err(|_| {
-            self.unreachable(format!("GET {path} timed out after {:?}", self.timeout))
-        })?
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| self.unreachable(format!("GET {path} timed out after {:?}", self.timeout)))?
     }
 
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, SwarmError> {
         let body = self.get_bytes(path).await?;
-        serde_json::from_slice(&body).map_err(|source| SwarmError::Json {
-            what: format!("GET {path}"),
-            source,
-        })
+        serde_json::from_slice(&body).map_err(|source| SwarmError::Json { what: format!("GET {path}"), source })
     }
 
     /// `GET /_ping` within `within`: is anything answering at all?
@@ -211,11 +178,7 @@ impl DockerClient {
     /// Every task whose desired state is `running` (older tasks kept as history are skipped
     /// by the engine; a task told to stop drops out of this list at once).
     pub async fn tasks(&self) -> Result<Vec<Task>, SwarmError> {
-        self.get_json(&format!(
-            "/tasks?filters={}",
-            percent_encode(r#"{"desired-state":["running"]}"#)
-        ))
-        .await
+        self.get_json(&format!("/tasks?filters={}", percent_encode(r#"{"desired-state":["running"]}"#))).await
     }
 
     pub async fn networks(&self) -> Result<Vec<Network>, SwarmError> {
@@ -224,10 +187,7 @@ impl DockerClient {
 
     /// `None` when no container has that id or name.
     pub async fn container(&self, id: &str) -> Result<Option<ContainerInspect>, SwarmError> {
-        match self
-            .get_json(&format!("/containers/{}/json", percent_encode(id)))
-            .await
-        {
+        match self.get_json(&format!("/containers/{}/json", percent_encode(id))).await {
             Ok(c) => Ok(Some(c)),
             Err(SwarmError::Api { status: 404, .. }) => Ok(None),
             Err(e) => Err(e),
@@ -237,30 +197,16 @@ impl DockerClient {
     /// Subscribe to service and network events (swarm scope). The request timeout does not
     /// apply to the stream; it ends when the engine closes it.
     pub async fn events(&self) -> Result<EventStream, SwarmError> {
-        let path = format!(
-            "/events?filters={}",
-            percent_encode(r#"{"type":["service","network"]}"#)
-        );
+        let path = format!("/events?filters={}", percent_encode(r#"{"type":["service","network"]}"#));
         let resp = tokio::time::timeout(self.timeout, self.send(&path))
             .await
-            .map_err(|_| {
-                self.unreachable(format!("GET /events timed out after {:?}", self.timeout))
-            })??;
+            .map_err(|_| self.unreachable(format!("GET /events timed out after {:?}", self.timeout)))??;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             return Err(status_error("/events", status.as_u16(), &body));
         }
-        Ok(EventStream {
-            body: resp.into_body(),
-            buf: BytesMut::new(),
-            host: self.host.to_string(),
-        })
+        Ok(EventStream { body: resp.into_body(), buf: BytesMut::new(), host: self.host.to_string() })
     }
 }
 
@@ -273,21 +219,11 @@ fn status_error(path: &str, status: u16, body: &[u8]) -> SwarmError {
     }
     let message = serde_json::from_slice::<Msg>(body)
         .map(|m| m.message)
-        .unwrap_or_else(|_| {
-            String::from_utf8_lossy(&body[..body.len().min(512)])
-                .trim()
-                .to_owned()
-        });
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(512)]).trim().to_owned());
     if status == 503 {
-        SwarmError::NotManager {
-            detail: format!("GET {path} answered 503: {message}"),
-        }
+        SwarmError::NotManager { detail: format!("GET {path} answered 503: {message}") }
     } else {
-        SwarmError::Api {
-            path: path.to_owned(),
-            status,
-            message,
-        }
+        SwarmError::Api { path: path.to_owned(), status, message }
     }
 }
 
@@ -363,26 +299,11 @@ mod tests {
             DockerHost::parse("unix:///var/run/docker.sock").unwrap(),
             DockerHost::Unix("/var/run/docker.sock".into())
         );
-        assert_eq!(
-            DockerHost::parse("tcp://10.0.0.1:2375").unwrap(),
-            DockerHost::Tcp("10.0.0.1:2375".into())
-        );
-        assert_eq!(
-            DockerHost::parse("http://127.0.0.1:23750/").unwrap(),
-            DockerHost::Tcp("127.0.0.1:23750".into())
-        );
-        assert_eq!(
-            DockerHost::parse("tcp://docker").unwrap(),
-            DockerHost::Tcp("docker:2375".into())
-        );
-        assert_eq!(
-            DockerHost::parse("tcp://[::1]:2375").unwrap(),
-            DockerHost::Tcp("[::1]:2375".into())
-        );
-        assert_eq!(
-            DockerHost::parse("tcp://[::1]").unwrap(),
-            DockerHost::Tcp("[::1]:2375".into())
-        );
+        assert_eq!(DockerHost::parse("tcp://10.0.0.1:2375").unwrap(), DockerHost::Tcp("10.0.0.1:2375".into()));
+        assert_eq!(DockerHost::parse("http://127.0.0.1:23750/").unwrap(), DockerHost::Tcp("127.0.0.1:23750".into()));
+        assert_eq!(DockerHost::parse("tcp://docker").unwrap(), DockerHost::Tcp("docker:2375".into()));
+        assert_eq!(DockerHost::parse("tcp://[::1]:2375").unwrap(), DockerHost::Tcp("[::1]:2375".into()));
+        assert_eq!(DockerHost::parse("tcp://[::1]").unwrap(), DockerHost::Tcp("[::1]:2375".into()));
         let e = DockerHost::parse("https://x:2376").unwrap_err().to_string();
         assert!(e.contains("only unix://, tcp:// and http://"), "{e}");
         assert!(DockerHost::parse("/var/run/docker.sock").is_err());
@@ -391,9 +312,6 @@ mod tests {
 
     #[test]
     fn encoding() {
-        assert_eq!(
-            percent_encode(r#"{"a":["b"]}"#),
-            "%7B%22a%22%3A%5B%22b%22%5D%7D"
-        );
+        assert_eq!(percent_encode(r#"{"a":["b"]}"#), "%7B%22a%22%3A%5B%22b%22%5D%7D");
     }
 }

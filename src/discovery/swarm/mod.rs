@@ -27,9 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use client::{DockerClient, DockerHost, EventStream, DEFAULT_HOST};
 pub use persist::{load_persisted, persist, SNAPSHOT_FILE};
-pub use reconcile::{
-    diff_summary, reconcile, resolve, service_input, snapshot_from_json, NetworkSelection,
-};
+pub use reconcile::{diff_summary, reconcile, resolve, service_input, snapshot_from_json, NetworkSelection};
 
 use crate::config::{DockerConfig, DockerMode};
 use crate::discovery::ProviderSnapshot;
@@ -56,16 +54,9 @@ pub enum SwarmError {
     )]
     NotManager { detail: String },
     #[error("Docker answered {status} to GET {path}: {message}")]
-    Api {
-        path: String,
-        status: u16,
-        message: String,
-    },
+    Api { path: String, status: u16, message: String },
     #[error("cannot parse {what}: {source}")]
-    Json {
-        what: String,
-        source: serde_json::Error,
-    },
+    Json { what: String, source: serde_json::Error },
 }
 
 /// Whether to run Swarm discovery: `enabled = true/false` as configured, `"auto"` when the
@@ -88,10 +79,7 @@ pub async fn docker_reachable(cfg: &DockerConfig) -> bool {
             return false;
         }
     }
-    DockerClient::new(host)
-        .ping(Duration::from_secs(1))
-        .await
-        .is_ok()
+    DockerClient::new(host).ping(Duration::from_secs(1)).await.is_ok()
 }
 
 /// `/info` says this node can list services and tasks: an active swarm member with the
@@ -102,22 +90,14 @@ pub fn check_manager_info(info: &Info) -> Result<(), SwarmError> {
         return Ok(());
     }
     let detail = match s.local_node_state.as_str() {
-        "active" => format!(
-            "node {} is a swarm worker; /services and /tasks answer only on managers",
-            info.name
-        ),
+        "active" => format!("node {} is a swarm worker; /services and /tasks answer only on managers", info.name),
         "" | "inactive" => {
-            "this engine is not part of a swarm (`docker swarm init` or `docker swarm join` first)"
-                .to_owned()
+            "this engine is not part of a swarm (`docker swarm init` or `docker swarm join` first)".to_owned()
         }
         "locked" => "the swarm is locked; unlock it with `docker swarm unlock`".to_owned(),
         other => format!(
             "swarm state is {other:?}{}",
-            if s.error.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", s.error)
-            }
+            if s.error.is_empty() { String::new() } else { format!(": {}", s.error) }
         ),
     };
     Err(SwarmError::NotManager { detail })
@@ -133,10 +113,7 @@ impl SwarmProvider {
     /// Parse the host setting; no I/O.
     pub fn new(cfg: &DockerConfig) -> Result<Self, SwarmError> {
         let host = DockerHost::from_config(cfg.host.as_deref())?;
-        Ok(SwarmProvider {
-            client: DockerClient::new(host),
-            cfg: cfg.clone(),
-        })
+        Ok(SwarmProvider { client: DockerClient::new(host), cfg: cfg.clone() })
     }
 
     /// Parse the host setting and check with `/info` that the node is an active manager.
@@ -170,11 +147,7 @@ impl SwarmProvider {
     ) {
         let (sig_tx, mut sig_rx) = mpsc::channel::<Signal>(256);
         let events_stop = shutdown.child_token();
-        let events = tokio::spawn(events_loop(
-            self.client.clone(),
-            sig_tx,
-            events_stop.clone(),
-        ));
+        let events = tokio::spawn(events_loop(self.client.clone(), sig_tx, events_stop.clone()));
         let mut st = LoopState::new(&self.cfg);
         let mut due = tokio::time::Instant::now();
         let mut pending_full = true;
@@ -193,11 +166,7 @@ impl SwarmProvider {
                 }
                 _ = tokio::time::sleep_until(due) => {}
             }
-            let full = pending_full
-                || !st.healthy
-                || st
-                    .last_full
-                    .is_none_or(|t| t.elapsed() >= FULL_RESYNC_EVERY);
+            let full = pending_full || !st.healthy || st.last_full.is_none_or(|t| t.elapsed() >= FULL_RESYNC_EVERY);
             let result = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 r = self.sync(&mut st, full, &labels) => r,
@@ -219,11 +188,8 @@ impl SwarmProvider {
                     st.backoff = BACKOFF_MIN;
                     pending_full = false;
                     publish(&tx, snapshot, &storage, &mut st).await;
-                    let interval = if st.updating {
-                        self.cfg.poll_interval_updating.0
-                    } else {
-                        self.cfg.poll_interval.0
-                    };
+                    let interval =
+                        if st.updating { self.cfg.poll_interval_updating.0 } else { self.cfg.poll_interval.0 };
                     due = tokio::time::Instant::now() + interval.max(Duration::from_millis(10));
                 }
                 Err(e) => {
@@ -271,11 +237,7 @@ impl SwarmProvider {
         }
         if full || st.updating {
             let (services, tasks, networks) = if full {
-                let (s, t, n) = tokio::try_join!(
-                    self.client.services(),
-                    self.client.tasks(),
-                    self.client.networks()
-                )?;
+                let (s, t, n) = tokio::try_join!(self.client.services(), self.client.tasks(), self.client.networks())?;
                 (s, t, Some(n))
             } else {
                 let (s, t) = tokio::try_join!(self.client.services(), self.client.tasks())?;
@@ -289,11 +251,7 @@ impl SwarmProvider {
         } else {
             st.tasks = self.client.tasks().await?;
             // A task of a service we have not listed: a create event was missed or is racing.
-            if st
-                .tasks
-                .iter()
-                .any(|t| !st.service_ids.contains(t.service_id.as_str()))
-            {
+            if st.tasks.iter().any(|t| !st.service_ids.contains(t.service_id.as_str())) {
                 let services = self.client.services().await?;
                 st.set_services(services);
             }
@@ -301,13 +259,7 @@ impl SwarmProvider {
         if full {
             st.last_full = Some(Instant::now());
         }
-        Ok(reconcile(
-            &st.services,
-            &st.tasks,
-            &st.networks,
-            &st.selection,
-            labels,
-        ))
+        Ok(reconcile(&st.services, &st.tasks, &st.networks, &st.selection, labels))
     }
 
     /// `[docker] networks` when set; else the networks of our own container; else any.
@@ -485,25 +437,19 @@ mod tests {
     #[test]
     fn manager_check_explains_what_to_do() {
         let info = |state: &str, ctl: bool| -> Info {
-            serde_json::from_value(serde_json::json!({"Name": "node1", "Swarm": {"LocalNodeState": state, "ControlAvailable": ctl}})).unwrap()
+            serde_json::from_value(
+                serde_json::json!({"Name": "node1", "Swarm": {"LocalNodeState": state, "ControlAvailable": ctl}}),
+            )
+            .unwrap()
         };
         assert!(check_manager_info(&info("active", true)).is_ok());
-        let worker = check_manager_info(&info("active", false))
-            .unwrap_err()
-            .to_string();
+        let worker = check_manager_info(&info("active", false)).unwrap_err().to_string();
         assert!(
-            worker.contains("worker")
-                && worker.contains("node.role == manager")
-                && worker.contains("file config"),
+            worker.contains("worker") && worker.contains("node.role == manager") && worker.contains("file config"),
             "{worker}"
         );
-        let none = check_manager_info(&info("inactive", false))
-            .unwrap_err()
-            .to_string();
+        let none = check_manager_info(&info("inactive", false)).unwrap_err().to_string();
         assert!(none.contains("docker swarm init"), "{none}");
-        assert!(check_manager_info(&info("locked", false))
-            .unwrap_err()
-            .to_string()
-            .contains("unlock"));
+        assert!(check_manager_info(&info("locked", false)).unwrap_err().to_string().contains("unlock"));
     }
 }

@@ -15,10 +15,7 @@ pub fn container_ids_in(text: &str) -> Vec<String> {
         for (i, _) in text.match_indices(marker) {
             let rest = &text[i + marker.len()..];
             let Some(id) = rest.get(..64) else { continue };
-            let ends = rest[64..]
-                .chars()
-                .next()
-                .is_none_or(|c| !c.is_ascii_hexdigit());
+            let ends = rest[64..].chars().next().is_none_or(|c| !c.is_ascii_hexdigit());
             if ends && id.bytes().all(|b| b.is_ascii_hexdigit()) && !out.iter().any(|o| o == id) {
                 out.push(id.to_owned());
             }
@@ -59,10 +56,7 @@ pub async fn own_networks(client: &DockerClient) -> Result<Option<Vec<String>>, 
         let mut nets = Vec::new();
         for (name, n) in &c.network_settings.networks {
             // The routing mesh and per-node bridges never carry proxy → task traffic.
-            if matches!(
-                name.as_str(),
-                "ingress" | "host" | "none" | "bridge" | "docker_gwbridge"
-            ) {
+            if matches!(name.as_str(), "ingress" | "host" | "none" | "bridge" | "docker_gwbridge") {
                 continue;
             }
             nets.push(n.network_id.clone());
@@ -86,12 +80,12 @@ mod tests {
         assert_eq!(container_ids_in(&v1), vec![id.to_owned()]);
         let scope = format!("0::/system.slice/docker-{id}.scope\n");
         assert_eq!(container_ids_in(&scope), vec![id.to_owned()]);
-        let mi = format!("611 592 254:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw,relatime - ext4 /dev/vda1 rw\n");
+        let mi = format!(
+            "611 592 254:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw,relatime - ext4 /dev/vda1 rw\n"
+        );
         assert_eq!(container_ids_in(&mi), vec![id.to_owned()]);
         assert!(container_ids_in("0::/\n").is_empty());
-        let layer = format!(
-            "1 0 0:1 / / rw - overlay overlay rw,upperdir=/var/lib/docker/overlay2/{id}/diff\n"
-        );
+        let layer = format!("1 0 0:1 / / rw - overlay overlay rw,upperdir=/var/lib/docker/overlay2/{id}/diff\n");
         assert!(container_ids_in(&layer).is_empty());
     }
 }

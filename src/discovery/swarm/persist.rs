@@ -27,16 +27,10 @@ struct OnDisk {
 /// Save `snapshot` as `<storage>/swarm-snapshot.json`, creating the folder if needed.
 pub fn persist(storage: &Path, snapshot: &ProviderSnapshot) -> std::io::Result<()> {
     std::fs::create_dir_all(storage)?;
-    let saved_at_unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let json = serde_json::to_vec(&OnDiskRef {
-        format: FORMAT,
-        saved_at_unix,
-        snapshot,
-    })
-    .map_err(std::io::Error::other)?;
+    let saved_at_unix =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let json =
+        serde_json::to_vec(&OnDiskRef { format: FORMAT, saved_at_unix, snapshot }).map_err(std::io::Error::other)?;
     let tmp = storage.join(format!(".{SNAPSHOT_FILE}.tmp"));
     {
         let mut f = std::fs::File::create(&tmp)?;
@@ -80,8 +74,7 @@ pub fn load_persisted(storage: &Path) -> Option<ProviderSnapshot> {
 mod tests {
     use super::*;
     use crate::model::{
-        Endpoint, Middleware, Problem, Provenance, RouteSpec, TaskTarget, UpstreamSpec,
-        UpstreamTarget,
+        Endpoint, Middleware, Problem, Provenance, RouteSpec, TaskTarget, UpstreamSpec, UpstreamTarget,
     };
 
     #[test]
@@ -90,10 +83,7 @@ mod tests {
         assert_eq!(load_persisted(dir.path()), None);
         let mut r = RouteSpec::proxy(
             "svc/web/0",
-            Provenance::Service {
-                service: "web".into(),
-                key: "swarmgate.host".into(),
-            },
+            Provenance::Service { service: "web".into(), key: "swarmgate.host".into() },
             vec!["web.example.com".into()],
             UpstreamSpec::new(UpstreamTarget::Static(vec![Endpoint {
                 addr: "10.0.1.3:80".parse().unwrap(),
@@ -107,11 +97,8 @@ mod tests {
         });
         let mut other = r.clone();
         other.id = "svc/web/1".into();
-        other.upstream_mut().unwrap().target = UpstreamTarget::Tasks(vec![TaskTarget {
-            service: "web".into(),
-            network: None,
-            port: 80,
-        }]);
+        other.upstream_mut().unwrap().target =
+            UpstreamTarget::Tasks(vec![TaskTarget { service: "web".into(), network: None, port: 80 }]);
         let snap = ProviderSnapshot {
             routes: vec![r, other],
             problems: vec![Problem::new("web", "swarmgate.lb", "bad")],
@@ -121,10 +108,7 @@ mod tests {
         assert_eq!(load_persisted(dir.path()), Some(snap.clone()));
         // Overwrite is atomic and leaves no temp file behind.
         persist(dir.path(), &ProviderSnapshot::default()).unwrap();
-        assert_eq!(
-            load_persisted(dir.path()),
-            Some(ProviderSnapshot::default())
-        );
+        assert_eq!(load_persisted(dir.path()), Some(ProviderSnapshot::default()));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         std::fs::write(dir.path().join(SNAPSHOT_FILE), b"{not json").unwrap();
         assert_eq!(load_persisted(dir.path()), None);

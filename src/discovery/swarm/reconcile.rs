@@ -57,20 +57,11 @@ fn network_matches(att: &NetworkAttachment, wanted: &str, namespace: Option<&str
     if wanted.is_empty() {
         return false;
     }
-    if net.spec.name == wanted
-        || net.id == wanted
-        || (wanted.len() >= 12 && net.id.starts_with(wanted))
-    {
+    if net.spec.name == wanted || net.id == wanted || (wanted.len() >= 12 && net.id.starts_with(wanted)) {
         return true;
     }
     match namespace {
-        Some(ns) => {
-            net.spec
-                .name
-                .strip_prefix(ns)
-                .and_then(|rest| rest.strip_prefix('_'))
-                == Some(wanted)
-        }
+        Some(ns) => net.spec.name.strip_prefix(ns).and_then(|rest| rest.strip_prefix('_')) == Some(wanted),
         None => false,
     }
 }
@@ -84,25 +75,16 @@ fn task_ip(
 ) -> Option<IpAddr> {
     let atts = &task.networks_attachments;
     if let Some(want) = override_net {
-        return atts
-            .iter()
-            .filter(|a| network_matches(a, want, namespace))
-            .find_map(NetworkAttachment::ip);
+        return atts.iter().filter(|a| network_matches(a, want, namespace)).find_map(NetworkAttachment::ip);
     }
     match selection {
         NetworkSelection::Configured(list) | NetworkSelection::Proxy(list) => {
             // In the order of preference of the list, so a task on two selected networks is
             // always dialled on the same one (Traefik picks randomly: issues #979, #5040).
-            list.iter().find_map(|want| {
-                atts.iter()
-                    .filter(|a| network_matches(a, want, None))
-                    .find_map(NetworkAttachment::ip)
-            })
+            list.iter()
+                .find_map(|want| atts.iter().filter(|a| network_matches(a, want, None)).find_map(NetworkAttachment::ip))
         }
-        NetworkSelection::Any => atts
-            .iter()
-            .filter(|a| !a.network.is_ingress())
-            .find_map(NetworkAttachment::ip),
+        NetworkSelection::Any => atts.iter().filter(|a| !a.network.is_ingress()).find_map(NetworkAttachment::ip),
     }
 }
 
@@ -119,12 +101,7 @@ fn override_label_key(service: &Service, network: &str) -> String {
 
 /// The label-facing view of a service.
 pub fn service_input(s: &Service) -> ServiceInput {
-    ServiceInput {
-        id: s.id.clone(),
-        name: s.spec.name.clone(),
-        labels: s.spec.labels.clone(),
-        ports: s.target_ports(),
-    }
+    ServiceInput { id: s.id.clone(), name: s.spec.name.clone(), labels: s.spec.labels.clone(), ports: s.target_ports() }
 }
 
 /// (service name, network override): targets sharing it share one address lookup.
@@ -158,14 +135,9 @@ pub fn resolve(
     networks: &[Network],
     selection: &NetworkSelection,
 ) -> ProviderSnapshot {
-    let Translation {
-        mut routes,
-        mut problems,
-        global,
-    } = translation;
+    let Translation { mut routes, mut problems, global } = translation;
 
-    let by_name: HashMap<&str, &Service> =
-        services.iter().map(|s| (s.spec.name.as_str(), s)).collect();
+    let by_name: HashMap<&str, &Service> = services.iter().map(|s| (s.spec.name.as_str(), s)).collect();
     let mut running: HashMap<&str, Vec<&Task>> = HashMap::with_capacity(services.len());
     for t in tasks.iter().filter(|t| t.is_routable()) {
         running.entry(t.service_id.as_str()).or_default().push(t);
@@ -183,12 +155,7 @@ pub fn resolve(
             continue;
         };
         let mut endpoints: Vec<Endpoint> = Vec::new();
-        for TaskTarget {
-            service,
-            network,
-            port,
-        } in targets
-        {
+        for TaskTarget { service, network, port } in targets {
             let Some(svc) = by_name.get(service.as_str()) else {
                 unknown_services.insert(service.clone());
                 continue;
@@ -196,10 +163,7 @@ pub fn resolve(
             let key = (svc.spec.name.as_str(), network.clone());
             let ips = resolved.entry(key).or_insert_with(|| {
                 let ns = svc.stack_namespace();
-                let task_list = running
-                    .get(svc.id.as_str())
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
+                let task_list = running.get(svc.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
                 let mut ips = Vec::with_capacity(task_list.len());
                 let mut stranded: Vec<&Task> = Vec::new();
                 for t in task_list {
@@ -209,19 +173,13 @@ pub fn resolve(
                     }
                 }
                 if !stranded.is_empty() {
-                    problems.push(stranded_problem(
-                        svc,
-                        network.as_deref(),
-                        selection,
-                        &stranded,
-                    ));
+                    problems.push(stranded_problem(svc, network.as_deref(), selection, &stranded));
                 }
                 ips
             });
-            endpoints.extend(ips.iter().map(|(ip, task)| Endpoint {
-                addr: SocketAddr::new(*ip, *port),
-                task: (*task).to_owned(),
-            }));
+            endpoints.extend(
+                ips.iter().map(|(ip, task)| Endpoint { addr: SocketAddr::new(*ip, *port), task: (*task).to_owned() }),
+            );
         }
         endpoints.sort_unstable();
         endpoints.dedup();
@@ -238,11 +196,9 @@ pub fn resolve(
     if let NetworkSelection::Configured(list) = selection {
         if !networks.is_empty() {
             for want in list {
-                let known = networks.iter().any(|n| {
-                    n.name == *want
-                        || n.id == *want
-                        || (want.len() >= 12 && n.id.starts_with(want.as_str()))
-                });
+                let known = networks
+                    .iter()
+                    .any(|n| n.name == *want || n.id == *want || (want.len() >= 12 && n.id.starts_with(want.as_str())));
                 if !known {
                     problems.push(Problem::new(
                         "config",
@@ -257,19 +213,10 @@ pub fn resolve(
     problems.dedup();
     // Stable order: equal clusters give equal snapshots whatever order the engine listed them in.
     routes.sort_by(|a, b| a.id.cmp(&b.id));
-    ProviderSnapshot {
-        routes,
-        problems,
-        global,
-    }
+    ProviderSnapshot { routes, problems, global }
 }
 
-fn stranded_problem(
-    svc: &Service,
-    network: Option<&str>,
-    selection: &NetworkSelection,
-    stranded: &[&Task],
-) -> Problem {
+fn stranded_problem(svc: &Service, network: Option<&str>, selection: &NetworkSelection, stranded: &[&Task]) -> Problem {
     let mut on: BTreeSet<&str> = BTreeSet::new();
     for t in stranded {
         for a in &t.networks_attachments {
@@ -280,11 +227,7 @@ fn stranded_problem(
             });
         }
     }
-    let on = if on.is_empty() {
-        "no network".to_owned()
-    } else {
-        on.into_iter().collect::<Vec<_>>().join(", ")
-    };
+    let on = if on.is_empty() { "no network".to_owned() } else { on.into_iter().collect::<Vec<_>>().join(", ") };
     let n = stranded.len();
     match network {
         Some(want) => Problem::new(
@@ -315,23 +258,15 @@ pub fn snapshot_from_json(
     labels: &LabelsConfig,
 ) -> Result<ProviderSnapshot, SwarmError> {
     let services: Vec<Service> =
-        parse_one_or_many(services_json).map_err(|source| SwarmError::Json {
-            what: "services JSON".into(),
-            source,
-        })?;
+        parse_one_or_many(services_json).map_err(|source| SwarmError::Json { what: "services JSON".into(), source })?;
     let tasks: Vec<Task> = match tasks_json {
-        Some(t) => parse_one_or_many(t).map_err(|source| SwarmError::Json {
-            what: "tasks JSON".into(),
-            source,
-        })?,
+        Some(t) => parse_one_or_many(t).map_err(|source| SwarmError::Json { what: "tasks JSON".into(), source })?,
         None => Vec::new(),
     };
     Ok(reconcile(&services, &tasks, &[], selection, labels))
 }
 
-fn parse_one_or_many<T: serde::de::DeserializeOwned>(
-    text: &str,
-) -> Result<Vec<T>, serde_json::Error> {
+fn parse_one_or_many<T: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<T>, serde_json::Error> {
     if text.trim_start().starts_with('{') {
         serde_json::from_str::<T>(text).map(|one| vec![one])
     } else {
@@ -361,19 +296,9 @@ pub fn diff_summary(old: &ProviderSnapshot, new: &ProviderSnapshot) -> Option<St
         set
     };
     let (old_eps, new_eps) = (eps(old), eps(new));
-    let ep_added: BTreeSet<String> = new_eps
-        .difference(&old_eps)
-        .map(|(_, a, t)| fmt_ep(a, t))
-        .collect();
-    let ep_removed: BTreeSet<String> = old_eps
-        .difference(&new_eps)
-        .map(|(_, a, t)| fmt_ep(a, t))
-        .collect();
-    let changed_routes = new
-        .routes
-        .iter()
-        .filter(|r| old.routes.iter().any(|o| o.id == r.id && o != *r))
-        .count();
+    let ep_added: BTreeSet<String> = new_eps.difference(&old_eps).map(|(_, a, t)| fmt_ep(a, t)).collect();
+    let ep_removed: BTreeSet<String> = old_eps.difference(&new_eps).map(|(_, a, t)| fmt_ep(a, t)).collect();
+    let changed_routes = new.routes.iter().filter(|r| old.routes.iter().any(|o| o.id == r.id && o != *r)).count();
 
     if added.is_empty()
         && removed.is_empty()
@@ -385,20 +310,11 @@ pub fn diff_summary(old: &ProviderSnapshot, new: &ProviderSnapshot) -> Option<St
         return if old.problems == new.problems {
             None
         } else {
-            Some(format!(
-                "problems {} → {}",
-                old.problems.len(),
-                new.problems.len()
-            ))
+            Some(format!("problems {} → {}", old.problems.len(), new.problems.len()))
         };
     }
-    let mut parts = vec![format!(
-        "routes {} (+{} -{}, {} changed)",
-        new.routes.len(),
-        added.len(),
-        removed.len(),
-        changed_routes
-    )];
+    let mut parts =
+        vec![format!("routes {} (+{} -{}, {} changed)", new.routes.len(), added.len(), removed.len(), changed_routes)];
     if !added.is_empty() {
         parts.push(format!("added [{}]", list(&added)));
     }
@@ -408,13 +324,7 @@ pub fn diff_summary(old: &ProviderSnapshot, new: &ProviderSnapshot) -> Option<St
     if !ep_added.is_empty() || !ep_removed.is_empty() {
         let a: Vec<&str> = ep_added.iter().map(String::as_str).collect();
         let r: Vec<&str> = ep_removed.iter().map(String::as_str).collect();
-        parts.push(format!(
-            "endpoints +{} [{}] -{} [{}]",
-            a.len(),
-            list(&a),
-            r.len(),
-            list(&r)
-        ));
+        parts.push(format!("endpoints +{} [{}] -{} [{}]", a.len(), list(&a), r.len(), list(&r)));
     }
     Some(parts.join("; "))
 }
@@ -427,12 +337,7 @@ fn fmt_ep(addr: &SocketAddr, task: &str) -> String {
 /// Up to five items, then a count, so one log line stays one line in a big cluster.
 fn list(items: &[&str]) -> String {
     const MAX: usize = 5;
-    let mut s = items
-        .iter()
-        .take(MAX)
-        .copied()
-        .collect::<Vec<_>>()
-        .join(", ");
+    let mut s = items.iter().take(MAX).copied().collect::<Vec<_>>().join(", ");
     if items.len() > MAX {
         s.push_str(&format!(", … {} more", items.len() - MAX));
     }
@@ -451,33 +356,18 @@ mod tests {
     }
 
     fn svc(id: &str, name: &str, labels: &[(&str, &str)]) -> Service {
-        let mut s = Service {
-            id: id.into(),
-            ..Default::default()
-        };
+        let mut s = Service { id: id.into(), ..Default::default() };
         s.spec.name = name.into();
-        s.spec.labels = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<BTreeMap<_, _>>();
+        s.spec.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>();
         s
     }
 
-    fn task(
-        id: &str,
-        service: &str,
-        desired: &str,
-        state: &str,
-        atts: Vec<NetworkAttachment>,
-    ) -> Task {
+    fn task(id: &str, service: &str, desired: &str, state: &str, atts: Vec<NetworkAttachment>) -> Task {
         Task {
             id: id.into(),
             service_id: service.into(),
             desired_state: desired.into(),
-            status: Some(super::super::types::TaskStatus {
-                state: state.into(),
-                message: String::new(),
-            }),
+            status: Some(super::super::types::TaskStatus { state: state.into(), message: String::new() }),
             networks_attachments: atts,
             ..Default::default()
         }
@@ -486,10 +376,7 @@ mod tests {
     fn route(service: &str, network: Option<&str>, port: u16) -> RouteSpec {
         RouteSpec::proxy(
             format!("svc/{service}"),
-            Provenance::Service {
-                service: service.into(),
-                key: "swarmgate.host".into(),
-            },
+            Provenance::Service { service: service.into(), key: "swarmgate.host".into() },
             vec![format!("{service}.example.com")],
             UpstreamSpec::new(UpstreamTarget::Tasks(vec![TaskTarget {
                 service: service.into(),
@@ -508,10 +395,7 @@ mod tests {
     }
 
     fn tr(routes: Vec<RouteSpec>) -> Translation {
-        Translation {
-            routes,
-            ..Default::default()
-        }
+        Translation { routes, ..Default::default() }
     }
 
     #[test]
@@ -532,10 +416,7 @@ mod tests {
             &[],
             &NetworkSelection::Any,
         );
-        assert_eq!(
-            endpoints(&snap, "svc/web"),
-            vec!["10.0.1.1:5000", "10.0.1.4:5000"]
-        );
+        assert_eq!(endpoints(&snap, "svc/web"), vec!["10.0.1.1:5000", "10.0.1.4:5000"]);
         // No routable task: the route is still there with no endpoints (→ 503, not 404).
         assert!(endpoints(&snap, "svc/idle").is_empty());
         assert!(snap.problems.is_empty(), "{:?}", snap.problems);
@@ -550,34 +431,16 @@ mod tests {
                 "s1",
                 "running",
                 "running",
-                vec![
-                    att("a", "other", "10.9.0.1/24"),
-                    att("n1", "proxy", "10.0.1.1/24"),
-                ],
+                vec![att("a", "other", "10.9.0.1/24"), att("n1", "proxy", "10.0.1.1/24")],
             ),
-            task(
-                "t2",
-                "s1",
-                "running",
-                "running",
-                vec![att("a", "other", "10.9.0.2/24")],
-            ),
+            task("t2", "s1", "running", "running", vec![att("a", "other", "10.9.0.2/24")]),
         ];
         let sel = NetworkSelection::Configured(vec!["proxy".into()]);
-        let snap = resolve(
-            tr(vec![route("web", None, 80)]),
-            &services,
-            &tasks,
-            &[],
-            &sel,
-        );
+        let snap = resolve(tr(vec![route("web", None, 80)]), &services, &tasks, &[], &sel);
         assert_eq!(endpoints(&snap, "svc/web"), vec!["10.0.1.1:80"]);
         assert_eq!(snap.problems.len(), 1);
         let p = &snap.problems[0];
-        assert_eq!(
-            (p.source.as_str(), p.key.as_str()),
-            ("web", "docker.networks")
-        );
+        assert_eq!((p.source.as_str(), p.key.as_str()), ("web", "docker.networks"));
         assert!(p.message.contains("other"), "{p}");
         // Selection by network ID works the same.
         let snap = resolve(
@@ -592,44 +455,23 @@ mod tests {
 
     #[test]
     fn override_label_beats_configured_network_and_names_the_label() {
-        let services = vec![svc(
-            "s1",
-            "web",
-            &[
-                ("caddy_ingress_network", "barnet"),
-                ("com.docker.stack.namespace", "shop"),
-            ],
-        )];
+        let services =
+            vec![svc("s1", "web", &[("caddy_ingress_network", "barnet"), ("com.docker.stack.namespace", "shop")])];
         let tasks = vec![task(
             "t1",
             "s1",
             "running",
             "running",
-            vec![
-                att("f", "proxy", "10.0.1.1/24"),
-                att("b", "shop_barnet", "10.11.12.99/24"),
-            ],
+            vec![att("f", "proxy", "10.0.1.1/24"), att("b", "shop_barnet", "10.11.12.99/24")],
         )];
         let sel = NetworkSelection::Configured(vec!["proxy".into()]);
         // Stack-local name matches the stack-prefixed network.
-        let snap = resolve(
-            tr(vec![route("web", Some("barnet"), 80)]),
-            &services,
-            &tasks,
-            &[],
-            &sel,
-        );
+        let snap = resolve(tr(vec![route("web", Some("barnet"), 80)]), &services, &tasks, &[], &sel);
         assert_eq!(endpoints(&snap, "svc/web"), vec!["10.11.12.99:80"]);
         assert!(snap.problems.is_empty());
         // Override naming a network the task is not on → no endpoint and a problem on that label.
         let services = vec![svc("s1", "web", &[("caddy_ingress_network", "nowhere")])];
-        let snap = resolve(
-            tr(vec![route("web", Some("nowhere"), 80)]),
-            &services,
-            &tasks,
-            &[],
-            &sel,
-        );
+        let snap = resolve(tr(vec![route("web", Some("nowhere"), 80)]), &services, &tasks, &[], &sel);
         assert!(endpoints(&snap, "svc/web").is_empty());
         assert_eq!(snap.problems[0].key, "caddy_ingress_network");
     }
@@ -642,18 +484,9 @@ mod tests {
             "s1",
             "running",
             "running",
-            vec![
-                att("ing", "ingress", "10.0.0.5/24"),
-                att("x", "backend", "10.2.0.5/24"),
-            ],
+            vec![att("ing", "ingress", "10.0.0.5/24"), att("x", "backend", "10.2.0.5/24")],
         )];
-        let snap = resolve(
-            tr(vec![route("web", None, 80)]),
-            &services,
-            &tasks,
-            &[],
-            &NetworkSelection::Any,
-        );
+        let snap = resolve(tr(vec![route("web", None, 80)]), &services, &tasks, &[], &NetworkSelection::Any);
         assert_eq!(endpoints(&snap, "svc/web"), vec!["10.2.0.5:80"]);
         let snap = resolve(
             tr(vec![route("web", None, 80)]),
@@ -663,83 +496,36 @@ mod tests {
             &NetworkSelection::Proxy(vec!["front".into()]),
         );
         assert!(endpoints(&snap, "svc/web").is_empty());
-        assert!(
-            snap.problems[0].message.contains("proxy's own"),
-            "{}",
-            snap.problems[0]
-        );
+        assert!(snap.problems[0].message.contains("proxy's own"), "{}", snap.problems[0]);
     }
 
     #[test]
     fn merged_targets_union_and_unknown_configured_network_is_reported() {
         let services = vec![svc("s1", "a", &[]), svc("s2", "b", &[])];
         let tasks = vec![
-            task(
-                "t1",
-                "s1",
-                "running",
-                "running",
-                vec![att("n", "proxy", "10.0.1.1/24")],
-            ),
-            task(
-                "t2",
-                "s2",
-                "running",
-                "running",
-                vec![att("n", "proxy", "10.0.1.2/24")],
-            ),
+            task("t1", "s1", "running", "running", vec![att("n", "proxy", "10.0.1.1/24")]),
+            task("t2", "s2", "running", "running", vec![att("n", "proxy", "10.0.1.2/24")]),
         ];
         let mut r = route("a", None, 80);
         r.upstream_mut().unwrap().target = UpstreamTarget::Tasks(vec![
-            TaskTarget {
-                service: "a".into(),
-                network: None,
-                port: 80,
-            },
-            TaskTarget {
-                service: "b".into(),
-                network: None,
-                port: 8080,
-            },
+            TaskTarget { service: "a".into(), network: None, port: 80 },
+            TaskTarget { service: "b".into(), network: None, port: 8080 },
         ]);
-        let nets = vec![Network {
-            id: "n".into(),
-            name: "proxy".into(),
-            ..Default::default()
-        }];
+        let nets = vec![Network { id: "n".into(), name: "proxy".into(), ..Default::default() }];
         let sel = NetworkSelection::Configured(vec!["proxy".into(), "typo".into()]);
         let snap = resolve(tr(vec![r]), &services, &tasks, &nets, &sel);
-        assert_eq!(
-            endpoints(&snap, "svc/a"),
-            vec!["10.0.1.1:80", "10.0.1.2:8080"]
-        );
+        assert_eq!(endpoints(&snap, "svc/a"), vec!["10.0.1.1:80", "10.0.1.2:8080"]);
         assert_eq!(
             snap.problems,
-            vec![Problem::new(
-                "config",
-                "docker.networks",
-                "network \"typo\" does not exist on this swarm"
-            )]
+            vec![Problem::new("config", "docker.networks", "network \"typo\" does not exist on this swarm")]
         );
     }
 
     #[test]
     fn diff_summary_names_routes_and_endpoints() {
         let services = vec![svc("s1", "web", &[])];
-        let t1 = task(
-            "t1aaaaaaaaaaaaaa",
-            "s1",
-            "running",
-            "running",
-            vec![att("n", "p", "10.0.1.1/24")],
-        );
-        let t2 = task(
-            "t2",
-            "s1",
-            "running",
-            "running",
-            vec![att("n", "p", "10.0.1.2/24")],
-        );
+        let t1 = task("t1aaaaaaaaaaaaaa", "s1", "running", "running", vec![att("n", "p", "10.0.1.1/24")]);
+        let t2 = task("t2", "s1", "running", "running", vec![att("n", "p", "10.0.1.2/24")]);
         let a = resolve(
             tr(vec![route("web", None, 80)]),
             &services,
@@ -747,44 +533,22 @@ mod tests {
             &[],
             &NetworkSelection::Any,
         );
-        let b = resolve(
-            tr(vec![route("web", None, 80)]),
-            &services,
-            &[t2],
-            &[],
-            &NetworkSelection::Any,
-        );
+        let b = resolve(tr(vec![route("web", None, 80)]), &services, &[t2], &[], &NetworkSelection::Any);
         let line = diff_summary(&a, &b).unwrap();
         assert!(line.contains("+1 [10.0.1.2:80@t2]"), "{line}");
         assert!(line.contains("-1 [10.0.1.1:80@t1aaaaaaaaaa]"), "{line}");
         assert_eq!(diff_summary(&a, &a), None);
         let empty = ProviderSnapshot::default();
-        assert!(diff_summary(&empty, &a)
-            .unwrap()
-            .contains("added [svc/web]"));
+        assert!(diff_summary(&empty, &a).unwrap().contains("added [svc/web]"));
     }
 
     #[test]
     fn snapshot_from_json_accepts_inspect_array_and_single_object() {
-        let services =
-            r#"[{"ID":"s1","Spec":{"Name":"web","Labels":{"swarmgate.host":"web.example.com"}}}]"#;
+        let services = r#"[{"ID":"s1","Spec":{"Name":"web","Labels":{"swarmgate.host":"web.example.com"}}}]"#;
         let one = r#"{"ID":"s1","Spec":{"Name":"web","Labels":{}}}"#;
-        assert!(snapshot_from_json(
-            services,
-            None,
-            &NetworkSelection::Any,
-            &LabelsConfig::default()
-        )
-        .is_ok());
-        assert!(snapshot_from_json(
-            one,
-            Some("[]"),
-            &NetworkSelection::Any,
-            &LabelsConfig::default()
-        )
-        .is_ok());
-        let err = snapshot_from_json("[{", None, &NetworkSelection::Any, &LabelsConfig::default())
-            .unwrap_err();
+        assert!(snapshot_from_json(services, None, &NetworkSelection::Any, &LabelsConfig::default()).is_ok());
+        assert!(snapshot_from_json(one, Some("[]"), &NetworkSelection::Any, &LabelsConfig::default()).is_ok());
+        let err = snapshot_from_json("[{", None, &NetworkSelection::Any, &LabelsConfig::default()).unwrap_err();
         assert!(err.to_string().contains("services JSON"), "{err}");
     }
 }

@@ -38,27 +38,17 @@ pub struct Service {
 impl Service {
     /// True while a rolling update (or rollback) is replacing tasks: discovery polls tasks faster.
     pub fn is_updating(&self) -> bool {
-        matches!(
-            self.update_status.as_ref().map(|u| u.state.as_str()),
-            Some("updating" | "rollback_started")
-        )
+        matches!(self.update_status.as_ref().map(|u| u.state.as_str()), Some("updating" | "rollback_started"))
     }
 
     /// The stack this service belongs to (`docker stack deploy` namespace), if any.
     pub fn stack_namespace(&self) -> Option<&str> {
-        self.spec
-            .labels
-            .get("com.docker.stack.namespace")
-            .map(String::as_str)
+        self.spec.labels.get("com.docker.stack.namespace").map(String::as_str)
     }
 
     /// Container ports the service publishes (TCP), from the effective endpoint, else the spec.
     pub fn target_ports(&self) -> Vec<u16> {
-        let ports = if self.endpoint.ports.is_empty() {
-            &self.spec.endpoint_spec.ports
-        } else {
-            &self.endpoint.ports
-        };
+        let ports = if self.endpoint.ports.is_empty() { &self.spec.endpoint_spec.ports } else { &self.endpoint.ports };
         let mut out: Vec<u16> = ports
             .iter()
             .filter(|p| p.protocol.is_empty() || p.protocol.eq_ignore_ascii_case("tcp"))
@@ -144,8 +134,7 @@ impl Task {
     /// Both the desired and the observed state are `running`: only then does it get traffic.
     /// A task desired `shutdown` is drained even while its container still runs.
     pub fn is_routable(&self) -> bool {
-        self.desired_state == "running"
-            && self.status.as_ref().is_some_and(|s| s.state == "running")
+        self.desired_state == "running" && self.status.as_ref().is_some_and(|s| s.state == "running")
     }
 
     /// Observed state, or `""` when the engine gave none.
@@ -327,19 +316,13 @@ mod tests {
         assert_eq!(t.networks_attachments.len(), 2);
         assert!(t.networks_attachments[0].network.is_ingress());
         assert_eq!(t.networks_attachments[1].network.spec.name, "shop_proxy");
-        assert_eq!(
-            t.networks_attachments[1].ip(),
-            Some("10.0.1.3".parse().unwrap())
-        );
+        assert_eq!(t.networks_attachments[1].ip(), Some("10.0.1.3".parse().unwrap()));
         // Global task: no Slot at all; starting is not routable; IPv6 CIDR parses.
         let g = &tasks[1];
         assert_eq!(g.slot, None);
         assert_eq!(g.node_id, "node2");
         assert!(!g.is_routable());
-        assert_eq!(
-            g.networks_attachments[0].ip(),
-            Some("fd00:1::5".parse().unwrap())
-        );
+        assert_eq!(g.networks_attachments[0].ip(), Some("fd00:1::5".parse().unwrap()));
         // No Status at all: not routable, no panic.
         assert!(!tasks[2].is_routable());
         assert_eq!(tasks[2].state(), "");
@@ -372,8 +355,7 @@ mod tests {
         assert!(s.is_updating());
         // A service never updated has no UpdateStatus and null labels are fine.
         let bare: Service =
-            serde_json::from_str(r#"{"ID":"x","Spec":{"Name":"n","Labels":null},"Endpoint":{}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"ID":"x","Spec":{"Name":"n","Labels":null},"Endpoint":{}}"#).unwrap();
         assert!(!bare.is_updating());
         assert!(bare.spec.labels.is_empty());
         assert!(bare.target_ports().is_empty());
@@ -387,10 +369,8 @@ mod tests {
         .unwrap();
         assert_eq!(info.swarm.local_node_state, "active");
         assert!(info.swarm.control_available);
-        let worker: Info = serde_json::from_str(
-            r#"{"Swarm":{"LocalNodeState":"inactive","ControlAvailable":false}}"#,
-        )
-        .unwrap();
+        let worker: Info =
+            serde_json::from_str(r#"{"Swarm":{"LocalNodeState":"inactive","ControlAvailable":false}}"#).unwrap();
         assert!(!worker.swarm.control_available);
         let nets: Vec<Network> = serde_json::from_str(
             r#"[{"Name":"ingress","Id":"ing","Scope":"swarm","Driver":"overlay","Ingress":true,"Labels":null},{"Name":"bridge","Id":"br","Scope":"local"}]"#,
@@ -408,15 +388,9 @@ mod tests {
 
     #[test]
     fn cidr_parsing() {
-        assert_eq!(
-            parse_cidr_ip("10.0.0.2/24"),
-            Some("10.0.0.2".parse().unwrap())
-        );
+        assert_eq!(parse_cidr_ip("10.0.0.2/24"), Some("10.0.0.2".parse().unwrap()));
         assert_eq!(parse_cidr_ip("10.0.0.2"), Some("10.0.0.2".parse().unwrap()));
-        assert_eq!(
-            parse_cidr_ip("2001:db8::1/64"),
-            Some("2001:db8::1".parse().unwrap())
-        );
+        assert_eq!(parse_cidr_ip("2001:db8::1/64"), Some("2001:db8::1".parse().unwrap()));
         assert_eq!(parse_cidr_ip("garbage/24"), None);
         assert_eq!(parse_cidr_ip(""), None);
     }

@@ -1,0 +1,619 @@
+//! Reading one Swarm service's `traefik.*` labels into router, service and middleware
+//! definitions. Keys are matched case-insensitively; a key that cannot be placed is a problem
+//! naming it, and marks only the definition it belongs to as unusable.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::labels::common::{bcrypt_hash, header_name, header_value, parse_bool, parse_duration};
+use crate::labels::ServiceInput;
+use crate::model::{HeaderEdits, LbPolicy, Middleware, Problem, UpstreamScheme};
+
+/// A router as declared by labels.
+#[derive(Debug, Default)]
+pub(super) struct RouterDef {
+    /// `traefik.http.routers.<name>` as written (first spelling seen).
+    pub(super) key: String,
+    pub(super) rule: Option<(String, String)>,
+    pub(super) entrypoints: Option<(String, Vec<String>)>,
+    pub(super) priority: Option<i64>,
+    pub(super) middlewares: Vec<String>,
+    pub(super) middlewares_key: String,
+    pub(super) service: Option<(String, String)>,
+    pub(super) tls: bool,
+    pub(super) certresolver: bool,
+    pub(super) domains: BTreeMap<usize, (Option<String>, Vec<String>)>,
+    pub(super) domains_key: String,
+    /// Set when a label of this router could not be understood: the router is not served.
+    pub(super) broken: bool,
+}
+
+/// A load-balancer service as declared by labels. `PartialEq` ignores the key, so identical
+/// definitions in two Swarm services can be recognised and merged.
+#[derive(Debug, Default, Clone)]
+pub(super) struct ServiceDef {
+    pub(super) key: String,
+    pub(super) port: Option<u16>,
+    pub(super) scheme: UpstreamScheme,
+    pub(super) pass_host: bool,
+    pub(super) sticky: bool,
+    pub(super) cookie: Option<String>,
+    pub(super) health_path: Option<String>,
+    pub(super) health_interval: Option<Duration>,
+    pub(super) strategy: Option<LbPolicy>,
+    pub(super) broken: bool,
+}
+
+impl PartialEq for ServiceDef {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.port,
+            self.scheme,
+            self.pass_host,
+            self.sticky,
+            &self.cookie,
+            &self.health_path,
+            self.health_interval,
+            self.strategy,
+        ) == (o.port, o.scheme, o.pass_host, o.sticky, &o.cookie, &o.health_path, o.health_interval, o.strategy)
+    }
+}
+
+/// What a middleware does once understood.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum MwSpec {
+    RedirectScheme { permanent: bool, port: Option<u16> },
+    Plain(Middleware),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct MwDef {
+    pub(super) key: String,
+    /// Type (`stripprefix`, …) and its fields: lower-case field → (label key, original field, value).
+    pub(super) kind: Option<String>,
+    pub(super) fields: Vec<(String, String, String, String)>,
+    pub(super) broken: bool,
+}
+
+/// One Swarm service's traefik labels.
+#[derive(Debug, Default)]
+pub(super) struct SvcLabels {
+    pub(super) any: bool,
+    pub(super) enable: Option<bool>,
+    pub(super) network: Option<String>,
+    pub(super) routers: BTreeMap<String, RouterDef>,
+    pub(super) services: BTreeMap<String, ServiceDef>,
+    pub(super) middlewares: BTreeMap<String, MwDef>,
+    /// Understood middlewares (filled after parsing): name → spec or `None` if unusable.
+    pub(super) mw_specs: BTreeMap<String, Option<Vec<MwSpec>>>,
+}
+
+/// Edit distance between a label root and `traefik` (short ASCII words; no allocation).
+pub(super) fn levenshtein(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() > 15 || b.len() > 15 {
+        return usize::MAX;
+    }
+    let mut prev = [0usize; 16];
+    for (j, p) in prev.iter_mut().enumerate().take(b.len() + 1) {
+        *p = j;
+    }
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = [0usize; 16];
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Splits `a,b , c` into trimmed, non-empty items.
+pub(super) fn list(v: &str) -> Vec<String> {
+    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Reads one service's labels into definitions, reporting keys it cannot place.
+pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> SvcLabels {
+    let mut s = SvcLabels::default();
+    let mut docker_net: Option<String> = None;
+    let mut swarm_net: Option<String> = None;
+    for (key, value) in &svc.labels {
+        let mut p = |msg: String| problems.push(Problem::new(&svc.name, key, msg));
+        let is_ours = key.len() >= 8 && key.as_bytes()[..8].eq_ignore_ascii_case(b"traefik.");
+        if !is_ours {
+            // Most labels belong to someone else; only look closer at near-misses of `traefik.`.
+            if key.eq_ignore_ascii_case("traefik") {
+                p("traefik alone means nothing; use traefik.enable and traefik.http.*".into());
+            } else if let Some((root, _)) = key.split_once('.') {
+                if (5..=9).contains(&root.len()) && levenshtein(&root.to_ascii_lowercase(), "traefik") <= 2 {
+                    p(format!("{root}. looks like a misspelt traefik.; this label is ignored"));
+                }
+            }
+            continue;
+        }
+        let lk = key.to_ascii_lowercase();
+        let rest = &lk[8..];
+        s.any = true;
+        // Original spelling of each segment (header names keep their case).
+        let orig: Vec<&str> = key.split('.').collect();
+        let segs: Vec<&str> = rest.split('.').collect();
+        if segs.iter().any(|x| x.is_empty()) {
+            p("empty segment in the label key".into());
+            continue;
+        }
+        let v = value.trim();
+        match segs.as_slice() {
+            ["enable"] => match parse_bool(v) {
+                Ok(b) => s.enable = Some(b),
+                Err(e) => {
+                    p(format!("{e}; the service is not exposed"));
+                    s.enable = Some(false);
+                }
+            },
+            ["swarm", "network"] => swarm_net = Some(v.to_owned()),
+            ["docker", "network"] => docker_net = Some(v.to_owned()),
+            ["swarm" | "docker", "lbswarm"] => {
+                if parse_bool(v) == Ok(true) {
+                    p("lbswarm is not used: swarmgate balances across the task IPs itself (draining, per-task health); the label is ignored".into());
+                }
+            }
+            ["http", "routers", name, field @ ..] => {
+                let r = s.routers.entry((*name).to_owned()).or_default();
+                if r.key.is_empty() {
+                    r.key = orig[..4].join(".");
+                }
+                router_field(r, field, key, v, &mut p);
+            }
+            ["http", "services", name, field @ ..] => {
+                let d = s.services.entry((*name).to_owned()).or_insert_with(|| ServiceDef { pass_host: true, ..Default::default() });
+                if d.key.is_empty() {
+                    d.key = orig[..4].join(".");
+                }
+                service_field(d, field, v, &mut p);
+            }
+            ["http", "middlewares", name, kind, field @ ..] => {
+                let m = s.middlewares.entry((*name).to_owned()).or_default();
+                if m.key.is_empty() {
+                    m.key = orig[..4].join(".");
+                }
+                match &m.kind {
+                    Some(k) if k != kind => {
+                        p(format!("middleware {name} is already a {k}; one middleware has one type"));
+                        m.broken = true;
+                    }
+                    _ => m.kind = Some((*kind).to_owned()),
+                }
+                let orig_field = orig.get(5..).map(|f| f.join(".")).unwrap_or_default();
+                m.fields.push((field.join("."), orig_field, key.clone(), v.to_owned()));
+            }
+            ["http", "middlewares", name] => {
+                p(format!("middleware {name} needs a type, e.g. traefik.http.middlewares.{name}.stripprefix.prefixes"));
+                s.middlewares.entry((*name).to_owned()).or_default().broken = true;
+            }
+            ["tcp" | "udp", ..] => p("TCP/UDP routing is not supported by swarmgate; label ignored".into()),
+            ["tls", ..] => p("TLS stores/options by label are not supported; certificates come from swarmgate's ACME issuer; label ignored".into()),
+            ["enabled"] => p("unknown label (did you mean traefik.enable?); ignored".into()),
+            _ => p("unknown traefik label; ignored (Traefik ignores it silently)".into()),
+        }
+    }
+    s.network = match (swarm_net, docker_net) {
+        (Some(sw), Some(d)) if sw != d => {
+            problems.push(Problem::new(
+                &svc.name,
+                "traefik.docker.network",
+                format!("conflicts with traefik.swarm.network={sw}; using {sw}"),
+            ));
+            Some(sw)
+        }
+        (Some(n), _) | (None, Some(n)) if !n.is_empty() => Some(n),
+        _ => None,
+    };
+    s
+}
+
+pub(super) fn router_field(r: &mut RouterDef, field: &[&str], key: &str, v: &str, p: &mut dyn FnMut(String)) {
+    let broken = |p: &mut dyn FnMut(String), msg: String| {
+        p(format!("{msg}; router not served"));
+        true
+    };
+    let bad = match field {
+        [] => broken(p, "a router cannot be a standalone element; give a field such as .rule".into()),
+        ["rule"] => {
+            r.rule = Some((key.to_owned(), v.to_owned()));
+            false
+        }
+        ["entrypoints"] => {
+            r.entrypoints = Some((key.to_owned(), list(v)));
+            false
+        }
+        ["priority"] => match v.parse::<i64>() {
+            Ok(n) => {
+                r.priority = Some(n);
+                false
+            }
+            Err(_) => broken(p, format!("{v:?} is not an integer")),
+        },
+        ["middlewares"] => {
+            r.middlewares = list(v);
+            r.middlewares_key = key.to_owned();
+            false
+        }
+        ["service"] => {
+            r.service = Some((key.to_owned(), v.to_owned()));
+            false
+        }
+        ["tls"] => {
+            // As in Traefik: `true` enables TLS, any other value disables it.
+            r.tls = v.eq_ignore_ascii_case("true");
+            false
+        }
+        ["tls", "certresolver"] => {
+            r.certresolver = !v.is_empty();
+            false
+        }
+        ["tls", "options"] => {
+            p("tls.options is ignored: swarmgate uses its own TLS settings".into());
+            false
+        }
+        ["tls", dom, which] if dom.starts_with("domains[") && dom.ends_with(']') => {
+            let Ok(n) = dom["domains[".len()..dom.len() - 1].parse::<usize>() else {
+                return r.broken |= broken(p, "bad domains index".into());
+            };
+            r.domains_key = key.to_owned();
+            let d = r.domains.entry(n).or_default();
+            match *which {
+                "main" => {
+                    d.0 = Some(v.to_owned());
+                    false
+                }
+                "sans" => {
+                    d.1 = list(v);
+                    false
+                }
+                other => broken(p, format!("unknown field {other} (main, sans)")),
+            }
+        }
+        ["rulesyntax"] => {
+            p("ruleSyntax is ignored: rules are read in the v3 syntax (v2 matcher names are accepted)".into());
+            false
+        }
+        ["observability", ..] => {
+            p("observability options are ignored (swarmgate's access log and metrics cover every route)".into());
+            false
+        }
+        _ => broken(p, format!("unknown router field {} (rule, entrypoints, priority, middlewares, service, tls, tls.certresolver, tls.domains[n].main/sans)", field.join("."))),
+    };
+    r.broken |= bad;
+}
+
+pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut dyn FnMut(String)) {
+    let mut bad = |msg: String| {
+        p(format!("{msg}; service not usable"));
+        true
+    };
+    let ignored = |p: &mut dyn FnMut(String), what: &str| {
+        p(format!("{what} is not supported; ignored"));
+        false
+    };
+    let broken = match field {
+        [] => bad("a service cannot be a standalone element; give e.g. .loadbalancer.server.port".into()),
+        ["loadbalancer", "server", "port"] => match v.parse::<u16>() {
+            Ok(n) if n > 0 => {
+                d.port = Some(n);
+                false
+            }
+            _ => bad(format!("{v:?} is not a port (1-65535)")),
+        },
+        ["loadbalancer", "server", "scheme"] => match v.to_ascii_lowercase().as_str() {
+            "http" => {
+                d.scheme = UpstreamScheme::Http;
+                false
+            }
+            "https" => {
+                d.scheme = UpstreamScheme::Https;
+                false
+            }
+            "h2c" => {
+                d.scheme = UpstreamScheme::H2c;
+                false
+            }
+            _ => bad(format!("{v:?} is not http, https or h2c")),
+        },
+        ["loadbalancer", "server", "url"] => bad("server.url (a fixed address) is not supported: routes go to the service's own tasks".into()),
+        ["loadbalancer", "server", "weight" | "preservepath"] => ignored(p, &format!("server.{}", field[2])),
+        ["loadbalancer", "passhostheader"] => match parse_bool(v) {
+            Ok(b) => {
+                d.pass_host = b;
+                false
+            }
+            Err(e) => bad(e),
+        },
+        ["loadbalancer", "sticky", "cookie"] => match parse_bool(v) {
+            Ok(b) => {
+                d.sticky = b;
+                false
+            }
+            Err(e) => bad(e),
+        },
+        ["loadbalancer", "sticky", "cookie", "name"] => {
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                bad(format!("{v:?} is not a cookie name"))
+            } else {
+                d.sticky = true;
+                d.cookie = Some(v.to_owned());
+                false
+            }
+        }
+        ["loadbalancer", "sticky", "cookie", other] => ignored(p, &format!("sticky.cookie.{other}")),
+        ["loadbalancer", "healthcheck", "path"] => {
+            if v.starts_with('/') {
+                d.health_path = Some(v.to_owned());
+                false
+            } else {
+                bad(format!("{v:?} must start with /"))
+            }
+        }
+        ["loadbalancer", "healthcheck", "interval"] => match parse_duration(v) {
+            Ok(i) if i >= Duration::from_millis(100) => {
+                d.health_interval = Some(i);
+                false
+            }
+            Ok(_) => bad("must be at least 100ms".into()),
+            Err(e) => bad(e),
+        },
+        ["loadbalancer", "healthcheck", ..] => ignored(p, &format!("healthcheck.{}", field[2..].join("."))),
+        ["loadbalancer", "strategy"] => match v.to_ascii_lowercase().as_str() {
+            "wrr" => {
+                d.strategy = Some(LbPolicy::RoundRobin);
+                false
+            }
+            "p2c" => {
+                d.strategy = Some(LbPolicy::P2c);
+                false
+            }
+            other => ignored(p, &format!("strategy {other}")),
+        },
+        ["loadbalancer", "responseforwarding" | "serverstransport", ..] => ignored(p, field[1]),
+        _ => bad(format!("unknown service field {} (loadbalancer.server.port/scheme, passhostheader, sticky.cookie[.name], healthcheck.path/interval, strategy)", field.join("."))),
+    };
+    d.broken |= broken;
+}
+
+/// Turns a middleware's fields into specs; problems name the label. `None` = not usable.
+pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>) -> Option<Vec<MwSpec>> {
+    if m.broken {
+        return None;
+    }
+    let kind = m.kind.as_deref()?;
+    let mut errs: Vec<Problem> = Vec::new();
+    let mut notes: Vec<Problem> = Vec::new();
+    let mut bad = |key: &str, msg: String| errs.push(Problem::new(svc, key, format!("{msg}; middleware not usable")));
+    let mut note = |key: &str, msg: String| notes.push(Problem::new(svc, key, msg));
+    let get = |f: &str| m.fields.iter().find(|x| x.0 == f).map(|x| (x.2.as_str(), x.3.as_str()));
+    let known = |allowed: &[&str], prefixes: &[&str]| -> Vec<(String, String)> {
+        m.fields
+            .iter()
+            .filter(|x| !allowed.contains(&x.0.as_str()) && !prefixes.iter().any(|p| x.0.starts_with(p)))
+            .map(|x| (x.2.clone(), x.0.clone()))
+            .collect()
+    };
+    let spec = match kind {
+        "redirectscheme" => {
+            for (k, f) in known(&["scheme", "permanent", "port"], &[]) {
+                bad(&k, format!("unknown redirectscheme field {f}"));
+            }
+            let scheme = get("scheme").map(|(_, v)| v.to_ascii_lowercase());
+            if scheme.as_deref() != Some("https") {
+                let key = get("scheme").map(|x| x.0).unwrap_or(&m.key).to_owned();
+                bad(&key, "only redirectscheme.scheme=https is supported".into());
+            }
+            let permanent = match get("permanent").map(|(k, v)| (k, parse_bool(v))) {
+                Some((k, Err(e))) => {
+                    bad(k, e);
+                    false
+                }
+                Some((_, Ok(b))) => b,
+                None => false,
+            };
+            let port = match get("port") {
+                Some((k, v)) => match v.parse::<u16>() {
+                    Ok(p) if p > 0 => Some(p).filter(|p| *p != 443),
+                    _ => {
+                        bad(k, format!("{v:?} is not a port"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            vec![MwSpec::RedirectScheme { permanent, port }]
+        }
+        "stripprefix" => {
+            for (k, f) in known(&["prefixes", "forceslash"], &[]) {
+                bad(&k, format!("unknown stripprefix field {f}"));
+            }
+            match get("prefixes").map(|(k, v)| (k, list(v))) {
+                Some((_, ps)) if ps.len() == 1 && ps[0].starts_with('/') => {
+                    vec![MwSpec::Plain(Middleware::StripPrefix(ps[0].clone()))]
+                }
+                Some((k, ps)) if ps.len() > 1 => {
+                    bad(k, "several prefixes are not supported (one prefix per middleware)".into());
+                    vec![]
+                }
+                Some((k, _)) => {
+                    bad(k, "give one prefix starting with /".into());
+                    vec![]
+                }
+                None => {
+                    bad(&m.key, "stripprefix.prefixes is missing".into());
+                    vec![]
+                }
+            }
+        }
+        "addprefix" => match get("prefix") {
+            Some((_, v)) if v.starts_with('/') => {
+                vec![MwSpec::Plain(Middleware::AddPrefix(v.to_owned()))]
+            }
+            Some((k, v)) => {
+                bad(k, format!("{v:?} must start with /"));
+                vec![]
+            }
+            None => {
+                bad(&m.key, "addprefix.prefix is missing".into());
+                vec![]
+            }
+        },
+        "headers" => {
+            let mut req = HeaderEdits::default();
+            let mut resp = HeaderEdits::default();
+            let mut sts: Option<(u64, bool, bool)> = None;
+            for (f, orig, k, v) in &m.fields {
+                let set = |edits: &mut HeaderEdits, name: &str, value: &str, bad: &mut dyn FnMut(&str, String)| {
+                    match header_name(name).and_then(|_| header_value(value)) {
+                        Ok(()) => {
+                            edits.set.insert(name.to_owned(), value.to_owned());
+                        }
+                        Err(e) => bad(k, e),
+                    }
+                };
+                let on = || parse_bool(v).unwrap_or(false);
+                match f.as_str() {
+                    _ if f.starts_with("customrequestheaders.") => set(&mut req, &orig["customrequestheaders.".len()..], v, &mut bad),
+                    _ if f.starts_with("customresponseheaders.") => set(&mut resp, &orig["customresponseheaders.".len()..], v, &mut bad),
+                    "framedeny" if on() => set(&mut resp, "X-Frame-Options", "DENY", &mut bad),
+                    "customframeoptionsvalue" => set(&mut resp, "X-Frame-Options", v, &mut bad),
+                    "contenttypenosniff" if on() => set(&mut resp, "X-Content-Type-Options", "nosniff", &mut bad),
+                    "browserxssfilter" if on() => set(&mut resp, "X-XSS-Protection", "1; mode=block", &mut bad),
+                    "referrerpolicy" => set(&mut resp, "Referrer-Policy", v, &mut bad),
+                    "contentsecuritypolicy" => set(&mut resp, "Content-Security-Policy", v, &mut bad),
+                    "permissionspolicy" => set(&mut resp, "Permissions-Policy", v, &mut bad),
+                    "stsseconds" => match v.parse::<u64>() {
+                        Ok(n) => sts.get_or_insert((0, false, false)).0 = n,
+                        Err(_) => bad(k, format!("{v:?} is not a number of seconds")),
+                    },
+                    "stsincludesubdomains" => sts.get_or_insert((0, false, false)).1 = on(),
+                    "stspreload" => sts.get_or_insert((0, false, false)).2 = on(),
+                    "forcestsheader" => note(k, "forceSTSHeader is implied: the STS header is sent on every response".into()),
+                    "framedeny" | "contenttypenosniff" | "browserxssfilter" => {}
+                    _ => bad(k, format!("headers.{orig} is not supported (supported: customrequestheaders, customresponseheaders, framedeny, customframeoptionsvalue, contenttypenosniff, browserxssfilter, sts*, referrerpolicy, contentsecuritypolicy, permissionspolicy)")),
+                }
+            }
+            if let Some((secs, sub, pre)) = sts.filter(|s| s.0 > 0) {
+                let mut v = format!("max-age={secs}");
+                if sub {
+                    v.push_str("; includeSubDomains");
+                }
+                if pre {
+                    v.push_str("; preload");
+                }
+                resp.set.insert("Strict-Transport-Security".into(), v);
+            }
+            let mut out = Vec::new();
+            if !req.is_empty() {
+                out.push(MwSpec::Plain(Middleware::RequestHeaders(req)));
+            }
+            if !resp.is_empty() {
+                out.push(MwSpec::Plain(Middleware::ResponseHeaders(resp)));
+            }
+            out
+        }
+        "basicauth" => {
+            for (k, f) in known(&["users", "realm", "removeheader"], &[]) {
+                bad(&k, format!("basicauth.{f} is not supported"));
+            }
+            if let Some((k, v)) = get("removeheader") {
+                if parse_bool(v) == Ok(true) {
+                    note(
+                        k,
+                        "removeHeader is not supported: the Authorization header is forwarded to the service".into(),
+                    );
+                }
+            }
+            let realm = get("realm").map(|(_, v)| v.replace('"', "")).unwrap_or_else(|| "traefik".into());
+            let mut users = BTreeMap::new();
+            match get("users") {
+                Some((k, v)) => {
+                    for entry in list(v) {
+                        match entry.split_once(':') {
+                            Some((u, h)) if !u.is_empty() => match bcrypt_hash(h) {
+                                Ok(h) => {
+                                    users.insert(u.to_owned(), h);
+                                }
+                                Err(e) => bad(k, format!("user {u}: {e}")),
+                            },
+                            _ => bad(k, "entries are user:hash, comma-separated".into()),
+                        }
+                    }
+                    if users.is_empty() {
+                        bad(k, "no users".into());
+                    }
+                }
+                None => bad(&m.key, "basicauth.users is missing".into()),
+            }
+            vec![MwSpec::Plain(Middleware::BasicAuth { realm, users })]
+        }
+        "ratelimit" => {
+            for (k, f) in known(&["average", "period", "burst"], &["sourcecriterion"]) {
+                bad(&k, format!("ratelimit.{f} is not supported"));
+            }
+            if let Some((k, _)) = get("sourcecriterion").or_else(|| {
+                m.fields.iter().find(|x| x.0.starts_with("sourcecriterion")).map(|x| (x.2.as_str(), x.3.as_str()))
+            }) {
+                note(k, "sourceCriterion is ignored".into());
+            }
+            let num = |f: &str, default: u64, bad: &mut dyn FnMut(&str, String)| match get(f) {
+                Some((k, v)) => v.parse::<u64>().unwrap_or_else(|_| {
+                    bad(k, format!("{v:?} is not a whole number"));
+                    default
+                }),
+                None => default,
+            };
+            let average = num("average", 0, &mut bad);
+            let burst = num("burst", 1, &mut bad);
+            let period = match get("period") {
+                Some((k, v)) => parse_duration(v).unwrap_or_else(|e| {
+                    bad(k, e);
+                    Duration::from_secs(1)
+                }),
+                None => Duration::from_secs(1),
+            };
+            note(&m.key, "rate limits are counted per route across all clients (Traefik counts per client IP)".into());
+            if average == 0 {
+                // Traefik: average 0 means no limit.
+                vec![]
+            } else {
+                vec![MwSpec::Plain(Middleware::RateLimit { average, period, burst: burst.max(1) })]
+            }
+        }
+        "retry" => {
+            for (k, f) in known(&["attempts", "initialinterval"], &[]) {
+                bad(&k, format!("retry.{f} is not supported"));
+            }
+            if let Some((k, _)) = get("initialinterval") {
+                note(k, "retry.initialInterval is ignored: retries go to another task at once".into());
+            }
+            match get("attempts").map(|(k, v)| (k, v.parse::<u32>())) {
+                Some((_, Ok(n))) if n >= 1 => {
+                    vec![MwSpec::Plain(Middleware::Retry { attempts: n.min(9) })]
+                }
+                Some((k, _)) => {
+                    bad(k, "attempts must be a whole number ≥ 1".into());
+                    vec![]
+                }
+                None => {
+                    bad(&m.key, "retry.attempts is missing".into());
+                    vec![]
+                }
+            }
+        }
+        other => {
+            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, stripprefix, addprefix, headers, basicauth, ratelimit, retry)"));
+            vec![]
+        }
+    };
+    let ok = errs.is_empty();
+    problems.append(&mut errs);
+    problems.append(&mut notes);
+    ok.then_some(spec)
+}
