@@ -24,10 +24,11 @@
 //!   replicas reach `running` in about 3 s.
 //! - `--publish mode=host,target=80,published=P` is served by docker-proxy on 0.0.0.0:P, so the
 //!   tests reach the proxy at 127.0.0.1:P.
-//! - Rolling updates (`--update-order start-first` and `stop-first`, parallelism 1) complete in
-//!   about 10 s (start-first) and 20 s (stop-first) for 3 replicas. In a stop-first update the
-//!   old task's desired state turns `shutdown` about 3 s before its container gets SIGTERM;
-//!   the origin then stays a "lame duck" for `SHUTDOWN_DELAY_MS` before it stops accepting.
+//! - Rolling updates (`--update-order start-first` and `stop-first`, parallelism 1, delay 1 s)
+//!   of 3 replicas complete in about 10 s (start-first) and 29 s (stop-first; each old task
+//!   first finishes the origin's 3 s lame duck). An updated-away task's desired state turns
+//!   `shutdown` (a scaled-away one's turns `remove`) about 3 s before its container gets
+//!   SIGTERM; the origin then keeps serving for `SHUTDOWN_DELAY_MS` before it stops accepting.
 //!   That window is what lets a proxy that drains on desired state lose nothing.
 
 #[path = "support/swarm.rs"]
@@ -261,7 +262,9 @@ fn scaling_changes_the_pool_and_removing_a_service_removes_its_route() {
 }
 
 /// Rolls a 3-replica service from v1 to v2 with `order` while 4 keep-alive clients send
-/// requests through the gate; returns (requests, failures) after asserting zero failures.
+/// requests through the gate (default balancing policy), prints how many ran and failed, and
+/// asserts that none failed. The harness does see losses: the same load straight at a
+/// host-published origin through a stop-first update lost 827 of 6417 requests.
 fn rolling_update_under_load(test: &str, order: &str) {
     let _serial = serial();
     let mut scope = Scope::new(test);
@@ -274,7 +277,16 @@ fn rolling_update_under_load(test: &str, order: &str) {
         &origin_args(&net, "3", &labels(&[("swarmgate.host", &host), ("swarmgate.port", "8080")]), &v1),
     );
     let gate = scope.swarmgate(&net);
-    wait_pool(&gate, &host, &task_names(&web, 3), Duration::from_secs(30));
+    // Only "the route is live": under p2c an exact-pool check could wait on a starved replica.
+    wait_converged(&web, 3, Duration::from_secs(60));
+    wait_for(&format!("{host} to answer 200"), Duration::from_secs(30), Duration::from_millis(300), || {
+        let r = block_on(http_get(gate.port, &host, "/"))?;
+        if r.status == 200 {
+            Ok(())
+        } else {
+            Err(format!("status {} body {:?}", r.status, r.body))
+        }
+    });
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let stop = Arc::new(AtomicBool::new(false));
