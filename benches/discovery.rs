@@ -19,10 +19,17 @@ fn cluster(n_services: usize, tasks_per_service: usize) -> (Vec<Service>, Vec<Ta
                         "swarmgate.routes.api.host": format!("api{i}.example.com"), "swarmgate.routes.api.path": "/api"}),
             1 => json!({"com.docker.stack.namespace": format!("stack{}", i % 37),
                         "caddy": format!("c{i}.example.com"), "caddy.reverse_proxy": "{{upstreams 5000}}"}),
+            // Router and service names unique per service, as real stacks have them.
             _ => {
-                json!({"com.docker.stack.namespace": format!("stack{}", i % 37), "traefik.enable": "true",
-                        "traefik.http.routers.r.rule": format!("Host(`t{i}.example.com`) && PathPrefix(`/x`)"),
-                        "traefik.http.services.s.loadbalancer.server.port": "80"})
+                let mut m = serde_json::Map::new();
+                m.insert("com.docker.stack.namespace".into(), json!(format!("stack{}", i % 37)));
+                m.insert("traefik.enable".into(), json!("true"));
+                m.insert(
+                    format!("traefik.http.routers.r{i}.rule"),
+                    json!(format!("Host(`t{i}.example.com`) && PathPrefix(`/x`)")),
+                );
+                m.insert(format!("traefik.http.services.s{i}.loadbalancer.server.port"), json!("80"));
+                serde_json::Value::Object(m)
             }
         };
         let id = format!("{i:025}");

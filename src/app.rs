@@ -114,6 +114,15 @@ impl Publisher {
         m.route_table_generation.store(table.generation, Ordering::Relaxed);
         m.config_reloads.fetch_add(1, Ordering::Relaxed);
         let names = table.acme_names(&static_names);
+        // `tls internal` (Caddy): a self-signed certificate per name, made once, in memory.
+        for name in table.internal_tls_names() {
+            if !self.state.certs.has(&name) {
+                match crate::acme::self_signed(&name) {
+                    Ok(cert) => self.state.certs.insert(cert),
+                    Err(e) => tracing::warn!(name, error = %e, "cannot make an internal certificate"),
+                }
+            }
+        }
         self.health.sync(&table);
         let table = Arc::new(table);
         self.state.table.store(table);
@@ -211,13 +220,34 @@ fn reload_from(
     Ok(())
 }
 
-async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+/// Binds a listening socket (non-blocking, `SO_REUSEADDR`, and `SO_REUSEPORT` so serving
+/// threads can each have their own listener on the same address).
+fn bind_std(which: &'static str, addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let map = |source| StartError::Bind { which, addr, source };
-    let socket = socket.map_err(map)?;
-    socket.set_reuseaddr(true).map_err(map)?;
-    socket.bind(addr).map_err(map)?;
-    socket.listen(4096).map_err(map)
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(map)?;
+    socket.set_reuse_address(true).map_err(map)?;
+    socket.set_reuse_port(true).map_err(map)?;
+    socket.set_nonblocking(true).map_err(map)?;
+    socket.bind(&addr.into()).map_err(map)?;
+    socket.listen(4096).map_err(map)?;
+    Ok(socket.into())
+}
+
+/// One listener per serving thread on the same address (the first resolves port 0).
+fn bind_group(which: &'static str, addr: SocketAddr, count: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let first = bind_std(which, addr)?;
+    let actual = first.local_addr().map_err(|source| StartError::Bind { which, addr, source })?;
+    let mut all = vec![first];
+    for _ in 1..count {
+        all.push(bind_std(which, actual)?);
+    }
+    Ok(all)
+}
+
+async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let l = bind_std(which, addr)?;
+    TcpListener::from_std(l).map_err(|source| StartError::Bind { which, addr, source })
 }
 
 /// Starts swarmgate from `cfg`. `config_path` enables reloads (SIGHUP and file changes).
@@ -225,20 +255,24 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     let shutdown = CancellationToken::new();
     let (statics, _) = load_static_certs(&cfg)?;
     // Bind first: the HTTPS redirect needs the real port when the config asks for port 0.
+    let workers = match cfg.listen.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
     let http_listener = match cfg.listen.http {
-        Some(addr) => Some(bind("http", addr).await?),
-        None => None,
+        Some(addr) => bind_group("http", addr, workers)?,
+        None => Vec::new(),
     };
     let https_listener = match cfg.listen.https {
-        Some(addr) => Some(bind("https", addr).await?),
-        None => None,
+        Some(addr) => bind_group("https", addr, workers)?,
+        None => Vec::new(),
     };
     let admin_listener = match cfg.listen.admin {
         Some(addr) => Some(bind("admin", addr).await?),
         None => None,
     };
-    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let https_addr = https_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let http_addr = http_listener.first().and_then(|l| l.local_addr().ok());
+    let https_addr = https_listener.first().and_then(|l| l.local_addr().ok());
     let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
     let certs = Arc::new(CertMap::new());
     certs.set_static(statics);
@@ -284,12 +318,52 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
     };
     let mut tasks = Vec::new();
-    if let Some(l) = http_listener {
-        tasks.push(tokio::spawn(serve(l, None, state.clone(), settings.clone(), shutdown.clone())));
-    }
-    if let Some(l) = https_listener {
-        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));
-        tasks.push(tokio::spawn(serve(l, Some(acceptor), state.clone(), settings.clone(), shutdown.clone())));
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));
+    let mut https_listener = https_listener.into_iter();
+    let mut http_listener = http_listener.into_iter();
+    for index in 0..workers {
+        let pair = (http_listener.next(), https_listener.next());
+        let serve_pair = {
+            let (state, settings, shutdown, acceptor) =
+                (state.clone(), settings.clone(), shutdown.clone(), acceptor.clone());
+            move || async move {
+                let mut parts = Vec::new();
+                if let Some(l) = pair.0.and_then(|l| TcpListener::from_std(l).ok()) {
+                    parts.push(tokio::spawn(serve(l, None, state.clone(), settings.clone(), shutdown.clone())));
+                }
+                if let Some(l) = pair.1.and_then(|l| TcpListener::from_std(l).ok()) {
+                    parts.push(tokio::spawn(serve(l, Some(acceptor), state, settings, shutdown)));
+                }
+                for p in parts {
+                    let _ = p.await;
+                }
+            }
+        };
+        if workers == 1 {
+            tasks.push(tokio::spawn(serve_pair()));
+            continue;
+        }
+        // A serving thread with its own single-threaded runtime: no work stealing, no
+        // cross-thread wake-ups on the request path.
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("swarmgate-serve-{index}"))
+            .spawn(move || {
+                crate::proxy::pool::set_worker_index(index);
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt.block_on(serve_pair()),
+                    Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),
+                }
+                let _ = done_tx.send(());
+            })
+            .map_err(|source| StartError::Bind {
+                which: "workers",
+                addr: http_addr.or(https_addr).unwrap_or(([0, 0, 0, 0], 0).into()),
+                source,
+            })?;
+        tasks.push(tokio::spawn(async move {
+            let _ = done_rx.await;
+        }));
     }
     let admin = Arc::new(AdminState { proxy: state.clone(), ready, certificates: Default::default() });
     if let Some((manager, task)) = acme {

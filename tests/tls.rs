@@ -142,3 +142,31 @@ async fn plain_http_redirects_to_https_when_the_host_has_a_certificate() {
     // No certificate for this host: it keeps answering on plain HTTP.
     assert_eq!(get(s.gw.http, "plain.example.com", "/").await.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn tls_internal_routes_get_a_self_signed_certificate() {
+    let origin = Origin::start("internal").await;
+    let cfg = format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n[docker]\nenabled = false\n[[routes]]\nhosts = [\"site-a.example.com\"]\nupstreams = [\"{}\"]\n",
+        origin.addr
+    );
+    let cfg = swarmgate::config::Config::parse(&cfg, std::path::Path::new("t.toml")).unwrap();
+    let running = swarmgate::app::start(cfg, None).await.unwrap();
+    // A Swarm-provided route with `tls internal` (as Caddy's `tls internal` label produces).
+    let mut spec = swarmgate::model::RouteSpec::proxy(
+        "svc/site-a/caddy/0",
+        swarmgate::model::Provenance::Service { service: "site-a".into(), key: "caddy_1".into() },
+        vec!["site-a.example.com".into()],
+        swarmgate::model::UpstreamSpec::new(swarmgate::model::UpstreamTarget::Static(vec![
+            swarmgate::model::Endpoint { addr: origin.addr, task: String::new() },
+        ])),
+    );
+    spec.tls = swarmgate::model::TlsPolicy::Internal;
+    running
+        .publisher
+        .set_swarm(Arc::new(swarmgate::discovery::ProviderSnapshot { routes: vec![spec], ..Default::default() }));
+    let cert = running.state.certs.get("site-a.example.com").expect("internal certificate made");
+    assert_eq!(cert.source, swarmgate::tls::CertSource::Internal);
+    assert_eq!(cert.names, ["site-a.example.com"]);
+    running.shutdown().await;
+}

@@ -110,11 +110,14 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Serving threads, each with its own single-threaded runtime and its own `SO_REUSEPORT`
+    /// listener (the kernel spreads connections); 0 = one per CPU, 1 = serve on the main runtime.
+    pub workers: usize,
 }
 
 impl Default for Listen {
     fn default() -> Self {
-        Listen { http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), https: None, admin: None }
+        Listen { http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))), https: None, admin: None, workers: 0 }
     }
 }
 
@@ -637,6 +640,14 @@ mod tests {
     fn embedded_default_is_valid() {
         let c = Config::embedded();
         assert!(!c.routes.is_empty());
+    }
+
+    #[test]
+    fn shipped_stack_config_is_valid() {
+        let c = Config::parse(include_str!("../../config/swarmgate.stack.toml"), Path::new("swarmgate.stack.toml"))
+            .unwrap();
+        assert_eq!(c.docker.enabled, DockerMode::On);
+        assert!(c.acme.enabled);
     }
 
     #[test]

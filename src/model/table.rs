@@ -412,6 +412,17 @@ impl RouteTable {
         names
     }
 
+    /// Host names of routes with `tls internal` (self-signed certificates made locally).
+    pub fn internal_tls_names(&self) -> BTreeSet<String> {
+        self.routes
+            .iter()
+            .filter(|r| r.spec.tls == TlsPolicy::Internal && r.spec.entrypoints.https)
+            .flat_map(|r| r.spec.hosts.iter())
+            .filter(|h| *h != "*" && !h.starts_with("*."))
+            .cloned()
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.routes.len()
     }

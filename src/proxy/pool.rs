@@ -29,15 +29,37 @@ pub struct Checkout {
     pub reused: bool,
 }
 
+/// Idle lists per endpoint: one per serving thread (modulo), so a thread reuses the
+/// connections whose tasks run on its own runtime and threads do not contend.
+const BUCKETS: usize = 8;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as serving thread `index` (picks its pool bucket).
+pub fn set_worker_index(index: usize) {
+    WORKER.with(|w| w.set(index % BUCKETS));
+}
+
+/// One thread's idle connections, newest last, with the time each went idle.
+type IdleList = Mutex<Vec<(SendRequest<RequestBody>, Instant)>>;
+
 /// Idle keep-alive connections to one endpoint.
 #[derive(Default)]
 pub struct Http1Pool {
-    idle: Mutex<Vec<(SendRequest<RequestBody>, Instant)>>,
+    idle: [IdleList; BUCKETS],
+}
+
+impl Http1Pool {
+    fn bucket(&self) -> &IdleList {
+        &self.idle[WORKER.with(|w| w.get())]
+    }
 }
 
 impl std::fmt::Debug for Http1Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Http1Pool").field("idle", &self.idle.lock().map(|v| v.len()).unwrap_or(0)).finish()
+        f.debug_struct("Http1Pool").field("idle", &self.idle_len()).finish()
     }
 }
 
@@ -62,7 +84,7 @@ impl Http1Pool {
     ) -> Result<Checkout, ConnectError> {
         loop {
             let candidate = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let mut idle = self.bucket().lock().unwrap_or_else(|e| e.into_inner());
                 idle.pop()
             };
             let Some((mut sender, since)) = candidate else { break };
@@ -91,14 +113,14 @@ impl Http1Pool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.bucket().lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push((sender, Instant::now()));
         }
     }
 
     pub fn idle_len(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.idle.iter().map(|b| b.lock().map(|v| v.len()).unwrap_or(0)).sum()
     }
 }
 

@@ -63,8 +63,13 @@ impl DockerHost {
 
     /// `[docker] host`, else `DOCKER_HOST`, else the default socket.
     pub fn from_config(configured: Option<&str>) -> Result<Self, SwarmError> {
-        let env = std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty());
-        Self::parse(configured.or(env.as_deref()).unwrap_or(DEFAULT_HOST))
+        Self::choose(configured, std::env::var("DOCKER_HOST").ok().as_deref())
+    }
+
+    /// The precedence of [`from_config`](Self::from_config), with the environment passed in.
+    pub fn choose(configured: Option<&str>, docker_host_env: Option<&str>) -> Result<Self, SwarmError> {
+        let env = docker_host_env.filter(|v| !v.trim().is_empty());
+        Self::parse(configured.or(env).unwrap_or(DEFAULT_HOST))
     }
 }
 
@@ -308,6 +313,15 @@ mod tests {
         assert!(e.contains("only unix://, tcp:// and http://"), "{e}");
         assert!(DockerHost::parse("/var/run/docker.sock").is_err());
         assert!(DockerHost::parse("unix://").is_err());
+    }
+
+    #[test]
+    fn config_beats_docker_host_which_beats_the_default() {
+        let tcp = DockerHost::Tcp("10.0.0.1:2375".into());
+        assert_eq!(DockerHost::choose(Some("tcp://10.0.0.1:2375"), Some("unix:///x.sock")).unwrap(), tcp);
+        assert_eq!(DockerHost::choose(None, Some("tcp://10.0.0.1:2375")).unwrap(), tcp);
+        assert_eq!(DockerHost::choose(None, Some("")).unwrap(), DockerHost::Unix("/var/run/docker.sock".into()));
+        assert_eq!(DockerHost::choose(None, None).unwrap(), DockerHost::Unix("/var/run/docker.sock".into()));
     }
 
     #[test]

@@ -39,7 +39,8 @@ pub const COALESCE: Duration = Duration::from_millis(75);
 /// A full resync at least this often, in case an event was lost.
 pub const FULL_RESYNC_EVERY: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Retrying a dead local socket every 10 s costs nothing and bounds recovery time.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Why Swarm discovery cannot run (or could not read the engine just now).
 #[derive(Debug, thiserror::Error)]
@@ -158,10 +159,11 @@ impl SwarmProvider {
                 _ = shutdown.cancelled() => break,
                 Some(sig) = sig_rx.recv() => {
                     tracing::debug!(?sig, "swarm event");
-                    if !pending_full {
-                        pending_full = true;
-                        due = due.min(tokio::time::Instant::now() + COALESCE);
-                    }
+                    // The first signal of a burst sets the deadline; later ones never push it
+                    // back. During an outage this also cuts the backoff short: the events
+                    // stream reconnecting means the engine is back.
+                    pending_full = true;
+                    due = due.min(tokio::time::Instant::now() + COALESCE);
                     continue;
                 }
                 _ = tokio::time::sleep_until(due) => {}

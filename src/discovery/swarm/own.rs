@@ -50,8 +50,16 @@ fn candidates() -> Vec<String> {
 /// seem to run in a container this engine knows.
 pub async fn own_networks(client: &DockerClient) -> Result<Option<Vec<String>>, SwarmError> {
     for id in candidates() {
-        let Some(c) = client.container(&id).await? else {
-            continue;
+        // Best effort: only an unreachable engine is an error; an odd answer for one candidate
+        // (say, a hostname the engine rejects) just moves on to the next.
+        let c = match client.container(&id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => continue,
+            Err(e @ SwarmError::Unreachable { .. }) => return Err(e),
+            Err(e) => {
+                tracing::debug!(candidate = %id, error = %e, "not our container");
+                continue;
+            }
         };
         let mut nets = Vec::new();
         for (name, n) in &c.network_settings.networks {

@@ -543,6 +543,39 @@ mod tests {
     }
 
     #[test]
+    fn check_files_resolve_like_a_live_cluster() {
+        // What `docker service inspect shop_web` and `curl --unix-socket … /tasks` print.
+        let services = r#"[{"ID": "9mnpnzenvg8p8tdbtq4wvbkcz", "Version": {"Index": 19},
+            "Spec": {"Name": "shop_web",
+                     "Labels": {"com.docker.stack.namespace": "shop", "swarmgate.host": "shop.example.com", "swarmgate.port": "8080"},
+                     "TaskTemplate": {"ContainerSpec": {"Image": "shop/web:1.4"}, "Networks": [{"Target": "4qvuz4ko70xaltuqbt8956gd1"}]},
+                     "Mode": {"Replicated": {"Replicas": 2}}},
+            "Endpoint": {"Spec": {"Mode": "vip"}, "VirtualIPs": [{"NetworkID": "4qvuz4ko70xaltuqbt8956gd1", "Addr": "10.0.1.2/24"}]}}]"#;
+        let tasks = r#"[
+          {"ID": "0kzzo1i0y4jz6027t0k7aezc7", "ServiceID": "9mnpnzenvg8p8tdbtq4wvbkcz", "Slot": 1, "NodeID": "n1",
+           "Status": {"State": "running"}, "DesiredState": "running",
+           "NetworksAttachments": [{"Network": {"ID": "4qvuz4ko70xaltuqbt8956gd1", "Spec": {"Name": "shop_proxy"}}, "Addresses": ["10.0.1.3/24"]}]},
+          {"ID": "1lm3w2p8c0aq1s7tq0x4m9e2b", "ServiceID": "9mnpnzenvg8p8tdbtq4wvbkcz", "Slot": 2, "NodeID": "n1",
+           "Status": {"State": "starting"}, "DesiredState": "running",
+           "NetworksAttachments": [{"Network": {"ID": "4qvuz4ko70xaltuqbt8956gd1", "Spec": {"Name": "shop_proxy"}}, "Addresses": ["10.0.1.4/24"]}]}]"#;
+        let sel = NetworkSelection::Configured(vec!["shop_proxy".into()]);
+        let snap = snapshot_from_json(services, Some(tasks), &sel, &LabelsConfig::default()).unwrap();
+        assert_eq!(snap.routes.len(), 1);
+        assert_eq!(snap.routes[0].hosts, vec!["shop.example.com"]);
+        match &snap.routes[0].upstream().unwrap().target {
+            UpstreamTarget::Static(e) => {
+                assert_eq!(e.len(), 1);
+                assert_eq!(e[0].addr.to_string(), "10.0.1.3:8080");
+                assert_eq!(e[0].task, "0kzzo1i0y4jz6027t0k7aezc7");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Without --tasks: the route, with no endpoints.
+        let snap = snapshot_from_json(services, None, &sel, &LabelsConfig::default()).unwrap();
+        assert_eq!(snap.routes[0].upstream().unwrap().target, UpstreamTarget::Static(vec![]));
+    }
+
+    #[test]
     fn snapshot_from_json_accepts_inspect_array_and_single_object() {
         let services = r#"[{"ID":"s1","Spec":{"Name":"web","Labels":{"swarmgate.host":"web.example.com"}}}]"#;
         let one = r#"{"ID":"s1","Spec":{"Name":"web","Labels":{}}}"#;
