@@ -19,14 +19,19 @@ pub const EJECT_AFTER_FAILURES: u32 = 3;
 /// First ejection; doubles per repeated ejection up to [`EJECT_MAX`].
 pub const EJECT_BASE: Duration = Duration::from_secs(1);
 pub const EJECT_MAX: Duration = Duration::from_secs(30);
-/// Peak-EWMA decay time constant.
-const EWMA_TAU_NS: f64 = 10_000_000_000.0;
+/// Peak-EWMA decay time constant (how fast old samples, and idleness, fade).
+const EWMA_TAU_NS: f64 = 2_000_000_000.0;
 /// Cost given to an endpoint with no latency sample yet (1 ms): new tasks get traffic at once.
 const EWMA_INITIAL_NS: u64 = 1_000_000;
 
 fn clock() -> &'static Instant {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now)
+    // Start the clock an hour back so "long ago" is representable from the first call on
+    // (0 still means "never" for the stamps that use this clock).
+    START.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)
+    })
 }
 
 /// Nanoseconds since process start; monotonic and cheap.
@@ -90,11 +95,16 @@ impl EndpointState {
         self.ejected_until_ns.load(Ordering::Relaxed) > now_ns()
     }
 
-    /// Current latency estimate in nanoseconds (peak EWMA).
+    /// Current latency estimate in nanoseconds (peak EWMA), decayed by the time since the last
+    /// sample: an endpoint that stopped getting traffic after one slow answer looks cheaper as
+    /// time passes and is tried again, instead of being starved by p2c for good.
     pub fn latency_ns(&self) -> u64 {
         match self.ewma_ns.load(Ordering::Relaxed) {
             0 => EWMA_INITIAL_NS,
-            v => v,
+            v => {
+                let idle = now_ns().saturating_sub(self.ewma_stamp_ns.load(Ordering::Relaxed)) as f64;
+                ((v as f64) * (-idle / EWMA_TAU_NS).exp()).max(1.0) as u64
+            }
         }
     }
 
@@ -155,6 +165,12 @@ pub struct InFlight {
 }
 
 impl InFlight {
+    /// Restarts the latency clock, e.g. once a connection is ready, so that connection set-up
+    /// (a one-off cost) does not count as the endpoint's response time.
+    pub fn restart_clock(&mut self) {
+        self.started_ns = now_ns();
+    }
+
     /// The upstream answered (any status): record the time to the response head.
     pub fn success(&mut self) {
         if !self.done {
@@ -453,6 +469,18 @@ mod tests {
         assert_eq!(g.pick(&PickContext::default(), 0b10), None);
         g.endpoints[0].ejected_until_ns.store(0, Ordering::Relaxed);
         assert!((0..10).any(|_| g.pick(&PickContext::default(), 0) == Some(0)));
+    }
+
+    #[test]
+    fn p2c_tries_a_once_slow_endpoint_again_after_it_idled() {
+        let (_r, g) = group(LbPolicy::P2c, 2);
+        g.endpoints[0].observe_success(40_000_000);
+        g.endpoints[1].observe_success(2_000_000);
+        assert_eq!(g.pick(&PickContext::default(), 0), Some(1));
+        // Pretend the slow sample is 10 s old while the fast endpoint keeps being measured.
+        g.endpoints[0].ewma_stamp_ns.store(now_ns().saturating_sub(10_000_000_000), Ordering::Relaxed);
+        g.endpoints[1].observe_success(2_000_000);
+        assert_eq!(g.pick(&PickContext::default(), 0), Some(0), "the idle endpoint's estimate decayed");
     }
 
     #[test]

@@ -130,6 +130,14 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The request as it goes upstream (path already rewritten, headers already prepared).
+pub struct Outbound {
+    pub method: http::Method,
+    pub path_and_query: http::uri::PathAndQuery,
+    pub headers: HeaderMap,
+    pub body: Incoming,
+}
+
 /// What the handler knows about the client side of a request.
 pub struct ClientSide<'a> {
     pub addr: SocketAddr,
@@ -198,21 +206,18 @@ impl Forwarder {
     /// safe: always when nothing was sent (connect failure, or a pooled connection that closed
     /// before the request went out), and up to `retries` times for idempotent requests without
     /// a body after an exchange failure on a reused connection.
-    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         group: &UpstreamGroup,
         ctx: &PickContext<'_>,
-        method: http::Method,
-        path_and_query: http::uri::PathAndQuery,
-        headers: HeaderMap,
-        body: Incoming,
+        out: Outbound,
         retries: u32,
         errors: &std::sync::atomic::AtomicU64,
     ) -> Result<(Response<ProxyBody>, usize), UpstreamError> {
         if group.scheme != UpstreamScheme::Http {
-            return self.send_legacy(group, ctx, method, path_and_query, headers, body, retries, errors).await;
+            return self.send_legacy(group, ctx, out, retries, errors).await;
         }
+        let Outbound { method, path_and_query, headers, body } = out;
         let idempotent = is_idempotent(&method);
         let mut tried: u64 = 0;
         let mut exchange_retries_left = retries;
@@ -236,7 +241,10 @@ impl Forwarder {
                 .checkout(endpoint.addr, self.connect_timeout, self.pool_idle_timeout)
                 .await
             {
-                Ok(c) => c,
+                Ok(c) => {
+                    inflight.restart_clock();
+                    c
+                }
                 Err(e) => {
                     tried |= 1u64 << idx.min(63);
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -301,18 +309,15 @@ impl Forwarder {
     }
 
     /// h2c and https upstreams, through hyper-util's pooled client.
-    #[allow(clippy::too_many_arguments)]
     async fn send_legacy(
         &self,
         group: &UpstreamGroup,
         ctx: &PickContext<'_>,
-        method: http::Method,
-        path_and_query: http::uri::PathAndQuery,
-        headers: HeaderMap,
-        mut body: Incoming,
+        out: Outbound,
         retries: u32,
         errors: &std::sync::atomic::AtomicU64,
     ) -> Result<(Response<ProxyBody>, usize), UpstreamError> {
+        let Outbound { method, path_and_query, headers, mut body } = out;
         let idempotent = is_idempotent(&method);
         let mut tried: u64 = 0;
         let mut exchange_retries_left = retries;

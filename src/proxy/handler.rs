@@ -15,7 +15,8 @@ use hyper::body::Incoming;
 use super::balancer::{EndpointRegistry, PickContext};
 use super::body::ProxyBody;
 use super::forward::{
-    is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarder, X_FORWARDED_PREFIX,
+    is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarder, Outbound,
+    X_FORWARDED_PREFIX,
 };
 use crate::admin::metrics::Metrics;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
@@ -239,10 +240,8 @@ async fn route_request(
         }
     }
     route.request_headers.apply(&mut headers);
-    let result = state
-        .forwarder
-        .send(&group, &ctx, method, path_and_query, headers, body, route.retries, &route.metrics.upstream_errors)
-        .await;
+    let out = Outbound { method, path_and_query, headers, body };
+    let result = state.forwarder.send(&group, &ctx, out, route.retries, &route.metrics.upstream_errors).await;
     match result {
         Ok((mut resp, idx)) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
