@@ -69,6 +69,9 @@ fn connector(limits: &Limits) -> HttpConnector {
     c
 }
 
+/// Pooled connections idle at least this long may meet an upstream closing them.
+const KEEPALIVE_RACE_IDLE: Duration = Duration::from_millis(500);
+
 /// Header names removed before forwarding either way (RFC 9110 §7.6.1).
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -178,17 +181,36 @@ impl Forwarder {
     /// Adds the forwarding headers and strips hop-by-hop ones, in place.
     pub fn prepare_headers(&self, headers: &mut HeaderMap, client: &ClientSide<'_>, upgrade: bool, pass_host: bool) {
         strip_hop_by_hop(headers, upgrade);
-        let ip = client.addr.ip().to_string();
-        let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip,
+        // The client IP formatted on the stack: one allocation (the header value) per request.
+        let mut buf = [0u8; 64];
+        let ip_len = {
+            use std::io::Write;
+            let mut cursor = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cursor, "{}", client.addr.ip());
+            cursor.position() as usize
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
+        let ip = &buf[..ip_len];
+        let xff = match headers.get(&X_FORWARDED_FOR) {
+            Some(prev) => {
+                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(ip);
+                HeaderValue::from_bytes(&v)
+            }
+            None => HeaderValue::from_bytes(ip),
+        };
+        if let Ok(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
         headers
             .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if client.https { "https" } else { "http" }));
-        if let Ok(h) = HeaderValue::from_str(client.host) {
+        // Reuse the client's Host value (a cheap clone) when it is the host we routed by.
+        let host = match headers.get(header::HOST) {
+            Some(h) if h.as_bytes() == client.host.as_bytes() => Some(h.clone()),
+            _ => HeaderValue::from_str(client.host).ok(),
+        };
+        if let Some(h) = host {
             if pass_host {
                 headers.insert(header::HOST, h.clone());
             } else {
@@ -256,7 +278,11 @@ impl Forwarder {
                 }
             };
             // A copy for a retry after the request went out, only where a retry is allowed.
+            // Only a connection that idled long enough to meet the upstream's keep-alive timer
+            // can fail after the request went out; copying the head for every request would
+            // cost more than the rare retry it enables.
             let copy = (checkout.reused
+                && checkout.idle_for >= KEEPALIVE_RACE_IDLE
                 && idempotent
                 && exchange_retries_left > 0
                 && http_body::Body::is_end_stream(req.body()))

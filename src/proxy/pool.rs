@@ -25,8 +25,12 @@ const MAX_IDLE: usize = 256;
 /// A connection the pool handed out.
 pub struct Checkout {
     pub sender: SendRequest<RequestBody>,
-    /// True when the connection served a request before (a keep-alive race is possible).
+    /// True when the connection served a request before.
     pub reused: bool,
+    /// How long it sat idle in the pool (zero for a new connection). Upstreams close idle
+    /// keep-alive connections on a timer, so only a connection idle for a while can race
+    /// with such a close.
+    pub idle_for: Duration,
 }
 
 /// Idle lists per endpoint: one per serving thread (modulo), so a thread reuses the
@@ -92,7 +96,7 @@ impl Http1Pool {
                 continue;
             }
             if sender.ready().await.is_ok() {
-                return Ok(Checkout { sender, reused: true });
+                return Ok(Checkout { sender, reused: true, idle_for: since.elapsed() });
             }
         }
         let stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
@@ -105,7 +109,7 @@ impl Http1Pool {
                 tracing::trace!(upstream = %addr, error = %e, "upstream connection ended");
             }
         });
-        Ok(Checkout { sender, reused: false })
+        Ok(Checkout { sender, reused: false, idle_for: Duration::ZERO })
     }
 
     /// Returns a connection whose exchange completed.
