@@ -2,6 +2,12 @@
 //! serving, connection limits, and graceful shutdown.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Weak;
+use std::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +78,7 @@ pub async fn serve(
 ) {
     let builders = Arc::new(Builders::new(&settings.limits));
     let tracker = TaskTracker::new();
+    let signals = ConnSignals::default();
     let https = tls.is_some();
     loop {
         let (stream, peer) = tokio::select! {
@@ -116,7 +123,7 @@ pub async fn serve(
         let builders = builders.clone();
         let metrics = state.metrics.clone();
         let handshake_timeout = settings.limits.header_read_timeout.0;
-        let cancel = shutdown.clone();
+        let signal = signals.register();
         let acceptor = tls.clone();
         // The TLS handshake runs in the connection task so a slow client cannot stall accepts.
         tracker.spawn(async move {
@@ -125,7 +132,7 @@ pub async fn serve(
                 None => {
                     if is_h2c_preface(&stream, handshake_timeout).await {
                         let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                        drive(conn, &cancel, peer).await;
+                        drive(conn, &signal, peer).await;
                     } else {
                         // A duplicate handle lets the driver write a 408 while hyper owns the stream.
                         let raw =
@@ -138,7 +145,7 @@ pub async fn serve(
                         };
                         let io = Watched::new(stream, activity);
                         let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                        drive_h1(conn, &cancel, peer, deadlines).await;
+                        drive_h1(conn, &signal, peer, deadlines).await;
                     }
                 }
                 Some(acceptor) => {
@@ -158,7 +165,7 @@ pub async fn serve(
                         Some(s) if s.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {}
                         Some(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
                             let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(s), svc);
-                            drive(conn, &cancel, peer).await;
+                            drive(conn, &signal, peer).await;
                         }
                         Some(s) => {
                             let deadlines = Deadlines {
@@ -169,7 +176,7 @@ pub async fn serve(
                             };
                             let io = Watched::new(s, activity);
                             let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
-                            drive_h1(conn, &cancel, peer, deadlines).await;
+                            drive_h1(conn, &signal, peer, deadlines).await;
                         }
                     }
                 }
@@ -178,6 +185,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    signals.fire();
     tracker.close();
     let grace = settings.limits.grace_period.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -185,20 +193,80 @@ pub async fn serve(
     }
 }
 
+/// Tells every connection of a listener to finish: set once at shutdown, read by each
+/// connection's driver on every wake-up with one atomic load (a `CancellationToken` there would
+/// lock a mutex on every poll of the request path).
+#[derive(Default)]
+struct ConnSignals {
+    fired: AtomicBool,
+    conns: std::sync::Mutex<Vec<Weak<ConnSignal>>>,
+}
+
+#[derive(Default)]
+struct ConnSignal {
+    flag: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl ConnSignals {
+    /// A signal for a new connection (touched only at accept, not per request).
+    fn register(&self) -> Arc<ConnSignal> {
+        let signal = Arc::new(ConnSignal::default());
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        if conns.len() >= 256 && conns.len().is_power_of_two() {
+            conns.retain(|w| w.strong_count() > 0);
+        }
+        conns.push(Arc::downgrade(&signal));
+        if self.fired.load(Ordering::Acquire) {
+            signal.flag.store(true, Ordering::Release);
+        }
+        signal
+    }
+
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        for s in conns.iter().filter_map(Weak::upgrade) {
+            s.flag.store(true, Ordering::Release);
+            s.waker.wake();
+        }
+    }
+}
+
+impl ConnSignal {
+    /// True once shutdown was asked for; otherwise arranges a wake-up when it is.
+    #[inline]
+    fn is_set(&self, cx: &mut Context<'_>) -> bool {
+        if self.flag.load(Ordering::Acquire) {
+            return true;
+        }
+        self.waker.register(cx.waker());
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
 /// Runs a connection; on shutdown asks it to finish in-flight requests and close
 /// (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
-async fn drive<C>(conn: C, cancel: &CancellationToken, peer: std::net::SocketAddr)
+async fn drive<C>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr)
 where
-    C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+    C: std::future::Future<Output = ConnResult> + GracefulConnection,
 {
     tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = cancel.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let mut closing = false;
+    let result = std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            return Poll::Ready(r);
         }
-    };
+        if !closing && signal.is_set(cx) {
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+            continue;
+        }
+        return Poll::Pending;
+    })
+    .await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
     }
@@ -213,18 +281,33 @@ struct Deadlines {
     raw: Option<std::net::TcpStream>,
 }
 
-/// `drive` plus the HTTP/1.1 deadlines.
-async fn drive_h1<C>(conn: C, cancel: &CancellationToken, peer: std::net::SocketAddr, deadlines: Deadlines)
+/// `drive` plus the HTTP/1.1 deadlines, checked on one timer per connection.
+async fn drive_h1<C>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr, deadlines: Deadlines)
 where
-    C: std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+    C: std::future::Future<Output = ConnResult> + GracefulConnection,
 {
     tokio::pin!(conn);
     let mut closing = false;
-    let result = loop {
-        let wait = match deadlines.activity.verdict(deadlines.header, deadlines.idle) {
+    let mut timer = Box::pin(tokio::time::sleep(deadlines.header / 2));
+    let result = std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        if !closing && signal.is_set(cx) {
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+            continue;
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if closing {
+            // Asked to close a while ago and the client still holds on: stop waiting.
+            return Poll::Ready(Ok(()));
+        }
+        let next = match deadlines.activity.verdict(deadlines.header, deadlines.idle) {
             // A head may start at any moment: look again at least every half header timeout.
             Verdict::Wait(d) => d.min(deadlines.header / 2),
-            _ if closing => deadlines.header,
             Verdict::HeadTimeout => {
                 tracing::debug!(client = %peer, "request head not complete in time: 408");
                 if let Some(raw) = &deadlines.raw {
@@ -242,20 +325,9 @@ where
                 deadlines.header
             }
         };
-        tokio::select! {
-            r = conn.as_mut() => break r,
-            _ = cancel.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep(wait) => {
-                if closing {
-                    // The client ignored the close; stop waiting for it.
-                    break Ok(());
-                }
-            }
-        }
-    };
+        timer.as_mut().reset(tokio::time::Instant::now() + next);
+    })
+    .await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
     }
