@@ -79,3 +79,29 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// `tests/fixtures/service-inspect.json` is real `docker service inspect` output (Docker
+/// 20.10.24) of a service labelled in all three dialects, and `tasks.json` the engine's
+/// `/tasks` for it (both tasks rejected: the image does not exist).
+#[test]
+fn check_reads_real_docker_service_inspect_output() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--services",
+            &format!("{fixtures}/service-inspect.json"),
+            "--tasks",
+            &format!("{fixtures}/tasks.json"),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The caddy and native labels become routes; no task is running, so they would answer 503.
+    let caddy = stdout.lines().find(|l| l.contains("hosts=shop.example.com")).expect(&stdout);
+    assert!(caddy.contains("no endpoints: 503"), "{caddy}");
+    assert!(stdout.lines().any(|l| l.contains("hosts=shop.example.net") && l.contains("label swarmgate")), "{stdout}");
+    // The Traefik router has a typo'd field: a problem naming the label, exit code 1.
+    assert!(stdout.contains("sgfixture-shop: traefik.http.routers.shop.entrypoint"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1));
+}
