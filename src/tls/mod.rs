@@ -173,8 +173,23 @@ impl StaticCerts {
     }
 }
 
+/// Exact name, then the `*.` wildcard one label up. Runs for every plain-HTTP request to a
+/// route that redirects once a certificate exists, so the wildcard key is built in a reused
+/// per-thread buffer instead of a fresh allocation.
 fn lookup<'a, T>(get: impl Fn(&str) -> Option<T> + 'a, host: &str) -> Option<T> {
-    get(host).or_else(|| host.split_once('.').and_then(|(_, rest)| get(&format!("*.{rest}"))))
+    thread_local! {
+        static WILDCARD_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    get(host).or_else(|| {
+        let (_, rest) = host.split_once('.')?;
+        WILDCARD_KEY.with(|key| {
+            let mut key = key.borrow_mut();
+            key.clear();
+            key.push_str("*.");
+            key.push_str(rest);
+            get(&key)
+        })
+    })
 }
 
 impl CertMap {
