@@ -197,7 +197,10 @@ impl CompiledValue {
         match self {
             CompiledValue::Present => true,
             CompiledValue::Exact(x) => v == x,
-            CompiledValue::Contains(x) => v.to_ascii_lowercase().contains(x.as_str()),
+            // `x` was lower-cased at build time; compare without allocating per request.
+            CompiledValue::Contains(x) => {
+                x.is_empty() || v.as_bytes().windows(x.len()).any(|w| w.eq_ignore_ascii_case(x.as_bytes()))
+            }
             CompiledValue::Prefix(x) => v.starts_with(x.as_str()),
             CompiledValue::Suffix(x) => v.ends_with(x.as_str()),
             CompiledValue::Regex(r) => r.is_match(v),
@@ -818,6 +821,15 @@ mod tests {
         assert_eq!(allowed, 3);
         let rl = RateLimiter::new(1, std::time::Duration::from_secs(60), 2);
         assert_eq!((0..4).filter(|_| rl.allow()).count(), 2);
+    }
+
+    #[test]
+    fn contains_matches_case_insensitively() {
+        let v = CompiledValue::Contains("upgrade".into());
+        assert!(v.matches("keep-alive, Upgrade"));
+        assert!(v.matches("UPGRADE"));
+        assert!(!v.matches("keep-alive"));
+        assert!(!v.matches("upgrad"));
     }
 
     #[test]
