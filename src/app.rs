@@ -60,6 +60,9 @@ struct Sources {
     file: Vec<RouteSpec>,
     swarm: Arc<ProviderSnapshot>,
     generation: u64,
+    /// Compile problems already logged, so each is logged once per change rather than on
+    /// every Swarm resync that republishes the table.
+    logged: BTreeSet<Problem>,
 }
 
 /// Compiles and publishes route tables.
@@ -106,9 +109,13 @@ impl Publisher {
                 generation: sources.generation,
             },
         );
-        for p in table.problems.iter().filter(|p| !sources.swarm.problems.contains(p)) {
+        // Provider problems are logged by their provider; log compile problems when they appear.
+        let compile_problems: BTreeSet<Problem> =
+            table.problems.iter().filter(|p| !sources.swarm.problems.contains(p)).cloned().collect();
+        for p in compile_problems.difference(&sources.logged) {
             tracing::warn!(source = %p.source, key = %p.key, "{}", p.message);
         }
+        sources.logged = compile_problems;
         let m = &self.state.metrics;
         m.problems.store(table.problems.len() as u64, Ordering::Relaxed);
         m.route_table_generation.store(table.generation, Ordering::Relaxed);
