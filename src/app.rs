@@ -131,6 +131,9 @@ impl Publisher {
             }
         }
         self.health.sync(&table);
+        let live: BTreeSet<&str> = table.routes.iter().map(|r| &*r.id).collect();
+        self.state.metrics.retain_routes(|id| live.contains(id));
+        drop(live);
         let table = Arc::new(table);
         self.state.table.store(table);
         self.state.registry.retain_used();

@@ -91,3 +91,29 @@ async fn sighup_reloads() {
     assert!(wait_for(async || get(addr, "two.example.com", "/").await.status == StatusCode::OK).await);
     assert_eq!(get(addr, "one.example.com", "/").await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn metrics_of_a_removed_route_disappear() {
+    use std::sync::Arc;
+    use swarmgate::discovery::ProviderSnapshot;
+    use swarmgate::model::{Action, Provenance, RouteSpec, UpstreamSpec, UpstreamTarget};
+    let gw = Gateway::start("[[routes]]\nhosts = [\"kept.example.com\"]\nrespond = { body = \"k\" }\n").await;
+    let mut spec = RouteSpec::proxy(
+        "svc/gone/native",
+        Provenance::Service { service: "gone".into(), key: "swarmgate".into() },
+        vec!["gone.example.com".into()],
+        UpstreamSpec::new(UpstreamTarget::Static(vec![])),
+    );
+    spec.action = Action::Respond { status: 200, body: "g".into() };
+    let publisher = gw.running.as_ref().unwrap().publisher.clone();
+    publisher.set_swarm(Arc::new(ProviderSnapshot { routes: vec![spec], ..Default::default() }));
+    assert_eq!(get(gw.http, "gone.example.com", "/").await.status, StatusCode::OK);
+    get(gw.http, "kept.example.com", "/").await;
+    let admin = gw.admin.unwrap();
+    assert!(get(admin, "admin", "/metrics").await.text().contains("route=\"svc/gone/native\""));
+    // The service is removed from the swarm: its series go, the other route's stay.
+    publisher.set_swarm(Arc::new(ProviderSnapshot::default()));
+    let m = get(admin, "admin", "/metrics").await.text();
+    assert!(!m.contains("svc/gone/native"), "{m}");
+    assert!(m.contains("swarmgate_requests_total{route=\"file/0\",code=\"2xx\"} 1"), "{m}");
+}

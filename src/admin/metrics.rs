@@ -81,6 +81,13 @@ impl Metrics {
         self.routes.entry(id.to_owned()).or_default().clone()
     }
 
+    /// Drops the series of routes that no longer exist (a removed Swarm service), so
+    /// `/metrics` neither grows without bound nor reports routes that are gone. A route that
+    /// comes back starts its counters from zero, which Prometheus reads as a counter reset.
+    pub fn retain_routes(&self, keep: impl Fn(&str) -> bool) {
+        self.routes.retain(|id, _| keep(id));
+    }
+
     /// Registers a subsystem's metrics (replacing one with the same name).
     pub fn register(&self, name: &'static str, source: Arc<dyn MetricSource>) {
         self.extra.insert(name, source);
