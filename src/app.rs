@@ -359,7 +359,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         std::thread::Builder::new()
             .name(format!("swarmgate-serve-{index}"))
             .spawn(move || {
-                crate::proxy::pool::set_worker_index(index);
+                crate::proxy::upstream::set_worker_index(index);
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt.block_on(serve_pair()),
                     Err(e) => tracing::error!(error = %e, "cannot start a serving thread"),

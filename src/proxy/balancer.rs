@@ -46,6 +46,8 @@ pub struct EndpointState {
     pub addr: SocketAddr,
     /// `ip:port`, precomputed for the upstream URI.
     pub authority: http::uri::Authority,
+    /// `ip:port` as a `Host` value, for routes that do not pass the client's host on.
+    pub host_header: http::HeaderValue,
     /// Value of the sticky cookie that selects this endpoint.
     pub sticky_token: String,
     in_flight: AtomicU32,
@@ -59,14 +61,15 @@ pub struct EndpointState {
     /// Failed attempts (connect errors, timeouts).
     pub failures: AtomicU64,
     /// Keep-alive HTTP/1.1 connections to this endpoint.
-    pub pool: super::pool::Http1Pool,
+    pub pool: super::upstream::Http1Pool,
 }
 
 impl EndpointState {
     pub fn new(addr: SocketAddr) -> Self {
-        let authority = addr.to_string().parse().expect("socket address is a valid authority");
+        let authority: http::uri::Authority = addr.to_string().parse().expect("socket address is a valid authority");
         EndpointState {
             addr,
+            host_header: http::HeaderValue::from_str(authority.as_str()).expect("an authority is a valid header value"),
             authority,
             sticky_token: sticky_token(addr),
             in_flight: AtomicU32::new(0),

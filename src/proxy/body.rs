@@ -8,12 +8,15 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+/// Error of a response body: the upstream's, whichever client read it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Body of every response swarmgate sends.
 pub enum ProxyBody {
-    /// Streamed from the upstream as it arrives (no buffering).
+    /// Streamed from an h2c or HTTPS upstream (hyper's client) as it arrives.
     Upstream(Incoming),
     /// Streamed from a pooled HTTP/1.1 upstream connection, which goes back to its pool at the end.
-    Pooled(super::pool::PooledBody),
+    Http1(super::upstream::UpstreamBody),
     /// A fixed body produced by swarmgate (errors, redirects, `respond` routes, admin).
     Full(Option<Bytes>),
 }
@@ -35,13 +38,13 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     #[inline]
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ProxyBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
+            ProxyBody::Http1(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
         }
     }
@@ -49,7 +52,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(b) => b.is_end_stream(),
-            ProxyBody::Pooled(b) => b.is_end_stream(),
+            ProxyBody::Http1(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
         }
     }
@@ -57,7 +60,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(b) => b.size_hint(),
-            ProxyBody::Pooled(b) => b.size_hint(),
+            ProxyBody::Http1(b) => b.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
         }
@@ -111,40 +114,5 @@ impl Body for ReclaimableBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.as_ref().map(|b| b.size_hint()).unwrap_or_else(|| SizeHint::with_exact(0))
-    }
-}
-
-/// The request body sent on a pooled HTTP/1.1 connection: the client's body, or nothing (a
-/// bodiless request rebuilt for a retry).
-#[derive(Debug)]
-pub enum RequestBody {
-    Client(Incoming),
-    Empty,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    #[inline]
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            RequestBody::Client(b) => b.is_end_stream(),
-            RequestBody::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            RequestBody::Client(b) => b.size_hint(),
-            RequestBody::Empty => SizeHint::with_exact(0),
-        }
     }
 }

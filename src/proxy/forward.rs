@@ -13,8 +13,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::balancer::{PickContext, UpstreamGroup};
-use super::body::{ProxyBody, ReclaimableBody, RequestBody};
-use super::pool::PooledBody;
+use super::body::{ProxyBody, ReclaimableBody};
+use super::upstream::{self, codec, ExchangeError, OutgoingBody};
 use crate::config::Limits;
 use crate::model::UpstreamScheme;
 
@@ -69,58 +69,97 @@ fn connector(limits: &Limits) -> HttpConnector {
     c
 }
 
-/// Pooled connections idle at least this long may meet an upstream closing them.
-const KEEPALIVE_RACE_IDLE: Duration = Duration::from_millis(500);
-
-/// Header names removed before forwarding either way (RFC 9110 §7.6.1).
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
-
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) present in a message, one bit each.
+#[derive(Clone, Copy, Default)]
+struct HopByHop(u16);
+
+impl HopByHop {
+    const CONNECTION: u16 = 1;
+    const TE: u16 = 1 << 1;
+    const UPGRADE: u16 = 1 << 2;
+    /// Removed unconditionally: keep-alive, proxy-connection, proxy-authenticate,
+    /// proxy-authorization, trailer, transfer-encoding.
+    const ALWAYS: u16 = 1 << 3;
+
+    /// One pass over the names (cheap enum and byte comparisons) instead of a hashed lookup
+    /// per hop-by-hop name: most messages carry none of them, or only `Connection`.
+    fn scan(headers: &HeaderMap) -> Self {
+        let mut found = 0;
+        for name in headers.keys() {
+            found |= if name == header::CONNECTION {
+                Self::CONNECTION
+            } else if name == header::TE {
+                Self::TE
+            } else if name == header::UPGRADE {
+                Self::UPGRADE
+            } else if name == header::TRANSFER_ENCODING
+                || name == header::TRAILER
+                || name == header::PROXY_AUTHORIZATION
+                || name == header::PROXY_AUTHENTICATE
+                || name == KEEP_ALIVE
+                || name == PROXY_CONNECTION
+            {
+                Self::ALWAYS
+            } else {
+                0
+            };
+        }
+        HopByHop(found)
+    }
+
+    fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+}
 
 /// Removes hop-by-hop headers, including any named in `Connection`. Keeps `TE: trailers`
 /// (gRPC needs it) and, when `keep_upgrade`, the `Upgrade`/`Connection: upgrade` pair.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        if let Ok(conn) = conn.to_str() {
-            let named: Vec<HeaderName> = conn
-                .split(',')
-                .map(str::trim)
-                .filter(|n| {
-                    !n.eq_ignore_ascii_case("upgrade")
-                        && !n.eq_ignore_ascii_case("close")
-                        && !n.eq_ignore_ascii_case("keep-alive")
-                })
-                .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
-                .collect();
-            for n in named {
-                headers.remove(n);
+    let found = HopByHop::scan(headers);
+    if found.has(HopByHop::CONNECTION) {
+        if let Some(conn) = headers.remove(header::CONNECTION) {
+            if let Ok(conn) = conn.to_str() {
+                for token in conn.split(',').map(str::trim) {
+                    let keep = token.is_empty()
+                        || token.eq_ignore_ascii_case("upgrade")
+                        || token.eq_ignore_ascii_case("close")
+                        || token.eq_ignore_ascii_case("keep-alive");
+                    if !keep {
+                        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                            headers.remove(name);
+                        }
+                    }
+                }
             }
         }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
-    }
-    if let Some(te) = headers.get(header::TE) {
-        if te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            // keep
-        } else {
-            headers.remove(header::TE);
+    if found.has(HopByHop::ALWAYS) {
+        for name in [
+            &header::TRANSFER_ENCODING,
+            &header::TRAILER,
+            &header::PROXY_AUTHORIZATION,
+            &header::PROXY_AUTHENTICATE,
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+        ] {
+            headers.remove(name);
         }
+    }
+    if found.has(HopByHop::TE)
+        && !headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if found.has(HopByHop::UPGRADE) {
         headers.remove(header::UPGRADE);
     }
 }
@@ -139,11 +178,31 @@ pub struct Outbound {
     pub path_and_query: http::uri::PathAndQuery,
     pub headers: HeaderMap,
     pub body: Incoming,
+    /// The client asked to switch protocols (WebSocket and friends).
+    pub upgrade: bool,
+}
+
+/// An upstream's answer.
+pub struct Forwarded {
+    pub response: Response<ProxyBody>,
+    /// Index of the endpoint that answered, in the route's group.
+    pub endpoint: usize,
+    /// After a 101: the upstream side of the tunnel.
+    pub tunnel: Option<UpstreamTunnel>,
+}
+
+/// The upstream side of a switched-protocol connection.
+pub enum UpstreamTunnel {
+    /// From hyper's client (h2c and HTTPS upstreams).
+    Hyper(hyper::upgrade::OnUpgrade),
+    /// The socket of swarmgate's own HTTP/1.1 client, with bytes already read past the head.
+    Http1(tokio::net::TcpStream, bytes::BytesMut),
 }
 
 /// What the handler knows about the client side of a request.
 pub struct ClientSide<'a> {
-    pub addr: SocketAddr,
+    /// The client's IP as a header value, formatted once per connection.
+    pub ip: &'a HeaderValue,
     pub https: bool,
     /// Normalised-as-sent host (with port if any), for `Host` and `X-Forwarded-Host`.
     pub host: &'a str,
@@ -181,42 +240,41 @@ impl Forwarder {
     /// Adds the forwarding headers and strips hop-by-hop ones, in place.
     pub fn prepare_headers(&self, headers: &mut HeaderMap, client: &ClientSide<'_>, upgrade: bool, pass_host: bool) {
         strip_hop_by_hop(headers, upgrade);
-        // The client IP formatted on the stack: one allocation (the header value) per request.
-        let mut buf = [0u8; 64];
-        let ip_len = {
-            use std::io::Write;
-            let mut cursor = std::io::Cursor::new(&mut buf[..]);
-            let _ = write!(cursor, "{}", client.addr.ip());
-            cursor.position() as usize
-        };
-        let ip = &buf[..ip_len];
         let xff = match headers.get(&X_FORWARDED_FOR) {
             Some(prev) => {
-                let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+                let mut v = Vec::with_capacity(prev.len() + 2 + client.ip.len());
                 v.extend_from_slice(prev.as_bytes());
                 v.extend_from_slice(b", ");
-                v.extend_from_slice(ip);
-                HeaderValue::from_bytes(&v)
+                v.extend_from_slice(client.ip.as_bytes());
+                HeaderValue::from_bytes(&v).ok()
             }
-            None => HeaderValue::from_bytes(ip),
+            None => Some(client.ip.clone()),
         };
-        if let Ok(v) = xff {
+        if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
         headers
             .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if client.https { "https" } else { "http" }));
-        // Reuse the client's Host value (a cheap clone) when it is the host we routed by.
-        let host = match headers.get(header::HOST) {
-            Some(h) if h.as_bytes() == client.host.as_bytes() => Some(h.clone()),
-            _ => HeaderValue::from_str(client.host).ok(),
-        };
-        if let Some(h) = host {
-            if pass_host {
-                headers.insert(header::HOST, h.clone());
-            } else {
-                headers.remove(header::HOST);
+        // The client's Host value is usually the host we routed by: reuse it (a cheap clone)
+        // and leave `Host` as it is.
+        match headers.get(header::HOST) {
+            Some(h) if h.as_bytes() == client.host.as_bytes() => {
+                let h = h.clone();
+                if !pass_host {
+                    headers.remove(header::HOST);
+                }
+                headers.insert(X_FORWARDED_HOST.clone(), h);
             }
-            headers.insert(X_FORWARDED_HOST.clone(), h);
+            _ => {
+                if let Ok(h) = HeaderValue::from_str(client.host) {
+                    if pass_host {
+                        headers.insert(header::HOST, h.clone());
+                    } else {
+                        headers.remove(header::HOST);
+                    }
+                    headers.insert(X_FORWARDED_HOST.clone(), h);
+                }
+            }
         }
         if self.add_via {
             headers.append(header::VIA, HeaderValue::from_static("1.1 swarmgate"));
@@ -225,9 +283,10 @@ impl Forwarder {
 
     /// Sends the request to an endpoint of `group` and returns the response (body streaming)
     /// with the index of the endpoint that answered. Retries on another endpoint when that is
-    /// safe: always when nothing was sent (connect failure, or a pooled connection that closed
-    /// before the request went out), and up to `retries` times for idempotent requests without
-    /// a body after an exchange failure on a reused connection.
+    /// safe: always when nothing was sent (connect failure, or a pooled connection that had
+    /// closed before the request head went out), and up to `retries` times for idempotent
+    /// requests without a body when a reused connection closed before any response (the
+    /// upstream's keep-alive timer racing the request) — then on a new connection.
     pub async fn send(
         &self,
         group: &UpstreamGroup,
@@ -235,34 +294,36 @@ impl Forwarder {
         out: Outbound,
         retries: u32,
         errors: &std::sync::atomic::AtomicU64,
-    ) -> Result<(Response<ProxyBody>, usize), UpstreamError> {
+    ) -> Result<Forwarded, UpstreamError> {
         if group.scheme != UpstreamScheme::Http {
             return self.send_legacy(group, ctx, out, retries, errors).await;
         }
-        let Outbound { method, path_and_query, headers, body } = out;
+        let Outbound { method, path_and_query, mut headers, body, upgrade } = out;
         let idempotent = is_idempotent(&method);
+        // Requests without a body (most) send only their head. A body of unknown length (an
+        // HTTP/2 client's, or a chunked one) goes as chunks.
+        let mut body = (!http_body::Body::is_end_stream(&body)).then(|| {
+            let chunked = !headers.contains_key(header::CONTENT_LENGTH);
+            OutgoingBody::new(body, chunked)
+        });
+        let chunked = body.as_ref().is_some_and(OutgoingBody::is_chunked);
         let mut tried: u64 = 0;
         let mut exchange_retries_left = retries;
         let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize + 1;
         let mut last_err = UpstreamError::NoEndpoint;
-        let mut req = Request::new(RequestBody::Client(body));
-        *req.method_mut() = method;
-        *req.uri_mut() = Uri::from(path_and_query);
-        *req.headers_mut() = headers;
+        let mut fresh = false;
+        let mut head = Vec::new();
         for _ in 0..max_attempts {
             let Some(idx) = group.pick(ctx, tried) else { break };
             let endpoint = &group.endpoints[idx];
             if !group.pass_host {
-                if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
+                headers.insert(header::HOST, endpoint.host_header.clone());
             }
+            head.clear();
+            codec::encode_request_head(&mut head, &method, path_and_query.as_str(), &headers, chunked);
             let mut inflight = endpoint.start();
-            let mut checkout = match endpoint
-                .pool
-                .checkout(endpoint.addr, self.connect_timeout, self.pool_idle_timeout)
-                .await
-            {
+            let checkout = endpoint.pool.checkout(endpoint.addr, self.connect_timeout, self.pool_idle_timeout, fresh);
+            let mut conn = match checkout.await {
                 Ok(c) => {
                     inflight.restart_clock();
                     c
@@ -277,51 +338,38 @@ impl Forwarder {
                     continue;
                 }
             };
-            // A copy for a retry after the request went out, only where a retry is allowed.
-            // Only a connection that idled long enough to meet the upstream's keep-alive timer
-            // can fail after the request went out; copying the head for every request would
-            // cost more than the rare retry it enables.
-            let copy = (checkout.reused
-                && checkout.idle_for >= KEEPALIVE_RACE_IDLE
-                && idempotent
-                && exchange_retries_left > 0
-                && http_body::Body::is_end_stream(req.body()))
-            .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
-            let sent = tokio::time::timeout(self.response_timeout, checkout.sender.try_send_request(req)).await;
-            match sent {
-                Ok(Ok(resp)) => {
-                    inflight.success();
-                    let (parts, body) = resp.into_parts();
-                    let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                        // The connection becomes the tunnel; it never returns to the pool.
-                        ProxyBody::Upstream(body)
-                    } else {
-                        ProxyBody::Pooled(PooledBody::new(body, checkout.sender, endpoint.clone()))
-                    };
-                    return Ok((Response::from_parts(parts, body), idx));
-                }
-                Ok(Err(mut e)) => {
+            let exchange = conn.exchange(&head, body.as_mut(), upgrade);
+            let (mut response_head, sent) = match tokio::time::timeout(self.response_timeout, exchange).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => {
                     errors.fetch_add(1, Ordering::Relaxed);
-                    let error = e.error().to_string();
-                    if let Some(unsent) = e.take_message() {
-                        // Nothing was written: the pooled connection had closed. Not the
-                        // endpoint's fault; try again on a fresh connection.
-                        req = unsent;
-                        last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: error };
-                        continue;
-                    }
-                    inflight.failure();
-                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: error };
-                    match copy {
-                        Some((m, u, h)) => {
-                            exchange_retries_left -= 1;
-                            tried |= 1u64 << idx.min(63);
-                            req = Request::new(RequestBody::Empty);
-                            *req.method_mut() = m;
-                            *req.uri_mut() = u;
-                            *req.headers_mut() = h;
+                    let reused = conn.reused;
+                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() };
+                    match e {
+                        // The pooled connection had closed: not the endpoint's fault, and
+                        // nothing reached it. Go again on a new connection.
+                        ExchangeError::NotSent(_) if reused => {
+                            fresh = true;
+                            continue;
                         }
-                        None => return Err(last_err),
+                        ExchangeError::NotSent(_) => {
+                            inflight.failure();
+                            tried |= 1u64 << idx.min(63);
+                            continue;
+                        }
+                        // The keep-alive race: the upstream closed the idle connection as the
+                        // request went out. Only safe to repeat if repeating changes nothing.
+                        ExchangeError::NoResponse(_)
+                            if reused && idempotent && body.is_none() && exchange_retries_left > 0 =>
+                        {
+                            exchange_retries_left -= 1;
+                            fresh = true;
+                            continue;
+                        }
+                        _ => {
+                            inflight.failure();
+                            return Err(last_err);
+                        }
                     }
                 }
                 Err(_) => {
@@ -329,7 +377,27 @@ impl Forwarder {
                     inflight.failure();
                     return Err(UpstreamError::Timeout { addr: endpoint.addr, timeout: self.response_timeout });
                 }
+            };
+            inflight.success();
+            let status = response_head.status;
+            let mut response = Response::new(ProxyBody::empty());
+            *response.status_mut() = status;
+            if let Some(reason) = response_head.reason.take() {
+                response.extensions_mut().insert(reason);
             }
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                *response.headers_mut() = response_head.headers;
+                let (io, leftover) = conn.into_tunnel();
+                return Ok(Forwarded { response, endpoint: idx, tunnel: Some(UpstreamTunnel::Http1(io, leftover)) });
+            }
+            let length = match codec::response_body_length(&mut response_head, &method) {
+                Ok(length) => length,
+                Err(e) => return Err(UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() }),
+            };
+            let reusable = sent && !response_head.close;
+            *response.headers_mut() = response_head.headers;
+            *response.body_mut() = upstream::response_body(conn, length, reusable, endpoint);
+            return Ok(Forwarded { response, endpoint: idx, tunnel: None });
         }
         Err(last_err)
     }
@@ -342,8 +410,8 @@ impl Forwarder {
         out: Outbound,
         retries: u32,
         errors: &std::sync::atomic::AtomicU64,
-    ) -> Result<(Response<ProxyBody>, usize), UpstreamError> {
-        let Outbound { method, path_and_query, headers, mut body } = out;
+    ) -> Result<Forwarded, UpstreamError> {
+        let Outbound { method, path_and_query, headers, mut body, upgrade: _ } = out;
         let idempotent = is_idempotent(&method);
         let mut tried: u64 = 0;
         let mut exchange_retries_left = retries;
@@ -374,10 +442,13 @@ impl Forwarder {
             let mut inflight = endpoint.start();
             let result = tokio::time::timeout(self.response_timeout, client.request(req)).await;
             match result {
-                Ok(Ok(resp)) => {
+                Ok(Ok(mut resp)) => {
                     inflight.success();
+                    let tunnel = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+                        .then(|| UpstreamTunnel::Hyper(hyper::upgrade::on(&mut resp)));
                     let (parts, body) = resp.into_parts();
-                    return Ok((Response::from_parts(parts, ProxyBody::Upstream(body)), idx));
+                    let response = Response::from_parts(parts, ProxyBody::Upstream(body));
+                    return Ok(Forwarded { response, endpoint: idx, tunnel });
                 }
                 Ok(Err(e)) if e.is_connect() => {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -427,18 +498,31 @@ fn is_idempotent(method: &http::Method) -> bool {
 }
 
 /// Joins the client's upgraded connection with the upstream's after a 101.
-pub fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+pub fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: UpstreamTunnel) {
     tokio::spawn(async move {
-        let (c, u) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
+        let client = match client.await {
+            Ok(c) => c,
             Err(e) => {
-                tracing::debug!(error = %e, "upgrade failed");
+                tracing::debug!(error = %e, "client upgrade failed");
                 return;
             }
         };
-        let mut c = TokioIo::new(c);
-        let mut u = TokioIo::new(u);
-        let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+        let mut client = TokioIo::new(client);
+        match upstream {
+            UpstreamTunnel::Hyper(upstream) => match upstream.await {
+                Ok(u) => {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut TokioIo::new(u)).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "upstream upgrade failed"),
+            },
+            UpstreamTunnel::Http1(mut io, leftover) => {
+                use tokio::io::AsyncWriteExt;
+                if !leftover.is_empty() && client.write_all(&leftover).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut io).await;
+            }
+        }
     });
 }
 

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use super::balancer::{EndpointRegistry, PickContext};
 use super::body::ProxyBody;
 use super::forward::{
-    is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarder, Outbound,
+    is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarded, Forwarder, Outbound,
     X_FORWARDED_PREFIX,
 };
 use crate::admin::metrics::Metrics;
@@ -41,11 +41,27 @@ pub struct ProxyState {
     pub https_redirect_port: Option<u16>,
 }
 
-/// Facts about the client connection.
-#[derive(Debug, Clone, Copy)]
+/// Facts about the client connection, worked out once when it is accepted.
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub https: bool,
+    /// `peer`'s IP as a header value, for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, https: bool) -> Self {
+        let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
+        ConnInfo { peer, https, client_ip }
+    }
+}
+
+/// Where the request's host came from; owns the bytes (a reference-counted clone, not a copy).
+enum HostSource {
+    /// Absolute-form target or HTTP/2 `:authority`.
+    Uri(http::uri::Authority),
+    Header(HeaderValue),
 }
 
 fn with_status(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
@@ -53,19 +69,23 @@ fn with_status(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 }
 
 /// Handles one request.
-pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
     let started = Instant::now();
     let (mut req, body) = req.into_parts();
     // Host: absolute-form/HTTP/2 authority first, then the Host header.
-    let raw_host: String = match req.uri.authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => match req.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-            Some(h) => h.to_owned(),
-            None => {
-                state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
-                return with_status(StatusCode::BAD_REQUEST, "missing Host header\n");
-            }
-        },
+    let source = match (req.uri.authority(), req.headers.get(header::HOST)) {
+        (Some(a), _) => Some(HostSource::Uri(a.clone())),
+        (None, Some(h)) => Some(HostSource::Header(h.clone())),
+        (None, None) => None,
+    };
+    let raw_host = match &source {
+        Some(HostSource::Uri(a)) => Some(a.as_str()),
+        Some(HostSource::Header(h)) => h.to_str().ok(),
+        None => None,
+    };
+    let Some(raw_host) = raw_host else {
+        state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+        return with_status(StatusCode::BAD_REQUEST, "missing Host header\n");
     };
     let path = req.uri.path();
     if !conn.https && path.starts_with(ACME_PREFIX) && !state.challenges.http01.is_empty() {
@@ -75,7 +95,7 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: ConnInfo) 
             return resp;
         }
     }
-    let host = normalize_host(&raw_host);
+    let host = normalize_host(raw_host);
     let table = state.table.load();
     let facts = RequestFacts {
         method: &req.method,
@@ -99,7 +119,7 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: ConnInfo) 
         }
     };
     drop(table);
-    let resp = route_request(state, &route, &mut req, body, conn, &host, &raw_host).await;
+    let resp = route_request(state, &route, &mut req, body, conn, &host, raw_host).await;
     let status = resp.status();
     route.metrics.record(status.as_u16(), started.elapsed());
     access(state, &req, &host, conn, &route.id, status, started, "");
@@ -112,7 +132,7 @@ fn access(
     state: &ProxyState,
     req: &http::request::Parts,
     host: &str,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     route: &str,
     status: StatusCode,
     started: Instant,
@@ -139,7 +159,7 @@ async fn route_request(
     route: &Arc<CompiledRoute>,
     req: &mut http::request::Parts,
     body: Incoming,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     host: &str,
     raw_host: &str,
 ) -> Response<ProxyBody> {
@@ -230,7 +250,7 @@ async fn route_request(
     let mut headers = std::mem::take(&mut req.headers);
     state.forwarder.prepare_headers(
         &mut headers,
-        &ClientSide { addr: conn.peer, https: conn.https, host: raw_host },
+        &ClientSide { ip: &conn.client_ip, https: conn.https, host: raw_host },
         upgrade,
         group.pass_host,
     );
@@ -240,14 +260,13 @@ async fn route_request(
         }
     }
     route.request_headers.apply(&mut headers);
-    let out = Outbound { method, path_and_query, headers, body };
+    let out = Outbound { method, path_and_query, headers, body, upgrade };
     let result = state.forwarder.send(&group, &ctx, out, route.retries, &route.metrics.upstream_errors).await;
     match result {
-        Ok((mut resp, idx)) => {
+        Ok(Forwarded { response: mut resp, endpoint: idx, tunnel }) => {
             if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                if let Some(client_upgrade) = client_upgrade {
-                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                    splice_upgrade(client_upgrade, upstream_upgrade);
+                if let (Some(client_upgrade), Some(tunnel)) = (client_upgrade, tunnel) {
+                    splice_upgrade(client_upgrade, tunnel);
                 }
                 return resp;
             }

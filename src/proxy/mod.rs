@@ -5,8 +5,8 @@ pub mod body;
 pub mod forward;
 pub mod handler;
 pub mod health;
-pub mod pool;
 pub mod server;
+pub mod upstream;
 pub mod watchdog;
 
 pub use handler::{ConnInfo, ProxyState};

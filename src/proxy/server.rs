@@ -102,18 +102,20 @@ pub async fn serve(
         };
         state.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         state.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
-        let conn_info = ConnInfo { peer, https };
         let activity = Arc::new(Activity::default());
-        let state2 = state.clone();
-        let activity2 = activity.clone();
+        // Everything a request on this connection reads, behind one reference count.
+        let conn = Arc::new(ConnContext {
+            state: state.clone(),
+            info: ConnInfo::new(peer, https),
+            activity: activity.clone(),
+        });
         let svc = service_fn(move |req| {
-            let state = state2.clone();
-            let busy = activity2.begin();
-            let activity = activity2.clone();
+            let conn = conn.clone();
             async move {
-                let resp = handle(&state, req, conn_info).await;
+                let busy = conn.activity.begin();
+                let resp = handle(&conn.state, req, &conn.info).await;
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    activity.set_upgraded();
+                    conn.activity.set_upgraded();
                 }
                 drop(busy);
                 Ok::<_, Infallible>(resp)
@@ -191,6 +193,13 @@ pub async fn serve(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
+}
+
+/// Per-connection state shared by the requests of one connection.
+struct ConnContext {
+    state: Arc<ProxyState>,
+    info: ConnInfo,
+    activity: Arc<Activity>,
 }
 
 /// Tells every connection of a listener to finish: set once at shutdown, read by each

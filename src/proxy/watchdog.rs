@@ -57,10 +57,10 @@ pub enum Verdict {
 
 impl Activity {
     /// Marks a request as being served until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> BusyGuard {
+    pub fn begin(&self) -> BusyGuard<'_> {
         self.busy.fetch_add(1, Ordering::Relaxed);
         self.head_since_ns.store(0, Ordering::Relaxed);
-        BusyGuard(self.clone())
+        BusyGuard(self)
     }
 
     pub fn set_upgraded(&self) {
@@ -95,9 +95,9 @@ impl Activity {
 }
 
 /// Ends a request's busy period on drop.
-pub struct BusyGuard(Arc<Activity>);
+pub struct BusyGuard<'a>(&'a Activity);
 
-impl Drop for BusyGuard {
+impl Drop for BusyGuard<'_> {
     fn drop(&mut self) {
         self.0.idle_since_ns.store(now_ns(), Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::Relaxed);

@@ -5,3 +5,4 @@ pub mod client;
 pub mod gateway;
 pub mod origin;
 pub mod pki;
+pub mod raw_origin;

@@ -1,0 +1,253 @@
+//! One keep-alive HTTP/1.1 connection to an upstream endpoint, driven by the task of the
+//! request that uses it: no task of its own, no channels.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::StatusCode;
+use http_body::Body;
+use hyper::body::Incoming;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::codec::{self, FramingError, ResponseHead};
+
+/// Room asked of the read buffer before each read while a head is expected.
+pub(super) const HEAD_READ_CHUNK: usize = 8 * 1024;
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("connect: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// How an exchange failed. The variants say how much the upstream may have seen, which is
+/// what decides whether sending the request again is safe.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The request head did not get out whole and nothing of the body was read: the upstream
+    /// cannot have acted on it, so it may be sent again anywhere.
+    #[error("writing the request head failed: {0}")]
+    NotSent(io::Error),
+    /// The connection ended before any byte of a response arrived. The upstream may or may
+    /// not have seen the request.
+    #[error("connection closed before any response: {0}")]
+    NoResponse(io::Error),
+    /// The connection broke after part of a response arrived.
+    #[error("reading the response failed: {0}")]
+    Read(io::Error),
+    #[error("{0}")]
+    Framing(#[from] FramingError),
+    /// The client's request body failed (the client went away, or sent a malformed body).
+    #[error("client request body: {0}")]
+    ClientBody(hyper::Error),
+    #[error("upstream switched protocols for a request that did not ask to")]
+    UnexpectedUpgrade,
+}
+
+/// A request body on its way upstream.
+pub struct OutgoingBody {
+    body: Incoming,
+    /// Length unknown: frame it as chunks.
+    chunked: bool,
+    /// Bytes of the current frame not written yet.
+    pending: Bytes,
+    /// The client body ended (and, when chunked, the last chunk is queued).
+    ended: bool,
+}
+
+impl OutgoingBody {
+    pub fn new(body: Incoming, chunked: bool) -> Self {
+        OutgoingBody { body, chunked, pending: Bytes::new(), ended: false }
+    }
+
+    pub fn is_chunked(&self) -> bool {
+        self.chunked
+    }
+
+    fn is_sent(&self) -> bool {
+        self.ended && self.pending.is_empty()
+    }
+
+    /// Writes the body to `io` until it is all sent (`Ready(Ok)`), a write or the client
+    /// blocks (`Pending`), or something fails.
+    fn poll_send(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), SendBodyError>> {
+        loop {
+            while !self.pending.is_empty() {
+                match Pin::new(&mut *io).poll_write(cx, &self.pending) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(SendBodyError::Write)),
+                    Poll::Ready(Ok(n)) => self.pending.advance(n),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => {}
+                    Ok(data) if self.chunked => {
+                        let mut framed = BytesMut::with_capacity(data.len() + 20);
+                        framed.extend_from_slice(&codec::chunk_header(data.len()));
+                        framed.extend_from_slice(&data);
+                        framed.extend_from_slice(b"\r\n");
+                        self.pending = framed.freeze();
+                    }
+                    Ok(data) => self.pending = data,
+                    // Trailers: HTTP/1.1 can carry them only after chunks.
+                    Err(frame) => {
+                        self.ended = true;
+                        if self.chunked {
+                            self.pending = match frame.into_trailers() {
+                                Ok(trailers) => codec::last_chunk_with_trailers(&trailers),
+                                Err(_) => Bytes::from_static(b"0\r\n\r\n"),
+                            };
+                        }
+                    }
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(SendBodyError::Client(e))),
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    if self.chunked {
+                        self.pending = Bytes::from_static(b"0\r\n\r\n");
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+enum SendBodyError {
+    /// The upstream stopped taking the body (it may have answered already).
+    Write,
+    Client(hyper::Error),
+}
+
+/// A keep-alive connection with its read buffer.
+pub struct UpstreamConn {
+    io: TcpStream,
+    /// Bytes read and not consumed yet. Empty between exchanges on a healthy connection.
+    pub(super) buf: BytesMut,
+    /// The connection completed an exchange before (it came from the pool).
+    pub reused: bool,
+}
+
+impl UpstreamConn {
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Self, ConnectError> {
+        let io = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(timeout))??;
+        let _ = io.set_nodelay(true);
+        Ok(UpstreamConn { io, buf: BytesMut::with_capacity(HEAD_READ_CHUNK), reused: false })
+    }
+
+    /// True when an idle connection can take another request: the upstream has not closed it
+    /// and sent nothing unasked. Costs no system call unless the socket was reported readable.
+    pub fn is_open(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readable: end of stream, an error, stray bytes, or a stale flag. Look once.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, making room for at least about `chunk` first.
+    pub(super) fn poll_read_more(&mut self, cx: &mut Context<'_>, chunk: usize) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < chunk / 2 {
+            self.buf.reserve(chunk);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Sends a request (its encoded head, then its body if any) and reads the response head,
+    /// skipping interim 1xx responses other than 101. The body goes out while the response is
+    /// awaited, so an upstream that answers before taking the whole body (413, 401, a
+    /// redirect) is heard instead of dead-locking on full socket buffers.
+    ///
+    /// Returns the head and whether the whole request went out (if not, the connection must
+    /// not be reused).
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        mut body: Option<&mut OutgoingBody>,
+        upgrade: bool,
+    ) -> Result<(ResponseHead, bool), ExchangeError> {
+        self.io.write_all(head).await.map_err(ExchangeError::NotSent)?;
+        let mut response_started = false;
+        let mut body_failed = false;
+        std::future::poll_fn(|cx| loop {
+            if !self.buf.is_empty() {
+                response_started = true;
+                if let Some(head) = codec::parse_response_head(&mut self.buf)? {
+                    if head.status == StatusCode::SWITCHING_PROTOCOLS && !upgrade {
+                        return Poll::Ready(Err(ExchangeError::UnexpectedUpgrade));
+                    }
+                    if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
+                        // 100 Continue, 103 Early Hints: the final response follows.
+                        continue;
+                    }
+                    let sent = body.as_ref().is_none_or(|b| b.is_sent());
+                    return Poll::Ready(Ok((head, sent)));
+                }
+            }
+            match self.poll_read_more(cx, HEAD_READ_CHUNK) {
+                Poll::Ready(Ok(0)) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed the connection");
+                    return Poll::Ready(Err(if response_started {
+                        ExchangeError::Read(e)
+                    } else {
+                        ExchangeError::NoResponse(e)
+                    }));
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(if response_started {
+                        ExchangeError::Read(e)
+                    } else {
+                        ExchangeError::NoResponse(e)
+                    }));
+                }
+                Poll::Pending => {}
+            }
+            if let Some(b) = body.as_deref_mut() {
+                if !body_failed && !b.is_sent() {
+                    match b.poll_send(&mut self.io, cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        // The upstream stopped reading; it may still have answered.
+                        Poll::Ready(Err(SendBodyError::Write)) => {
+                            body_failed = true;
+                            continue;
+                        }
+                        Poll::Ready(Err(SendBodyError::Client(e))) => {
+                            return Poll::Ready(Err(ExchangeError::ClientBody(e)));
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            return Poll::Pending;
+        })
+        .await
+    }
+
+    /// The socket and any bytes already read past the response head, for a protocol switch.
+    pub fn into_tunnel(self) -> (TcpStream, BytesMut) {
+        (self.io, self.buf)
+    }
+}
