@@ -84,10 +84,14 @@ impl EndpointState {
         }
     }
 
-    /// Not ejected by passive health.
+    /// Not ejected by passive health. Reads the clock only for an endpoint that was ejected
+    /// since its last success.
     #[inline]
-    pub fn is_available(&self, now: u64) -> bool {
-        self.ejected_until_ns.load(Ordering::Relaxed) <= now
+    pub fn is_available(&self) -> bool {
+        match self.ejected_until_ns.load(Ordering::Relaxed) {
+            0 => true,
+            until => until <= now_ns(),
+        }
     }
 
     pub fn in_flight(&self) -> u32 {
@@ -124,11 +128,14 @@ impl EndpointState {
         InFlight { endpoint: self.clone(), started_ns: now_ns(), done: false }
     }
 
-    /// A response head arrived after `rtt_ns`: fold into the peak EWMA and clear failures.
-    fn observe_success(&self, rtt_ns: u64) {
+    /// A response head arrived at `now` after `rtt_ns`: fold into the peak EWMA and clear
+    /// failures.
+    fn observe_success(&self, rtt_ns: u64, now: u64) {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         self.ejections.store(0, Ordering::Relaxed);
-        let now = now_ns();
+        if self.ejected_until_ns.load(Ordering::Relaxed) != 0 {
+            self.ejected_until_ns.store(0, Ordering::Relaxed);
+        }
         let prev = self.ewma_ns.load(Ordering::Relaxed);
         let next = if prev == 0 || rtt_ns > prev {
             // Peak: jump straight up so a slow endpoint is avoided at once.
@@ -179,7 +186,8 @@ impl InFlight {
         if !self.done {
             self.done = true;
             self.endpoint.requests.fetch_add(1, Ordering::Relaxed);
-            self.endpoint.observe_success(now_ns().saturating_sub(self.started_ns));
+            let now = now_ns();
+            self.endpoint.observe_success(now.saturating_sub(self.started_ns), now);
         }
     }
 
@@ -338,9 +346,8 @@ impl UpstreamGroup {
         if n == 0 {
             return None;
         }
-        let now = now_ns();
         let untried = |i: usize| i >= 64 || tried & (1u64 << i) == 0;
-        let ok = |i: usize| untried(i) && self.endpoints[i].is_available(now) && self.is_healthy(i);
+        let ok = |i: usize| untried(i) && self.endpoints[i].is_available() && self.is_healthy(i);
         if n == 1 {
             return ok(0).then_some(0);
         }
@@ -438,8 +445,8 @@ mod tests {
     #[test]
     fn p2c_prefers_fast_endpoint() {
         let (_r, g) = group(LbPolicy::P2c, 2);
-        g.endpoints[0].observe_success(50_000_000);
-        g.endpoints[1].observe_success(1_000_000);
+        g.endpoints[0].observe_success(50_000_000, now_ns());
+        g.endpoints[1].observe_success(1_000_000, now_ns());
         let fast = (0..100).filter(|_| g.pick(&PickContext::default(), 0) == Some(1)).count();
         assert_eq!(fast, 100);
     }
@@ -477,12 +484,12 @@ mod tests {
     #[test]
     fn p2c_tries_a_once_slow_endpoint_again_after_it_idled() {
         let (_r, g) = group(LbPolicy::P2c, 2);
-        g.endpoints[0].observe_success(40_000_000);
-        g.endpoints[1].observe_success(2_000_000);
+        g.endpoints[0].observe_success(40_000_000, now_ns());
+        g.endpoints[1].observe_success(2_000_000, now_ns());
         assert_eq!(g.pick(&PickContext::default(), 0), Some(1));
         // Pretend the slow sample is 10 s old while the fast endpoint keeps being measured.
         g.endpoints[0].ewma_stamp_ns.store(now_ns().saturating_sub(10_000_000_000), Ordering::Relaxed);
-        g.endpoints[1].observe_success(2_000_000);
+        g.endpoints[1].observe_success(2_000_000, now_ns());
         assert_eq!(g.pick(&PickContext::default(), 0), Some(0), "the idle endpoint's estimate decayed");
     }
 

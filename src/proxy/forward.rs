@@ -296,7 +296,8 @@ impl Forwarder {
         errors: &std::sync::atomic::AtomicU64,
     ) -> Result<Forwarded, UpstreamError> {
         if group.scheme != UpstreamScheme::Http {
-            return self.send_legacy(group, ctx, out, retries, errors).await;
+            // Boxed: its future is large and would otherwise size every request's state.
+            return Box::pin(self.send_legacy(group, ctx, out, retries, errors)).await;
         }
         let Outbound { method, path_and_query, mut headers, body, upgrade } = out;
         let idempotent = is_idempotent(&method);
@@ -325,7 +326,10 @@ impl Forwarder {
             let checkout = endpoint.pool.checkout(endpoint.addr, self.connect_timeout, self.pool_idle_timeout, fresh);
             let mut conn = match checkout.await {
                 Ok(c) => {
-                    inflight.restart_clock();
+                    // Connection set-up is a one-off cost, not the endpoint's response time.
+                    if !c.reused {
+                        inflight.restart_clock();
+                    }
                     c
                 }
                 Err(e) => {

@@ -61,7 +61,8 @@ impl Http1Pool {
                 }
             }
         }
-        UpstreamConn::connect(addr, connect_timeout).await
+        // Boxed: connecting is the rare path, and its future would size every request's state.
+        Box::pin(UpstreamConn::connect(addr, connect_timeout)).await
     }
 
     fn pop_idle(&self) -> Option<(UpstreamConn, Instant)> {
