@@ -342,46 +342,46 @@ impl Forwarder {
                     continue;
                 }
             };
-            let exchange = conn.exchange(&head, body.as_mut(), upgrade);
-            let (mut response_head, sent) = match tokio::time::timeout(self.response_timeout, exchange).await {
-                Ok(Ok(answer)) => answer,
-                Ok(Err(e)) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    let reused = conn.reused;
-                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() };
-                    match e {
-                        // The pooled connection had closed: not the endpoint's fault, and
-                        // nothing reached it. Go again on a new connection.
-                        ExchangeError::NotSent(_) if reused => {
-                            fresh = true;
-                            continue;
-                        }
-                        ExchangeError::NotSent(_) => {
-                            inflight.failure();
-                            tried |= 1u64 << idx.min(63);
-                            continue;
-                        }
-                        // The keep-alive race: the upstream closed the idle connection as the
-                        // request went out. Only safe to repeat if repeating changes nothing.
-                        ExchangeError::NoResponse(_)
-                            if reused && idempotent && body.is_none() && exchange_retries_left > 0 =>
-                        {
-                            exchange_retries_left -= 1;
-                            fresh = true;
-                            continue;
-                        }
-                        _ => {
-                            inflight.failure();
-                            return Err(last_err);
+            let (mut response_head, sent) =
+                match conn.exchange(&head, body.as_mut(), upgrade, self.response_timeout).await {
+                    Ok(answer) => answer,
+                    Err(ExchangeError::Timeout(timeout)) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        inflight.failure();
+                        return Err(UpstreamError::Timeout { addr: endpoint.addr, timeout });
+                    }
+                    Err(e) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                        let reused = conn.reused;
+                        last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() };
+                        match e {
+                            // The pooled connection had closed: not the endpoint's fault, and
+                            // nothing reached it. Go again on a new connection.
+                            ExchangeError::NotSent(_) if reused => {
+                                fresh = true;
+                                continue;
+                            }
+                            ExchangeError::NotSent(_) => {
+                                inflight.failure();
+                                tried |= 1u64 << idx.min(63);
+                                continue;
+                            }
+                            // The keep-alive race: the upstream closed the idle connection as the
+                            // request went out. Only safe to repeat if repeating changes nothing.
+                            ExchangeError::NoResponse(_)
+                                if reused && idempotent && body.is_none() && exchange_retries_left > 0 =>
+                            {
+                                exchange_retries_left -= 1;
+                                fresh = true;
+                                continue;
+                            }
+                            _ => {
+                                inflight.failure();
+                                return Err(last_err);
+                            }
                         }
                     }
-                }
-                Err(_) => {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                    inflight.failure();
-                    return Err(UpstreamError::Timeout { addr: endpoint.addr, timeout: self.response_timeout });
-                }
-            };
+                };
             inflight.success();
             let status = response_head.status;
             let mut response = Response::new(ProxyBody::empty());

@@ -1,6 +1,7 @@
 //! One keep-alive HTTP/1.1 connection to an upstream endpoint, driven by the task of the
 //! request that uses it: no task of its own, no channels.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,8 +12,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
 use http_body::Body;
 use hyper::body::Incoming;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::codec::{self, FramingError, ResponseHead};
 
@@ -50,6 +52,9 @@ pub enum ExchangeError {
     ClientBody(hyper::Error),
     #[error("upstream switched protocols for a request that did not ask to")]
     UnexpectedUpgrade,
+    /// No complete response head within the response timeout.
+    #[error("no response head within {0:?}")]
+    Timeout(Duration),
 }
 
 /// A request body on its way upstream.
@@ -138,6 +143,10 @@ pub struct UpstreamConn {
     pub(super) buf: BytesMut,
     /// The connection completed an exchange before (it came from the pool).
     pub reused: bool,
+    /// The response deadline, armed per exchange. One timer per connection, moved forward
+    /// for each request: extending a registered tokio timer is one atomic store, where a
+    /// fresh timeout per request meant a timer-wheel insert and removal every time.
+    deadline: Pin<Box<Sleep>>,
 }
 
 impl UpstreamConn {
@@ -146,7 +155,12 @@ impl UpstreamConn {
             .await
             .map_err(|_| ConnectError::Timeout(timeout))??;
         let _ = io.set_nodelay(true);
-        Ok(UpstreamConn { io, buf: BytesMut::with_capacity(HEAD_READ_CHUNK), reused: false })
+        Ok(UpstreamConn {
+            io,
+            buf: BytesMut::with_capacity(HEAD_READ_CHUNK),
+            reused: false,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        })
     }
 
     /// True when an idle connection can take another request: the upstream has not closed it
@@ -176,9 +190,9 @@ impl UpstreamConn {
     }
 
     /// Sends a request (its encoded head, then its body if any) and reads the response head,
-    /// skipping interim 1xx responses other than 101. The body goes out while the response is
-    /// awaited, so an upstream that answers before taking the whole body (413, 401, a
-    /// redirect) is heard instead of dead-locking on full socket buffers.
+    /// skipping interim 1xx responses other than 101, all within `timeout`. The body goes out
+    /// while the response is awaited, so an upstream that answers before taking the whole
+    /// body (413, 401, a redirect) is heard instead of dead-locking on full socket buffers.
     ///
     /// Returns the head and whether the whole request went out (if not, the connection must
     /// not be reused).
@@ -187,11 +201,23 @@ impl UpstreamConn {
         head: &[u8],
         mut body: Option<&mut OutgoingBody>,
         upgrade: bool,
+        timeout: Duration,
     ) -> Result<(ResponseHead, bool), ExchangeError> {
-        self.io.write_all(head).await.map_err(ExchangeError::NotSent)?;
+        self.deadline.as_mut().reset(Instant::now() + timeout);
+        let mut head_written = 0;
         let mut response_started = false;
         let mut body_failed = false;
         std::future::poll_fn(|cx| loop {
+            while head_written < head.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &head[head_written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(ExchangeError::NotSent(io::ErrorKind::WriteZero.into())));
+                    }
+                    Poll::Ready(Ok(n)) => head_written += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::NotSent(e))),
+                    Poll::Pending => return self.poll_deadline(cx, timeout),
+                }
+            }
             if !self.buf.is_empty() {
                 response_started = true;
                 if let Some(head) = codec::parse_response_head(&mut self.buf)? {
@@ -241,9 +267,17 @@ impl UpstreamConn {
                     }
                 }
             }
-            return Poll::Pending;
+            return self.poll_deadline(cx, timeout);
         })
         .await
+    }
+
+    /// Pending until the response deadline passes.
+    fn poll_deadline<T>(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<Result<T, ExchangeError>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(ExchangeError::Timeout(timeout))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// The socket and any bytes already read past the response head, for a protocol switch.
