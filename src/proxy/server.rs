@@ -34,33 +34,33 @@ pub struct ListenerSettings {
     pub connections: Arc<Semaphore>,
 }
 
-/// Builds the HTTP server builders once; each connection clones one.
+/// The HTTP server builders, configured once per listener.
 struct Builders {
-    h1: auto::Builder<TokioExecutor>,
+    /// hyper's own HTTP/1.1 server, without hyper-util's protocol-detecting wrapper: the
+    /// listener already knows the protocol (ALPN, or the h2c preface).
+    h1: hyper::server::conn::http1::Builder,
     h2: auto::Builder<TokioExecutor>,
-}
-
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        // Header and idle deadlines are enforced by `watchdog` (hyper's would close silently
-        // and cut idle keep-alive connections at the header deadline).
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .max_header_list_size(limits.max_header_bytes as u32);
-    b
 }
 
 impl Builders {
     fn new(limits: &Limits) -> Self {
-        Builders { h1: builder(limits).http1_only(), h2: builder(limits).http2_only() }
+        let mut h1 = hyper::server::conn::http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // Header and idle deadlines are enforced by `watchdog` (hyper's would close silently
+            // and cut idle keep-alive connections at the header deadline).
+            .header_read_timeout(None)
+            .keep_alive(true)
+            // Head and body in one buffer, one plain write: responses here are mostly small.
+            .writev(false)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        h2.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_header_list_size(limits.max_header_bytes as u32);
+        Builders { h1, h2 }
     }
 }
 
@@ -146,7 +146,7 @@ pub async fn serve(
                             raw,
                         };
                         let io = Watched::new(stream, activity);
-                        let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                        let conn = builders.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
                         drive_h1(conn, &signal, peer, deadlines).await;
                     }
                 }
@@ -177,7 +177,7 @@ pub async fn serve(
                                 raw: None,
                             };
                             let io = Watched::new(s, activity);
-                            let conn = builders.h1.serve_connection_with_upgrades(TokioIo::new(io), svc);
+                            let conn = builders.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
                             drive_h1(conn, &signal, peer, deadlines).await;
                         }
                     }
@@ -291,9 +291,10 @@ struct Deadlines {
 }
 
 /// `drive` plus the HTTP/1.1 deadlines, checked on one timer per connection.
-async fn drive_h1<C>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr, deadlines: Deadlines)
+async fn drive_h1<C, E>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr, deadlines: Deadlines)
 where
-    C: std::future::Future<Output = ConnResult> + GracefulConnection,
+    C: std::future::Future<Output = Result<(), E>> + GracefulConnection,
+    E: std::fmt::Display,
 {
     tokio::pin!(conn);
     let mut closing = false;
@@ -345,6 +346,19 @@ where
 /// The one method `drive` needs from hyper's connection types.
 pub trait GracefulConnection {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
+    }
 }
 
 impl<I, S, E> GracefulConnection for auto::UpgradeableConnection<'_, I, S, E>
