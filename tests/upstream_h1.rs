@@ -247,3 +247,21 @@ async fn truncated_body_is_not_passed_off_as_complete() {
         assert_eq!(text, "", "no partial head either");
     }
 }
+
+#[tokio::test]
+async fn hop_by_hop_response_fields_stay_behind() {
+    let origin = RawOrigin::start(|_| {
+        Reply::Send(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nX-Internal: upstream-only\r\nKeep-Alive: timeout=5\r\n\
+              Proxy-Authenticate: Basic\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        )
+    })
+    .await;
+    let gw = gateway(&origin).await;
+    let r = get(gw.http, HOST, "/").await;
+    assert_eq!((r.status, r.text().as_str(), r.header("x-kept")), (StatusCode::OK, "ok", Some("yes")));
+    for hop in ["x-internal", "keep-alive", "proxy-authenticate"] {
+        assert!(r.header(hop).is_none(), "{hop} must not reach the client");
+    }
+}

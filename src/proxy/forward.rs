@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::balancer::{PickContext, UpstreamGroup};
 use super::body::{ProxyBody, ReclaimableBody};
+use super::hop_by_hop::strip_hop_by_hop;
 use super::upstream::{self, codec, ExchangeError, OutgoingBody};
 use crate::config::Limits;
 use crate::model::UpstreamScheme;
@@ -73,105 +74,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1) present in a message, one bit each.
-#[derive(Clone, Copy, Default)]
-struct HopByHop(u16);
-
-impl HopByHop {
-    const CONNECTION: u16 = 1;
-    const TE: u16 = 1 << 1;
-    const UPGRADE: u16 = 1 << 2;
-    /// Removed unconditionally: keep-alive, proxy-connection, proxy-authenticate,
-    /// proxy-authorization, trailer, transfer-encoding.
-    const ALWAYS: u16 = 1 << 3;
-
-    /// One pass over the names (cheap enum and byte comparisons) instead of a hashed lookup
-    /// per hop-by-hop name: most messages carry none of them, or only `Connection`.
-    fn scan(headers: &HeaderMap) -> Self {
-        let mut found = 0;
-        for name in headers.keys() {
-            found |= if name == header::CONNECTION {
-                Self::CONNECTION
-            } else if name == header::TE {
-                Self::TE
-            } else if name == header::UPGRADE {
-                Self::UPGRADE
-            } else if name == header::TRANSFER_ENCODING
-                || name == header::TRAILER
-                || name == header::PROXY_AUTHORIZATION
-                || name == header::PROXY_AUTHENTICATE
-                || name == KEEP_ALIVE
-                || name == PROXY_CONNECTION
-            {
-                Self::ALWAYS
-            } else {
-                0
-            };
-        }
-        HopByHop(found)
-    }
-
-    fn has(self, bit: u16) -> bool {
-        self.0 & bit != 0
-    }
-}
-
-/// Removes hop-by-hop headers, including any named in `Connection`. Keeps `TE: trailers`
-/// (gRPC needs it) and, when `keep_upgrade`, the `Upgrade`/`Connection: upgrade` pair.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let found = HopByHop::scan(headers);
-    if found.has(HopByHop::CONNECTION) {
-        if let Some(conn) = headers.remove(header::CONNECTION) {
-            if let Ok(conn) = conn.to_str() {
-                for token in conn.split(',').map(str::trim) {
-                    let keep = token.is_empty()
-                        || token.eq_ignore_ascii_case("upgrade")
-                        || token.eq_ignore_ascii_case("close")
-                        || token.eq_ignore_ascii_case("keep-alive");
-                    if !keep {
-                        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                            headers.remove(name);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if found.has(HopByHop::ALWAYS) {
-        for name in [
-            &header::TRANSFER_ENCODING,
-            &header::TRAILER,
-            &header::PROXY_AUTHORIZATION,
-            &header::PROXY_AUTHENTICATE,
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-        ] {
-            headers.remove(name);
-        }
-    }
-    if found.has(HopByHop::TE)
-        && !headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"))
-    {
-        headers.remove(header::TE);
-    }
-    if keep_upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if found.has(HopByHop::UPGRADE) {
-        headers.remove(header::UPGRADE);
-    }
-}
-
-/// True for requests asking to switch protocols (WebSocket and friends).
-pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers.get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))).unwrap_or(false)
-        })
-}
-
 /// The request as it goes upstream (path already rewritten, headers already prepared).
 pub struct Outbound {
     pub method: http::Method,
@@ -448,8 +350,12 @@ impl Forwarder {
             match result {
                 Ok(Ok(mut resp)) => {
                     inflight.success();
-                    let tunnel = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
-                        .then(|| UpstreamTunnel::Hyper(hyper::upgrade::on(&mut resp)));
+                    let tunnel = if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        Some(UpstreamTunnel::Hyper(hyper::upgrade::on(&mut resp)))
+                    } else {
+                        strip_hop_by_hop(resp.headers_mut(), false);
+                        None
+                    };
                     let (parts, body) = resp.into_parts();
                     let response = Response::from_parts(parts, ProxyBody::Upstream(body));
                     return Ok(Forwarded { response, endpoint: idx, tunnel });

@@ -14,10 +14,8 @@ use hyper::body::Incoming;
 
 use super::balancer::{EndpointRegistry, PickContext};
 use super::body::ProxyBody;
-use super::forward::{
-    is_upgrade_request, local_response, splice_upgrade, strip_hop_by_hop, ClientSide, Forwarded, Forwarder, Outbound,
-    X_FORWARDED_PREFIX,
-};
+use super::forward::{local_response, splice_upgrade, ClientSide, Forwarded, Forwarder, Outbound, X_FORWARDED_PREFIX};
+use super::hop_by_hop::is_upgrade_request;
 use crate::admin::metrics::Metrics;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
 use crate::model::RouteTable;
@@ -270,7 +268,6 @@ async fn route_request(
                 }
                 return resp;
             }
-            strip_hop_by_hop(resp.headers_mut(), false);
             route.response_headers.apply(resp.headers_mut());
             if let Some(name) = &group.sticky_cookie {
                 let token = &group.endpoints[idx].sticky_token;

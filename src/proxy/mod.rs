@@ -5,6 +5,7 @@ pub mod body;
 pub mod forward;
 pub mod handler;
 pub mod health;
+pub mod hop_by_hop;
 pub mod server;
 pub mod upstream;
 pub mod watchdog;

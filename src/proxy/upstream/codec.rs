@@ -8,6 +8,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use crate::proxy::hop_by_hop::{has_token, remove_connection_named, FieldKind};
+
 /// Largest response head taken from an upstream; a bigger one is a 502, not a memory sink.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most header fields taken in one response head (hyper's default is 100).
@@ -64,6 +66,9 @@ fn write_fields(dst: &mut Vec<u8>, fields: &HeaderMap) {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: StatusCode,
+    /// The end-to-end fields. Hop-by-hop ones are dropped while parsing (they describe the
+    /// connection to the upstream, not the response), except on a 101, whose `Upgrade` and
+    /// `Connection` the client needs.
     pub headers: HeaderMap,
     /// The reason phrase when it differs from the canonical one, so the client sees what the
     /// upstream sent.
@@ -71,6 +76,17 @@ pub struct ResponseHead {
     /// The upstream will close the connection after this response (`Connection: close`, or
     /// HTTP/1.0 without `keep-alive`).
     pub close: bool,
+    transfer_encoding: TransferEncoding,
+}
+
+/// What the `Transfer-Encoding` field said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TransferEncoding {
+    Absent,
+    /// The final coding is chunked.
+    Chunked,
+    /// Present, final coding not chunked: the body runs to the close.
+    Other,
 }
 
 /// Byte ranges of one header field inside the head buffer.
@@ -129,24 +145,46 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, F
     let mut headers = HeaderMap::with_capacity(count);
     let mut keep_alive = version == 1;
     let mut close = false;
+    let mut transfer_encoding = TransferEncoding::Absent;
+    let mut connection_named = None;
+    let upgrade = status == StatusCode::SWITCHING_PROTOCOLS;
     for field in &fields[..count] {
         let raw_name = &head[field.name.0 as usize..field.name.1 as usize];
         let name = HeaderName::from_bytes(raw_name)
             .map_err(|_| FramingError::InvalidHeader(String::from_utf8_lossy(raw_name).into_owned()))?;
         let value = HeaderValue::from_maybe_shared(head.slice(field.value.0 as usize..field.value.1 as usize))
             .map_err(|_| FramingError::InvalidHeader(name.to_string()))?;
-        if name == header::CONNECTION {
-            close |= has_token(&value, "close");
-            keep_alive |= has_token(&value, "keep-alive");
+        match FieldKind::of(&name) {
+            FieldKind::EndToEnd => {}
+            FieldKind::Connection => {
+                close |= has_token(&value, "close");
+                keep_alive |= has_token(&value, "keep-alive");
+                if upgrade {
+                    headers.append(name, value);
+                } else {
+                    connection_named.get_or_insert_with(Vec::new).push(value);
+                }
+                continue;
+            }
+            FieldKind::TransferEncoding => {
+                // The last coding of the last field decides.
+                let last = value.as_bytes().rsplit(|&b| b == b',').next().unwrap_or_default();
+                transfer_encoding = if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    TransferEncoding::Chunked
+                } else {
+                    TransferEncoding::Other
+                };
+                continue;
+            }
+            FieldKind::Upgrade if upgrade => {}
+            FieldKind::Te | FieldKind::Upgrade | FieldKind::OtherHopByHop => continue,
         }
         headers.append(name, value);
     }
-    Ok(Some(ResponseHead { status, headers, reason, close: close || !keep_alive }))
-}
-
-/// True when the comma-separated header value lists `token` (case-insensitively).
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    for connection in connection_named.iter().flatten() {
+        remove_connection_named(&mut headers, connection);
+    }
+    Ok(Some(ResponseHead { status, headers, reason, close: close || !keep_alive, transfer_encoding }))
 }
 
 /// How the body of a response is delimited.
@@ -171,14 +209,11 @@ pub fn response_body_length(head: &mut ResponseHead, method: &Method) -> Result<
     {
         return Ok(BodyLength::Empty);
     }
-    if head.headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked_last = head.headers.get_all(header::TRANSFER_ENCODING).iter().next_back().is_some_and(|v| {
-            v.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        });
+    if head.transfer_encoding != TransferEncoding::Absent {
         if head.headers.remove(header::CONTENT_LENGTH).is_some() {
             head.close = true;
         }
-        if chunked_last {
+        if head.transfer_encoding == TransferEncoding::Chunked {
             return Ok(BodyLength::Chunked);
         }
         head.close = true;
@@ -359,6 +394,23 @@ mod tests {
         assert_eq!(h.reason.as_ref().map(|r| r.as_bytes()), Some(&b"Fine"[..]));
         assert!(!h.close);
         assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_dropped_while_parsing_except_on_a_switch() {
+        let h = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Conn-Only\r\nX-Conn-Only: 1\r\nKeep-Alive: timeout=5\r\n\
+             Transfer-Encoding: chunked\r\nTrailer: x-sum\r\nX-Kept: yes\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.headers.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        assert_eq!(h.transfer_encoding, TransferEncoding::Chunked);
+        let h = head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.headers["upgrade"], "websocket");
+        assert_eq!(h.headers["connection"], "Upgrade");
     }
 
     #[test]

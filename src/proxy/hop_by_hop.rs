@@ -1,0 +1,151 @@
+//! Hop-by-hop header fields (RFC 9110 §7.6.1): they describe one connection, so a proxy
+//! removes them before passing a message on, together with any field the `Connection`
+//! header names.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// What a field name is, to a proxy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FieldKind {
+    EndToEnd,
+    Connection,
+    /// `TE`: removed unless it is `trailers` (gRPC needs that one).
+    Te,
+    Upgrade,
+    TransferEncoding,
+    /// keep-alive, proxy-connection, proxy-authenticate, proxy-authorization, trailer.
+    OtherHopByHop,
+}
+
+impl FieldKind {
+    /// Classifies by cheap enum and byte comparisons, no hashing.
+    #[inline]
+    pub fn of(name: &HeaderName) -> Self {
+        if name == header::CONNECTION {
+            FieldKind::Connection
+        } else if name == header::TE {
+            FieldKind::Te
+        } else if name == header::UPGRADE {
+            FieldKind::Upgrade
+        } else if name == header::TRANSFER_ENCODING {
+            FieldKind::TransferEncoding
+        } else if name == header::TRAILER
+            || name == header::PROXY_AUTHORIZATION
+            || name == header::PROXY_AUTHENTICATE
+            || name == KEEP_ALIVE
+            || name == PROXY_CONNECTION
+        {
+            FieldKind::OtherHopByHop
+        } else {
+            FieldKind::EndToEnd
+        }
+    }
+
+    fn bit(self) -> u8 {
+        match self {
+            FieldKind::EndToEnd => 0,
+            FieldKind::Connection => 1,
+            FieldKind::Te => 1 << 1,
+            FieldKind::Upgrade => 1 << 2,
+            FieldKind::TransferEncoding | FieldKind::OtherHopByHop => 1 << 3,
+        }
+    }
+}
+
+/// True when a comma-separated header value lists `token` (case-insensitively).
+pub fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Removes the fields a `Connection` value names, other than the tokens `close`,
+/// `keep-alive` and `upgrade`, which name connection options rather than fields.
+pub fn remove_connection_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    for token in connection.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        let option = token.is_empty()
+            || token.eq_ignore_ascii_case(b"upgrade")
+            || token.eq_ignore_ascii_case(b"close")
+            || token.eq_ignore_ascii_case(b"keep-alive");
+        if !option {
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// Removes hop-by-hop headers, including any named in `Connection`. Keeps `TE: trailers`
+/// (gRPC needs it) and, when `keep_upgrade`, the `Upgrade`/`Connection: upgrade` pair.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // One pass over the names finds what is there: most messages carry none of these, or
+    // only `Connection`, so most of the hashed removes below never run.
+    let found = headers.keys().fold(0u8, |found, name| found | FieldKind::of(name).bit());
+    if found & FieldKind::Connection.bit() != 0 {
+        if let Some(connection) = headers.remove(header::CONNECTION) {
+            remove_connection_named(headers, &connection);
+        }
+    }
+    if found & FieldKind::OtherHopByHop.bit() != 0 {
+        for name in [
+            &header::TRANSFER_ENCODING,
+            &header::TRAILER,
+            &header::PROXY_AUTHORIZATION,
+            &header::PROXY_AUTHENTICATE,
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+        ] {
+            headers.remove(name);
+        }
+    }
+    if found & FieldKind::Te.bit() != 0
+        && !headers.get(header::TE).is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        headers.remove(header::TE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else if found & FieldKind::Upgrade.bit() != 0 {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// True for requests asking to switch protocols (WebSocket and friends).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "upgrade"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(fields: &[(&str, &str)]) -> HeaderMap {
+        fields.iter().map(|(n, v)| (n.parse().unwrap(), v.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret, close"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("x-kept", "yes")]));
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_an_asked_for_upgrade() {
+        let mut h = map(&[("te", "trailers"), ("upgrade", "websocket"), ("connection", "Upgrade, keep-alive")]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h, map(&[("te", "trailers"), ("upgrade", "websocket"), ("connection", "upgrade")]));
+        assert!(is_upgrade_request(&map(&[("upgrade", "h2c"), ("connection", "HTTP2-Settings, Upgrade")])));
+        assert!(!is_upgrade_request(&map(&[("upgrade", "h2c")])));
+    }
+}
