@@ -265,3 +265,67 @@ async fn hop_by_hop_response_fields_stay_behind() {
         assert!(r.header(hop).is_none(), "{hop} must not reach the client");
     }
 }
+
+#[tokio::test]
+async fn expect_continue_upload_goes_through() {
+    // curl's way with larger uploads: send the head, wait for 100 Continue, then the body.
+    let origin = RawOrigin::start(|_| Reply::Send(ok("stored"))).await;
+    let gw = gateway(&origin).await;
+    let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("100 Continue in time").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"), "got {:?}", &buf[..n]);
+    s.write_all(&[b'x'; 5000]).await.unwrap();
+    let mut rest = Vec::new();
+    let read = async {
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            rest.extend_from_slice(&buf[..n]);
+            if n == 0 || rest.ends_with(b"stored") {
+                break;
+            }
+        }
+    };
+    let in_time = tokio::time::timeout(Duration::from_secs(5), read).await.is_ok();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(in_time, "final answer in time; got {text:?}");
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "got {text:?}");
+    assert_eq!(origin.requests()[0].body.len(), 5000);
+}
+
+#[tokio::test]
+async fn host_is_the_endpoint_when_the_route_does_not_pass_it() {
+    let origin = RawOrigin::start(|_| Reply::Send(ok("fine"))).await;
+    let gw = Gateway::start(&format!(
+        "[[routes]]\nhosts = [\"{HOST}\"]\nupstreams = [\"{}\"]\npass_host = false\n",
+        origin.addr
+    ))
+    .await;
+    assert_eq!(get(gw.http, HOST, "/").await.status, StatusCode::OK);
+    let seen = &origin.requests()[0];
+    assert_eq!(seen.header("host"), Some(origin.addr.to_string().as_str()));
+    assert_eq!(seen.header("x-forwarded-host"), Some(HOST));
+}
+
+#[tokio::test]
+async fn response_timeout_is_rearmed_for_each_request_on_a_pooled_connection() {
+    // Timeout 400 ms; two 250 ms answers on the same upstream connection with a pause between
+    // them longer than the timeout: neither may time out, and a 600 ms answer must.
+    let origin = support::origin::Origin::start("slow").await;
+    let gw = Gateway::start(&format!(
+        "[limits]\nupstream_response_timeout = \"400ms\"\n[[routes]]\nhosts = [\"{HOST}\"]\nupstreams = [\"{}\"]\n",
+        origin.addr
+    ))
+    .await;
+    let mut client = KeepAlive::open(&gw).await;
+    assert_eq!(client.get("/delay/250").await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(client.get("/delay/250").await.0, StatusCode::OK);
+    assert_eq!(client.get("/delay/250").await.0, StatusCode::OK);
+    assert_eq!(client.get("/delay/600").await.0, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(client.get("/delay/10").await.0, StatusCode::OK);
+}

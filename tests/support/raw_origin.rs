@@ -18,7 +18,8 @@ pub struct RawRequest {
     pub nth: usize,
     /// The head as text, lower-cased.
     pub head: String,
-    /// The body, de-chunked (empty when `Reply::Early` did not read it).
+    /// The body, de-chunked (empty when `Reply::Early` did not read it). The script is called
+    /// with the head only, before the body is read.
     pub body: Vec<u8>,
 }
 
