@@ -19,6 +19,7 @@ use crate::admin::{AdminState, JsonSourceBox};
 use crate::config::{Config, LoadError};
 use crate::discovery::ProviderSnapshot;
 use crate::model::{compile, CompileOptions, Problem, RouteSpec, RouteTable};
+use crate::proxy::balancer::EndpointRegistry;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::health::HealthChecker;
 use crate::proxy::server::{serve, ListenerSettings};
@@ -269,6 +270,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
+    crate::proxy::upstream::reserve_workers(workers);
     let http_listener = match cfg.listen.http {
         Some(addr) => bind_group("http", addr, workers)?,
         None => Vec::new(),
@@ -290,7 +292,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(ProxyState {
         table: ArcSwap::from_pointee(RouteTable::default()),
-        registry: Default::default(),
+        registry: EndpointRegistry::with_pool_idle_timeout(cfg.limits.upstream_idle_timeout.0),
         metrics,
         certs: certs.clone(),
         challenges: challenges.clone(),

@@ -111,6 +111,19 @@ async fn forwarding_headers_and_hop_by_hop_hygiene() {
 }
 
 #[tokio::test]
+async fn two_host_headers_and_connect_are_refused_before_any_upstream() {
+    let a = Origin::start("a").await;
+    let gw = Gateway::start(&route("\"a.example.com\"", &[&a], "")).await;
+    let two_hosts = "GET / HTTP/1.1\r\nHost: a.example.com\r\nHost: admin.internal\r\nConnection: close\r\n\r\n";
+    let r = raw(gw.http, two_hosts.as_bytes(), Duration::from_secs(3)).await;
+    assert!(r.starts_with("HTTP/1.1 400"), "got {r:?}");
+    let connect = "CONNECT a.example.com:443 HTTP/1.1\r\nHost: a.example.com:443\r\nConnection: close\r\n\r\n";
+    let r = raw(gw.http, connect.as_bytes(), Duration::from_secs(3)).await;
+    assert!(r.starts_with("HTTP/1.1 405"), "got {r:?}");
+    assert_eq!(a.hits(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test]
 async fn via_header_is_added_when_configured() {
     let a = Origin::start("a").await;
     let gw = Gateway::start(&format!("[forwarding]\nvia = true\n{}", route("\"v.example.com\"", &[&a], ""))).await;

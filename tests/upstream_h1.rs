@@ -329,3 +329,79 @@ async fn response_timeout_is_rearmed_for_each_request_on_a_pooled_connection() {
     assert_eq!(client.get("/delay/600").await.0, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(client.get("/delay/10").await.0, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn upload_goes_on_after_an_early_response_head() {
+    // The origin sends its 200 head as soon as it has the request head, then reads the
+    // whole upload, then says how much it got: the upload must not stop at the head.
+    let origin =
+        RawOrigin::start(|_| Reply::HeadFirst(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec())).await;
+    let gw = gateway(&origin).await;
+    let upload = Bytes::from(vec![b'u'; 4 * 1024 * 1024]);
+    let req = Request::post("/echo").header("host", HOST).body(Full::new(upload)).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), send(gw.http, req)).await.expect("answer in time");
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "4194304 bytes"));
+}
+
+#[tokio::test]
+async fn trailers_reach_an_http11_client_that_accepts_them() {
+    let origin = RawOrigin::start(|_| {
+        Reply::Send(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n2\r\nok\r\n0\r\nx-checksum: 42\r\n\r\n"
+                .to_vec(),
+        )
+    })
+    .await;
+    let gw = gateway(&origin).await;
+    let mut client = KeepAlive::open(&gw).await;
+    let req = Request::get("/").header("host", HOST).header("te", "trailers").body(Full::default()).unwrap();
+    let resp = client.0.send_request(req).await.unwrap();
+    let collected = resp.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().and_then(|t| t.get("x-checksum")).unwrap(), "42");
+    assert_eq!(collected.to_bytes(), "ok");
+}
+
+#[tokio::test]
+async fn h2c_upgrade_is_not_passed_on() {
+    // An upstream that would switch to HTTP/2 if asked: the client must get a plain answer,
+    // or every later request on the tunnel would bypass routing and authentication.
+    let origin = RawOrigin::start(|req| {
+        if req.head.contains("upgrade: h2c") {
+            Reply::Send(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec())
+        } else {
+            Reply::Send(ok("plain"))
+        }
+    })
+    .await;
+    let gw = gateway(&origin).await;
+    let req = Request::get("/")
+        .header("host", HOST)
+        .header("connection", "Upgrade, HTTP2-Settings")
+        .header("upgrade", "h2c")
+        .header("http2-settings", "AAMAAABkAAQAAP__")
+        .body(Full::default())
+        .unwrap();
+    let r = send(gw.http, req).await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "plain"));
+    let head = &origin.requests()[0].head;
+    assert!(!head.contains("upgrade") && !head.contains("http2-settings"), "origin saw {head}");
+}
+
+#[tokio::test]
+async fn broken_client_uploads_do_not_eject_a_healthy_endpoint() {
+    // Clients that promise more body than they send get a 400 and cost the endpoint nothing:
+    // after more of them than the ejection threshold, the route still answers.
+    let origin = RawOrigin::start(|_| Reply::Send(ok("fine"))).await;
+    let gw = gateway(&origin).await;
+    for _ in 0..4 {
+        let head = format!("POST /up HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\nonly ten b");
+        let mut s = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes()).await.unwrap();
+        tokio::io::AsyncWriteExt::shutdown(&mut s).await.unwrap();
+        let mut out = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut s, &mut out)).await;
+    }
+    let r = get(gw.http, HOST, "/").await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::OK, "fine"));
+}

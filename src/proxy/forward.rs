@@ -33,6 +33,9 @@ pub enum UpstreamError {
     Exchange { addr: SocketAddr, reason: String },
     #[error("no upstream endpoint is available")]
     NoEndpoint,
+    /// The client's request body failed before it was all sent.
+    #[error("client request body: {0}")]
+    ClientBody(String),
 }
 
 impl UpstreamError {
@@ -40,6 +43,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -51,7 +55,6 @@ pub struct Forwarder {
     h2c: Client<HttpConnector, ReclaimableBody>,
     response_timeout: Duration,
     connect_timeout: Duration,
-    pool_idle_timeout: Duration,
     add_via: bool,
 }
 
@@ -134,7 +137,6 @@ impl Forwarder {
             h2c,
             response_timeout: limits.upstream_response_timeout.0,
             connect_timeout: limits.upstream_connect_timeout.0,
-            pool_idle_timeout: limits.upstream_idle_timeout.0,
             add_via,
         }
     }
@@ -225,7 +227,7 @@ impl Forwarder {
             head.clear();
             codec::encode_request_head(&mut head, &method, path_and_query.as_str(), &headers, chunked);
             let mut inflight = endpoint.start();
-            let checkout = endpoint.pool.checkout(endpoint.addr, self.connect_timeout, self.pool_idle_timeout, fresh);
+            let checkout = endpoint.pool.checkout(endpoint.addr, self.connect_timeout, fresh);
             let mut conn = match checkout.await {
                 Ok(c) => {
                     // Connection set-up is a one-off cost, not the endpoint's response time.
@@ -249,9 +251,14 @@ impl Forwarder {
                     Ok(answer) => answer,
                     Err(ExchangeError::Timeout(timeout)) => {
                         errors.fetch_add(1, Ordering::Relaxed);
-                        inflight.failure();
+                        // A stall while the client's body was still coming may be the client's.
+                        if !body.as_ref().is_some_and(OutgoingBody::is_active) {
+                            inflight.failure();
+                        }
                         return Err(UpstreamError::Timeout { addr: endpoint.addr, timeout });
                     }
+                    // The client broke its own request: not the endpoint's fault.
+                    Err(ExchangeError::ClientBody(e)) => return Err(UpstreamError::ClientBody(e.to_string())),
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         let reused = conn.reused;
@@ -302,7 +309,7 @@ impl Forwarder {
             };
             let reusable = sent && !response_head.close;
             *response.headers_mut() = response_head.headers;
-            *response.body_mut() = upstream::response_body(conn, length, reusable, endpoint);
+            *response.body_mut() = upstream::response_body(conn, length, reusable, endpoint, body.take());
             return Ok(Forwarded { response, endpoint: idx, tunnel: None });
         }
         Err(last_err)

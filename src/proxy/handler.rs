@@ -70,8 +70,21 @@ fn with_status(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
     let started = Instant::now();
     let (mut req, body) = req.into_parts();
-    // Host: absolute-form/HTTP/2 authority first, then the Host header.
-    let source = match (req.uri.authority(), req.headers.get(header::HOST)) {
+    // Host: absolute-form/HTTP/2 authority first, then the Host header. Two Host lines are
+    // refused (RFC 9112 §3.2): routing by one while the upstream reads the other would let a
+    // client reach a host it was not routed (or authenticated) for.
+    let mut hosts = req.headers.get_all(header::HOST).iter();
+    let (first_host, second_host) = (hosts.next(), hosts.next());
+    if second_host.is_some() {
+        state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+        return with_status(StatusCode::BAD_REQUEST, "more than one Host header\n");
+    }
+    // swarmgate is a reverse proxy, not a tunnel: CONNECT is refused before routing.
+    if req.method == http::Method::CONNECT {
+        state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+        return with_status(StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not supported\n");
+    }
+    let source = match (req.uri.authority(), first_host) {
         (Some(a), _) => Some(HostSource::Uri(a.clone())),
         (None, Some(h)) => Some(HostSource::Header(h.clone())),
         (None, None) => None,
@@ -286,6 +299,7 @@ async fn route_request(
                 StatusCode::SERVICE_UNAVAILABLE => {
                     with_status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream for this route\n")
                 }
+                StatusCode::BAD_REQUEST => with_status(StatusCode::BAD_REQUEST, "request body incomplete\n"),
                 _ => with_status(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
             }
         }

@@ -16,7 +16,8 @@ pub enum FieldKind {
     Te,
     Upgrade,
     TransferEncoding,
-    /// keep-alive, proxy-connection, proxy-authenticate, proxy-authorization, trailer.
+    /// keep-alive, proxy-connection, proxy-authenticate, proxy-authorization. (`Trailer`
+    /// is end-to-end: it names the trailer fields, and an HTTP/1.1 server sends only those.)
     OtherHopByHop,
 }
 
@@ -32,8 +33,7 @@ impl FieldKind {
             FieldKind::Upgrade
         } else if name == header::TRANSFER_ENCODING {
             FieldKind::TransferEncoding
-        } else if name == header::TRAILER
-            || name == header::PROXY_AUTHORIZATION
+        } else if name == header::PROXY_AUTHORIZATION
             || name == header::PROXY_AUTHENTICATE
             || name == KEEP_ALIVE
             || name == PROXY_CONNECTION
@@ -61,14 +61,16 @@ pub fn has_token(value: &HeaderValue, token: &str) -> bool {
 }
 
 /// Removes the fields a `Connection` value names, other than the tokens `close`,
-/// `keep-alive` and `upgrade`, which name connection options rather than fields.
+/// `keep-alive` and `upgrade`, which name connection options rather than fields. Framing
+/// fields stay: a message's length is decided from them, whatever `Connection` claims.
 pub fn remove_connection_named(headers: &mut HeaderMap, connection: &HeaderValue) {
     for token in connection.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-        let option = token.is_empty()
+        let keep = token.is_empty()
             || token.eq_ignore_ascii_case(b"upgrade")
             || token.eq_ignore_ascii_case(b"close")
-            || token.eq_ignore_ascii_case(b"keep-alive");
-        if !option {
+            || token.eq_ignore_ascii_case(b"keep-alive")
+            || token.eq_ignore_ascii_case(b"content-length");
+        if !keep {
             if let Ok(name) = HeaderName::from_bytes(token) {
                 headers.remove(name);
             }
@@ -90,7 +92,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if found & FieldKind::OtherHopByHop.bit() != 0 {
         for name in [
             &header::TRANSFER_ENCODING,
-            &header::TRAILER,
             &header::PROXY_AUTHORIZATION,
             &header::PROXY_AUTHENTICATE,
             &KEEP_ALIVE,
@@ -111,9 +112,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// True for requests asking to switch protocols (WebSocket and friends).
+/// True for requests asking to switch protocols (WebSocket and friends) that swarmgate
+/// passes on. `Upgrade: h2c` is not one of them: after the switch the client would speak
+/// HTTP/2 straight to the upstream, every later request on the tunnel bypassing routing,
+/// authentication and rate limits ("h2c smuggling"); such a request goes on as a plain one.
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "upgrade"))
+    headers.get(header::UPGRADE).is_some_and(|u| !has_token(u, "h2c"))
+        && headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, "upgrade"))
 }
 
 #[cfg(test)]
@@ -145,7 +150,26 @@ mod tests {
         let mut h = map(&[("te", "trailers"), ("upgrade", "websocket"), ("connection", "Upgrade, keep-alive")]);
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h, map(&[("te", "trailers"), ("upgrade", "websocket"), ("connection", "upgrade")]));
-        assert!(is_upgrade_request(&map(&[("upgrade", "h2c"), ("connection", "HTTP2-Settings, Upgrade")])));
-        assert!(!is_upgrade_request(&map(&[("upgrade", "h2c")])));
+        assert!(is_upgrade_request(&map(&[("upgrade", "WebSocket"), ("connection", "keep-alive, Upgrade")])));
+        assert!(!is_upgrade_request(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn h2c_upgrade_is_refused_and_its_settings_dropped() {
+        let mut h = map(&[
+            ("upgrade", "h2c"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
+        ]);
+        assert!(!is_upgrade_request(&h));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "left: {h:?}");
+    }
+
+    #[test]
+    fn connection_cannot_take_away_framing_or_end_to_end_trailer_names() {
+        let mut h = map(&[("connection", "content-length"), ("content-length", "5"), ("trailer", "x-sum")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("content-length", "5"), ("trailer", "x-sum")]));
     }
 }

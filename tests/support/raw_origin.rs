@@ -39,6 +39,10 @@ pub enum Reply {
     Close,
     /// Writes these bytes right after the head, without reading the body, then closes.
     Early(Vec<u8>),
+    /// Writes this chunked response head right after the request head, then reads the whole
+    /// body, then sends one chunk `<n> bytes` and the last chunk (an upstream that answers
+    /// early and keeps reading, as echo and transcoding services do).
+    HeadFirst(Vec<u8>),
 }
 
 type Script = dyn Fn(&RawRequest) -> Reply + Send + Sync;
@@ -90,6 +94,20 @@ async fn serve(mut stream: TcpStream, conn: usize, script: Arc<Script>, seen: Ar
         buf.drain(..head_end + 4);
         let mut req = RawRequest { conn, nth, head, body: Vec::new() };
         let reply = script(&req);
+        if let Reply::HeadFirst(head) = &reply {
+            if stream.write_all(head).await.is_err() {
+                return;
+            }
+            let Some(body) = read_body(&mut stream, &mut buf, &req).await else { return };
+            let text = format!("{} bytes", body.len());
+            req.body = body;
+            seen.lock().unwrap().push(req);
+            let end = format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len());
+            if stream.write_all(end.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         if let Reply::Early(bytes) = &reply {
             seen.lock().unwrap().push(req);
             let _ = stream.write_all(bytes).await;
@@ -116,7 +134,7 @@ async fn serve(mut stream: TcpStream, conn: usize, script: Arc<Script>, seen: Ar
                 let _ = stream.write_all(&bytes).await;
                 return;
             }
-            Reply::Close | Reply::Early(_) => return,
+            Reply::Close | Reply::Early(_) | Reply::HeadFirst(_) => return,
         }
     }
 }

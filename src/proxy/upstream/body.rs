@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::codec::{BodyLength, ChunkedDecoder, Decoded};
-use super::conn::UpstreamConn;
+use super::conn::{OutgoingBody, UpstreamConn};
 use crate::proxy::balancer::EndpointState;
 use crate::proxy::body::{BoxError, ProxyBody};
 
@@ -32,16 +32,22 @@ pub struct UpstreamBody {
     /// The connection may serve another request once this body is read.
     reusable: bool,
     endpoint: Arc<EndpointState>,
+    /// The rest of a request body the upstream answered before taking whole: it goes on
+    /// being sent while the response streams (an upstream may answer early and keep
+    /// reading, as echo or transcoding services do).
+    upload: Option<OutgoingBody>,
 }
 
 /// The body of a response whose head was just read from `conn`. A body that already sits
 /// whole in the read buffer (the usual small response) is split off at once and the
 /// connection goes back to the pool before the response is even written to the client.
+/// `upload` is what is left of the request body, if the upstream answered before taking it.
 pub fn response_body(
     mut conn: UpstreamConn,
     length: BodyLength,
     reusable: bool,
     endpoint: &Arc<EndpointState>,
+    upload: Option<OutgoingBody>,
 ) -> ProxyBody {
     let remaining = match length {
         BodyLength::Empty => {
@@ -57,7 +63,8 @@ pub fn response_body(
         BodyLength::Chunked => Remaining::Chunked(ChunkedDecoder::default()),
         BodyLength::UntilClose => Remaining::UntilClose,
     };
-    ProxyBody::Http1(UpstreamBody { conn: Some(conn), remaining, reusable, endpoint: endpoint.clone() })
+    let upload = upload.filter(OutgoingBody::is_active);
+    ProxyBody::Http1(UpstreamBody { conn: Some(conn), remaining, reusable, endpoint: endpoint.clone(), upload })
 }
 
 /// Returns a connection whose exchange is complete to its pool, if it can be reused.
@@ -94,6 +101,13 @@ impl Body for UpstreamBody {
         let this = self.get_mut();
         loop {
             let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+            if let Some(upload) = this.upload.as_mut() {
+                // Pending registers for the socket or the client body; anything else ends
+                // the upload (done, or stopped: the connection is not reused either way).
+                if conn.poll_send_body(upload, cx).is_ready() {
+                    this.upload = None;
+                }
+            }
             let want = match &mut this.remaining {
                 Remaining::Exact(left) => {
                     if !conn.buf.is_empty() {

@@ -184,7 +184,10 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, F
     for connection in connection_named.iter().flatten() {
         remove_connection_named(&mut headers, connection);
     }
-    Ok(Some(ResponseHead { status, headers, reason, close: close || !keep_alive, transfer_encoding }))
+    // RFC 9112 §6.1: a Transfer-Encoding in an HTTP/1.0 message is a framing fault; read the
+    // body as told, but never reuse the connection.
+    let close = close || !keep_alive || (version == 0 && transfer_encoding != TransferEncoding::Absent);
+    Ok(Some(ResponseHead { status, headers, reason, close, transfer_encoding }))
 }
 
 /// How the body of a response is delimited.
@@ -286,6 +289,12 @@ impl ChunkedDecoder {
             match self.state {
                 ChunkState::Size => match httparse::parse_chunk_size(buf) {
                     Ok(httparse::Status::Complete((used, size))) => {
+                        // httparse takes an empty size as 0 (the last chunk) and a bare LF
+                        // inside extensions; a size line must start with a hex digit and end
+                        // at its CRLF.
+                        if !buf[0].is_ascii_hexdigit() || buf[..used - 1].contains(&b'\n') {
+                            return Err(FramingError::MalformedChunk);
+                        }
                         buf.advance(used);
                         self.state = if size == 0 { ChunkState::Trailers } else { ChunkState::Data(size) };
                     }
@@ -404,7 +413,7 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(h.headers.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        assert_eq!(h.headers.keys().map(|n| n.as_str()).collect::<Vec<_>>(), ["x-kept", "trailer"]);
         assert_eq!(h.transfer_encoding, TransferEncoding::Chunked);
         let h = head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
             .unwrap()
@@ -433,6 +442,8 @@ mod tests {
         assert!(head("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\n\r\n").unwrap().unwrap().close);
         assert!(head("HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap().close);
         assert!(!head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n\r\n").unwrap().unwrap().close);
+        let te10 = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(head(te10).unwrap().unwrap().close, "HTTP/1.0 with Transfer-Encoding");
     }
 
     #[test]
@@ -538,6 +549,9 @@ mod tests {
     #[test]
     fn malformed_chunks_are_errors() {
         assert!(decode_in_steps(b"zz\r\nhello\r\n0\r\n\r\n", 64).is_err());
+        assert!(decode_in_steps(b"\r\n\r\n", 64).is_err(), "an empty size is not the last chunk");
+        assert!(decode_in_steps(b";ext\r\n\r\n", 64).is_err());
+        assert!(decode_in_steps(b"3;a\nb\r\nabc\r\n0\r\n\r\n", 64).is_err(), "bare LF in a size line");
         assert!(decode_in_steps(b"5\r\nhelloXX0\r\n\r\n", 64).is_err());
         // A size line that never ends must not be buffered for ever.
         let long_ext = format!("1;{}", "e".repeat(MAX_CHUNK_LINE + 10));

@@ -64,35 +64,67 @@ pub struct OutgoingBody {
     chunked: bool,
     /// Bytes of the current frame not written yet.
     pending: Bytes,
-    /// The client body ended (and, when chunked, the last chunk is queued).
-    ended: bool,
+    state: Upload,
+    /// Bytes went out since the caller last asked (see `take_progress`).
+    progressed: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    Streaming,
+    /// The client body ended; `pending` may still hold the last chunk.
+    Ended,
+    /// The upstream stopped taking the body (it may have answered already), or the client's
+    /// body failed.
+    Stopped,
 }
 
 impl OutgoingBody {
     pub fn new(body: Incoming, chunked: bool) -> Self {
-        OutgoingBody { body, chunked, pending: Bytes::new(), ended: false }
+        OutgoingBody { body, chunked, pending: Bytes::new(), state: Upload::Streaming, progressed: false }
     }
 
     pub fn is_chunked(&self) -> bool {
         self.chunked
     }
 
-    fn is_sent(&self) -> bool {
-        self.ended && self.pending.is_empty()
+    /// All of it went out.
+    pub fn is_sent(&self) -> bool {
+        self.state == Upload::Ended && self.pending.is_empty()
+    }
+
+    /// Still going: neither sent nor stopped.
+    pub fn is_active(&self) -> bool {
+        self.state != Upload::Stopped && !self.is_sent()
+    }
+
+    fn take_progress(&mut self) -> bool {
+        std::mem::take(&mut self.progressed)
     }
 
     /// Writes the body to `io` until it is all sent (`Ready(Ok)`), a write or the client
-    /// blocks (`Pending`), or something fails.
-    fn poll_send(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), SendBodyError>> {
+    /// blocks (`Pending`), or something fails (the upload is then stopped).
+    pub(super) fn poll_send(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), SendBodyError>> {
+        let result = self.poll_send_inner(io, cx);
+        if matches!(result, Poll::Ready(Err(_))) {
+            self.state = Upload::Stopped;
+        }
+        result
+    }
+
+    fn poll_send_inner(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), SendBodyError>> {
         loop {
             while !self.pending.is_empty() {
                 match Pin::new(&mut *io).poll_write(cx, &self.pending) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(SendBodyError::Write)),
-                    Poll::Ready(Ok(n)) => self.pending.advance(n),
+                    Poll::Ready(Ok(n)) => {
+                        self.pending.advance(n);
+                        self.progressed = true;
+                    }
                     Poll::Pending => return Poll::Pending,
                 }
             }
-            if self.ended {
+            if self.state == Upload::Ended {
                 return Poll::Ready(Ok(()));
             }
             match Pin::new(&mut self.body).poll_frame(cx) {
@@ -108,7 +140,7 @@ impl OutgoingBody {
                     Ok(data) => self.pending = data,
                     // Trailers: HTTP/1.1 can carry them only after chunks.
                     Err(frame) => {
-                        self.ended = true;
+                        self.state = Upload::Ended;
                         if self.chunked {
                             self.pending = match frame.into_trailers() {
                                 Ok(trailers) => codec::last_chunk_with_trailers(&trailers),
@@ -119,7 +151,7 @@ impl OutgoingBody {
                 },
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(SendBodyError::Client(e))),
                 Poll::Ready(None) => {
-                    self.ended = true;
+                    self.state = Upload::Ended;
                     if self.chunked {
                         self.pending = Bytes::from_static(b"0\r\n\r\n");
                     }
@@ -130,7 +162,7 @@ impl OutgoingBody {
     }
 }
 
-enum SendBodyError {
+pub(super) enum SendBodyError {
     /// The upstream stopped taking the body (it may have answered already).
     Write,
     Client(hyper::Error),
@@ -144,8 +176,10 @@ pub struct UpstreamConn {
     /// The connection completed an exchange before (it came from the pool).
     pub reused: bool,
     /// The response deadline, armed per exchange. One timer per connection, moved forward
-    /// for each request: extending a registered tokio timer is one atomic store, where a
-    /// fresh timeout per request meant a timer-wheel insert and removal every time.
+    /// for each request: while requests come within the timeout of each other, extending the
+    /// registered tokio timer is one atomic store, where a fresh timeout per request meant a
+    /// timer-wheel insert and removal every time. (After an idle spell longer than the
+    /// timeout it fires once, waking nobody who cares, and is registered again.)
     deadline: Pin<Box<Sleep>>,
 }
 
@@ -155,6 +189,11 @@ impl UpstreamConn {
             .await
             .map_err(|_| ConnectError::Timeout(timeout))??;
         let _ = io.set_nodelay(true);
+        // An endpoint whose node vanished without a reset is found out by keep-alive probes
+        // instead of holding a client's response open for ever.
+        let keepalive =
+            socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(10));
+        let _ = socket2::SockRef::from(&io).set_tcp_keepalive(&keepalive);
         Ok(UpstreamConn {
             io,
             buf: BytesMut::with_capacity(HEAD_READ_CHUNK),
@@ -206,7 +245,6 @@ impl UpstreamConn {
         self.deadline.as_mut().reset(Instant::now() + timeout);
         let mut head_written = 0;
         let mut response_started = false;
-        let mut body_failed = false;
         std::future::poll_fn(|cx| loop {
             while head_written < head.len() {
                 match Pin::new(&mut self.io).poll_write(cx, &head[head_written..]) {
@@ -251,20 +289,21 @@ impl UpstreamConn {
                 }
                 Poll::Pending => {}
             }
-            if let Some(b) = body.as_deref_mut() {
-                if !body_failed && !b.is_sent() {
-                    match b.poll_send(&mut self.io, cx) {
-                        Poll::Ready(Ok(())) => continue,
-                        // The upstream stopped reading; it may still have answered.
-                        Poll::Ready(Err(SendBodyError::Write)) => {
-                            body_failed = true;
-                            continue;
-                        }
-                        Poll::Ready(Err(SendBodyError::Client(e))) => {
-                            return Poll::Ready(Err(ExchangeError::ClientBody(e)));
-                        }
-                        Poll::Pending => {}
+            if let Some(b) = body.as_deref_mut().filter(|b| b.is_active()) {
+                let sent = b.poll_send(&mut self.io, cx);
+                // While the body streams the deadline bounds each pause, and the upstream
+                // gets the whole timeout to answer once the body is in.
+                if b.take_progress() {
+                    self.deadline.as_mut().reset(Instant::now() + timeout);
+                }
+                match sent {
+                    Poll::Ready(Ok(())) => continue,
+                    // The upstream stopped reading; it may still have answered.
+                    Poll::Ready(Err(SendBodyError::Write)) => continue,
+                    Poll::Ready(Err(SendBodyError::Client(e))) => {
+                        return Poll::Ready(Err(ExchangeError::ClientBody(e)));
                     }
+                    Poll::Pending => {}
                 }
             }
             return self.poll_deadline(cx, timeout);
@@ -278,6 +317,15 @@ impl UpstreamConn {
             Poll::Ready(()) => Poll::Ready(Err(ExchangeError::Timeout(timeout))),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    /// Goes on sending a request body while the response streams.
+    pub(super) fn poll_send_body(
+        &mut self,
+        body: &mut OutgoingBody,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), SendBodyError>> {
+        body.poll_send(&mut self.io, cx)
     }
 
     /// The socket and any bytes already read past the response head, for a protocol switch.

@@ -2,37 +2,52 @@
 //!
 //! One small pool per endpoint (held by its `EndpointState`), with an idle list per serving
 //! thread: a thread reuses the connections registered with its own runtime, and threads do
-//! not contend. A connection goes back the moment its response body ends. The lock is held
-//! only for a `Vec` push or pop.
+//! not contend. A connection goes back the moment its response body ends; the newest is
+//! handed out first (it is the least likely to have been closed by the upstream), and
+//! connections idle for longer than the idle timeout are closed as others come back. The
+//! lock is held only for a push or a pop.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::conn::{ConnectError, UpstreamConn};
+use bytes::BytesMut;
+
+use super::conn::{ConnectError, UpstreamConn, HEAD_READ_CHUNK};
 
 /// Idle connections kept per endpoint and serving thread.
 const MAX_IDLE: usize = 256;
 
-/// Idle lists per endpoint: one per serving thread (modulo).
-const BUCKETS: usize = 8;
+/// Idle timeout of pools made without one (tools and tests).
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
+
+/// Idle lists per pool: at least one per serving thread, so that no two threads (and their
+/// runtimes) share one.
+static BUCKETS: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Marks the current thread as serving thread `index` (picks its pool bucket).
-pub fn set_worker_index(index: usize) {
-    WORKER.with(|w| w.set(index % BUCKETS));
+/// Makes pools created from now on have an idle list for each of `workers` serving threads.
+pub fn reserve_workers(workers: usize) {
+    BUCKETS.fetch_max(workers, Ordering::Relaxed);
 }
 
-/// One thread's idle connections, newest last, with the time each went idle.
-type IdleList = Mutex<Vec<(UpstreamConn, Instant)>>;
+/// Marks the current thread as serving thread `index` (picks its idle list).
+pub fn set_worker_index(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// One thread's idle connections, oldest first, with the time each went idle.
+type IdleList = Mutex<VecDeque<(UpstreamConn, Instant)>>;
 
 /// Idle keep-alive connections to one endpoint.
-#[derive(Default)]
 pub struct Http1Pool {
-    idle: [IdleList; BUCKETS],
+    idle: Box<[IdleList]>,
+    max_idle: Duration,
 }
 
 impl std::fmt::Debug for Http1Pool {
@@ -42,21 +57,26 @@ impl std::fmt::Debug for Http1Pool {
 }
 
 impl Http1Pool {
-    fn bucket(&self) -> &IdleList {
-        &self.idle[WORKER.with(|w| w.get())]
+    /// A pool that closes connections idle for longer than `max_idle`.
+    pub fn new(max_idle: Duration) -> Self {
+        let buckets = BUCKETS.load(Ordering::Relaxed).max(1);
+        Http1Pool { idle: (0..buckets).map(|_| IdleList::default()).collect(), max_idle }
     }
 
-    /// An open idle connection younger than `max_idle` (unless `fresh`), or a new one.
+    fn bucket(&self) -> &IdleList {
+        &self.idle[WORKER.with(|w| w.get()) % self.idle.len()]
+    }
+
+    /// An open idle connection (unless `fresh`), or a new one.
     pub async fn checkout(
         &self,
         addr: SocketAddr,
         connect_timeout: Duration,
-        max_idle: Duration,
         fresh: bool,
     ) -> Result<UpstreamConn, ConnectError> {
         if !fresh {
-            while let Some((conn, since)) = self.pop_idle() {
-                if since.elapsed() <= max_idle && conn.is_open() {
+            while let Some((conn, since)) = self.pop_newest() {
+                if since.elapsed() <= self.max_idle && conn.is_open() {
                     return Ok(conn);
                 }
             }
@@ -65,20 +85,75 @@ impl Http1Pool {
         Box::pin(UpstreamConn::connect(addr, connect_timeout)).await
     }
 
-    fn pop_idle(&self) -> Option<(UpstreamConn, Instant)> {
-        self.bucket().lock().unwrap_or_else(|e| e.into_inner()).pop()
+    fn pop_newest(&self) -> Option<(UpstreamConn, Instant)> {
+        self.bucket().lock().unwrap_or_else(|e| e.into_inner()).pop_back()
     }
 
-    /// Returns a connection whose exchange completed.
+    /// Returns a connection whose exchange completed, and closes those idle for too long.
     pub fn checkin(&self, mut conn: UpstreamConn) {
         conn.reused = true;
-        let mut idle = self.bucket().lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
+        // A big body grew the read buffer; an idle connection keeps only a head-sized one.
+        if conn.buf.capacity() > 2 * HEAD_READ_CHUNK {
+            conn.buf = BytesMut::with_capacity(HEAD_READ_CHUNK);
         }
+        let now = Instant::now();
+        let expired = {
+            let mut idle = self.bucket().lock().unwrap_or_else(|e| e.into_inner());
+            let stale = idle.iter().take_while(|(_, since)| now.duration_since(*since) > self.max_idle).count();
+            let expired: Vec<_> = idle.drain(..stale).collect();
+            if idle.len() < MAX_IDLE {
+                idle.push_back((conn, now));
+            }
+            expired
+        };
+        // Closed outside the lock.
+        drop(expired);
     }
 
     pub fn idle_len(&self) -> usize {
         self.idle.iter().map(|b| b.lock().map(|v| v.len()).unwrap_or(0)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that accepts and holds connections.
+    async fn holding_listener() -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn idle_connections_past_the_timeout_are_closed_as_others_come_back() {
+        let addr = holding_listener().await;
+        let pool = Http1Pool::new(Duration::from_millis(100));
+        let connect = || UpstreamConn::connect(addr, Duration::from_secs(1));
+        pool.checkin(connect().await.unwrap());
+        pool.checkin(connect().await.unwrap());
+        assert_eq!(pool.idle_len(), 2);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        pool.checkin(connect().await.unwrap());
+        assert_eq!(pool.idle_len(), 1, "the two stale ones were closed");
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_keeps_only_a_head_sized_buffer() {
+        let addr = holding_listener().await;
+        let pool = Http1Pool::new(Duration::from_secs(10));
+        let mut conn = UpstreamConn::connect(addr, Duration::from_secs(1)).await.unwrap();
+        conn.buf.reserve(1024 * 1024);
+        pool.checkin(conn);
+        let conn = pool.checkout(addr, Duration::from_secs(1), false).await.unwrap();
+        assert!(conn.reused, "the pooled connection came back");
+        assert!(conn.buf.capacity() <= 2 * HEAD_READ_CHUNK, "capacity {}", conn.buf.capacity());
     }
 }
