@@ -23,6 +23,7 @@ use crate::proxy::balancer::EndpointRegistry;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::health::HealthChecker;
 use crate::proxy::server::{serve, ListenerSettings};
+use crate::proxy::spread::{Spreader, ThreadShare};
 use crate::proxy::ProxyState;
 use crate::tls::{server_config, CertMap, Challenges, LiveCert, StaticCerts};
 
@@ -333,18 +334,28 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));
     let mut https_listener = https_listener.into_iter();
     let mut http_listener = http_listener.into_iter();
+    // One spreader per listener group, when there is more than one serving thread.
+    let shares = || -> Box<dyn Iterator<Item = Option<ThreadShare>> + Send> {
+        match workers {
+            1 => Box::new(std::iter::repeat_with(|| None)),
+            n => Box::new(Spreader::shares(n).into_iter().map(Some)),
+        }
+    };
+    let (mut http_shares, mut https_shares) = (shares(), shares());
     for index in 0..workers {
         let pair = (http_listener.next(), https_listener.next());
+        let share_pair = (http_shares.next().flatten(), https_shares.next().flatten());
         let serve_pair = {
             let (state, settings, shutdown, acceptor) =
                 (state.clone(), settings.clone(), shutdown.clone(), acceptor.clone());
             move || async move {
                 let mut parts = Vec::new();
                 if let Some(l) = pair.0.and_then(|l| TcpListener::from_std(l).ok()) {
-                    parts.push(tokio::spawn(serve(l, None, state.clone(), settings.clone(), shutdown.clone())));
+                    let (state, settings, shutdown) = (state.clone(), settings.clone(), shutdown.clone());
+                    parts.push(tokio::spawn(serve(l, None, state, settings, shutdown, share_pair.0)));
                 }
                 if let Some(l) = pair.1.and_then(|l| TcpListener::from_std(l).ok()) {
-                    parts.push(tokio::spawn(serve(l, Some(acceptor), state, settings, shutdown)));
+                    parts.push(tokio::spawn(serve(l, Some(acceptor), state, settings, shutdown, share_pair.1)));
                 }
                 for p in parts {
                     let _ = p.await;

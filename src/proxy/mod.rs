@@ -7,6 +7,7 @@ pub mod handler;
 pub mod health;
 pub mod hop_by_hop;
 pub mod server;
+pub mod spread;
 pub mod upstream;
 pub mod watchdog;
 

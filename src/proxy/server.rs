@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::{handle, ConnInfo, ProxyState};
+use super::spread::ThreadShare;
 use super::watchdog::{Activity, Verdict, Watched, REQUEST_TIMEOUT};
 use crate::config::Limits;
 use crate::tls::ACME_TLS_ALPN;
@@ -68,13 +69,15 @@ const OVERLOADED: &[u8] =
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
 
 /// Serves `listener` until `shutdown` fires, then lets open connections finish for up to the
-/// grace period. `tls` = Some for the HTTPS listener.
+/// grace period. `tls` = Some for the HTTPS listener. `share`: this serving thread's part in
+/// spreading connections evenly over the threads (None when it is the only one).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: Arc<ProxyState>,
     settings: ListenerSettings,
     shutdown: CancellationToken,
+    mut share: Option<ThreadShare>,
 ) {
     let builders = Arc::new(Builders::new(&settings.limits));
     let tracker = TaskTracker::new();
@@ -83,8 +86,15 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
+            Some(moved) = handed_over(&mut share) => moved,
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((stream, peer)) => match &share {
+                    Some(share) => match share.place(stream, peer) {
+                        Some(kept) => kept,
+                        None => continue,
+                    },
+                    None => (stream, peer),
+                },
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -102,6 +112,7 @@ pub async fn serve(
         };
         state.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         state.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        let counted = share.as_ref().map(ThreadShare::opened);
         let activity = Arc::new(Activity::default());
         // Everything a request on this connection reads, behind one reference count.
         let conn = Arc::new(ConnContext {
@@ -130,6 +141,7 @@ pub async fn serve(
         // The TLS handshake runs in the connection task so a slow client cannot stall accepts.
         tracker.spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             match acceptor {
                 None => {
                     if is_h2c_preface(&stream, handshake_timeout).await {
@@ -192,6 +204,14 @@ pub async fn serve(
     let grace = settings.limits.grace_period.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
+    }
+}
+
+/// Connections other serving threads handed to this one (never, without a share).
+async fn handed_over(share: &mut Option<ThreadShare>) -> Option<(TcpStream, std::net::SocketAddr)> {
+    match share {
+        Some(share) => share.handed_over().await,
+        None => std::future::pending().await,
     }
 }
 
