@@ -67,5 +67,7 @@ kill -INT "${pids[1]}"
 wait "${pids[1]}" 2>/dev/null || true
 # The warm-up request above is counted too; it is one among hundreds of thousands.
 serving=$(callgrind_annotate --inclusive=yes --auto=no "$work/callgrind.out" 2>/dev/null |
-  awk '/pthread_create.c:start_thread/{gsub(",","",$1); print $1; exit}')
+  awk '!found && /pthread_create.c:start_thread/ {gsub(",", "", $1); print $1; found = 1}')
 echo "requests=$requests serving_thread_instructions=$serving per_request=$((serving / (requests + 1)))"
+# KEEP=file keeps the profile for callgrind_annotate.
+if [ -n "${KEEP:-}" ]; then cp "$work/callgrind.out" "$KEEP"; fi

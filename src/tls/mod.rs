@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use rustc_hash::FxBuildHasher;
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -145,20 +146,23 @@ pub struct Challenges {
 #[derive(Debug, Default)]
 pub struct CertMap {
     statics: ArcSwap<StaticCerts>,
-    dynamic: DashMap<String, Arc<LiveCert>>,
+    /// Fx-hashed, like `StaticCerts::by_name`: plain-HTTP requests look their host up here (to
+    /// decide a redirect), and SipHash was most of that cost. The keys are our own names, so a
+    /// client choosing hosts cannot make the table degrade.
+    dynamic: DashMap<String, Arc<LiveCert>, FxBuildHasher>,
 }
 
 /// Static certificates indexed by name (exact and `*.` wildcard).
 #[derive(Debug, Default)]
 pub struct StaticCerts {
-    by_name: std::collections::HashMap<String, Arc<LiveCert>>,
+    by_name: std::collections::HashMap<String, Arc<LiveCert>, FxBuildHasher>,
     pub certs: Vec<Arc<LiveCert>>,
 }
 
 impl StaticCerts {
     pub fn new(certs: Vec<LiveCert>) -> Self {
         let certs: Vec<Arc<LiveCert>> = certs.into_iter().map(Arc::new).collect();
-        let mut by_name = std::collections::HashMap::new();
+        let mut by_name = std::collections::HashMap::default();
         for c in &certs {
             for n in &c.names {
                 by_name.entry(n.clone()).or_insert_with(|| c.clone());
@@ -226,7 +230,9 @@ impl CertMap {
 
     /// True when a handshake for `host` would succeed (used for HTTP→HTTPS redirects).
     pub fn has(&self, host: &str) -> bool {
-        self.get(host).is_some()
+        let statics = self.statics.load();
+        lookup(|n| statics.by_name.contains_key(n).then_some(()), host).is_some()
+            || lookup(|n| self.dynamic.contains_key(n).then_some(()), host).is_some()
     }
 
     /// Dynamic certificates (one entry per name).
