@@ -15,8 +15,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ProxyBody {
     /// Streamed from an h2c or HTTPS upstream (hyper's client) as it arrives.
     Upstream(Incoming),
-    /// Streamed from a pooled HTTP/1.1 upstream connection, which goes back to its pool at the end.
-    Http1(super::upstream::UpstreamBody),
+    /// Streamed from a pooled HTTP/1.1 upstream connection, which goes back to its pool at the
+    /// end. Boxed: it is large, and every response (most carry a small `Full` body instead) is
+    /// moved a few times on its way out.
+    Http1(Box<super::upstream::UpstreamBody>),
     /// A fixed body produced by swarmgate (errors, redirects, `respond` routes, admin).
     Full(Option<Bytes>),
 }

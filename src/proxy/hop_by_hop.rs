@@ -60,20 +60,30 @@ pub fn has_token(value: &HeaderValue, token: &str) -> bool {
     value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Removes the fields a `Connection` value names, other than the tokens `close`,
-/// `keep-alive` and `upgrade`, which name connection options rather than fields. Framing
-/// fields stay: a message's length is decided from them, whatever `Connection` claims.
-pub fn remove_connection_named(headers: &mut HeaderMap, connection: &HeaderValue) {
-    for token in connection.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-        let keep = token.is_empty()
+/// The field names a `Connection` value lists: its tokens other than `close`, `keep-alive`
+/// and `upgrade`, which name connection options rather than fields. Framing fields are left
+/// out: a message's length is decided from them, whatever `Connection` claims.
+fn connection_named(connection: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    connection.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|token| {
+        !(token.is_empty()
             || token.eq_ignore_ascii_case(b"upgrade")
             || token.eq_ignore_ascii_case(b"close")
             || token.eq_ignore_ascii_case(b"keep-alive")
-            || token.eq_ignore_ascii_case(b"content-length");
-        if !keep {
-            if let Ok(name) = HeaderName::from_bytes(token) {
-                headers.remove(name);
-            }
+            || token.eq_ignore_ascii_case(b"content-length"))
+    })
+}
+
+/// True when a `Connection` value names fields to remove (`keep-alive` or `close` alone, the
+/// usual values, do not).
+pub fn names_fields(connection: &HeaderValue) -> bool {
+    connection_named(connection).next().is_some()
+}
+
+/// Removes the fields a `Connection` value names.
+pub fn remove_connection_named(headers: &mut HeaderMap, connection: &HeaderValue) {
+    for token in connection_named(connection) {
+        if let Ok(name) = HeaderName::from_bytes(token) {
+            headers.remove(name);
         }
     }
 }

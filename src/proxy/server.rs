@@ -148,14 +148,12 @@ pub async fn serve(
                         let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                         drive(conn, &signal, peer).await;
                     } else {
-                        // A duplicate handle lets the driver write a 408 while hyper owns the stream.
-                        let raw =
-                            std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok().map(std::net::TcpStream::from);
                         let deadlines = Deadlines {
                             activity: activity.clone(),
                             header: handshake_timeout,
                             idle: idle_timeout,
-                            raw,
+                            raw: duplicate(&stream),
+                            plain: true,
                         };
                         let io = Watched::new(stream, activity);
                         let conn = builders.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
@@ -186,7 +184,8 @@ pub async fn serve(
                                 activity: activity.clone(),
                                 header: handshake_timeout,
                                 idle: idle_timeout,
-                                raw: None,
+                                raw: duplicate(s.get_ref().0),
+                                plain: false,
                             };
                             let io = Watched::new(s, activity);
                             let conn = builders.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
@@ -306,8 +305,49 @@ struct Deadlines {
     activity: Arc<Activity>,
     header: Duration,
     idle: Duration,
-    /// Plain TCP only: where a 408 can be written (TLS connections are closed without one).
+    /// A duplicate handle of the socket, usable while hyper owns the stream: where a 408 can
+    /// be written (plain TCP only; TLS connections are closed without one), and what keeps the
+    /// socket open for a lingering close once hyper has let go of it.
     raw: Option<std::net::TcpStream>,
+    plain: bool,
+}
+
+fn duplicate(stream: &TcpStream) -> Option<std::net::TcpStream> {
+    std::os::fd::AsFd::as_fd(stream).try_clone_to_owned().ok().map(std::net::TcpStream::from)
+}
+
+/// How long a lingering close waits for the client to stop sending, in all and between reads.
+const LINGER_TIME: Duration = Duration::from_secs(5);
+const LINGER_PAUSE: Duration = Duration::from_secs(1);
+
+/// A lingering close, as nginx does: the client may still be sending a request body nobody
+/// read (an upstream answered 413 or 401 early). Closing at once would make the kernel answer
+/// those bytes with a reset, which can destroy the response still on its way to the client.
+/// So the write side is shut and what still arrives is read and dropped until the client
+/// closes, for at most `LINGER_TIME` in all and `LINGER_PAUSE` between reads. (A byte limit
+/// would bring the reset back for exactly the big uploads this is for.)
+async fn linger(raw: std::net::TcpStream) {
+    use std::io::Read;
+    let _ = raw.shutdown(std::net::Shutdown::Write);
+    // Usually the client has closed already: one read says so.
+    let mut probe = [0u8; 64];
+    match (&raw).read(&mut probe) {
+        Ok(0) => return,
+        Err(e) if e.kind() != std::io::ErrorKind::WouldBlock => return,
+        _ => {}
+    }
+    let Ok(mut stream) = TcpStream::from_std(raw) else { return };
+    let drain = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(LINGER_PAUSE, tokio::io::AsyncReadExt::read(&mut stream, &mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// `drive` plus the HTTP/1.1 deadlines, checked on one timer per connection.
@@ -340,7 +380,7 @@ where
             Verdict::Wait(d) => d.min(deadlines.header / 2),
             Verdict::HeadTimeout => {
                 tracing::debug!(client = %peer, "request head not complete in time: 408");
-                if let Some(raw) = &deadlines.raw {
+                if let Some(raw) = deadlines.raw.as_ref().filter(|_| deadlines.plain) {
                     use std::io::Write;
                     let _ = (&*raw).write(REQUEST_TIMEOUT);
                     let _ = raw.shutdown(std::net::Shutdown::Both);
@@ -360,6 +400,10 @@ where
     .await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+    }
+    // After a protocol switch the socket belongs to the tunnel.
+    if let Some(raw) = deadlines.raw.filter(|_| !deadlines.activity.is_upgraded()) {
+        Box::pin(linger(raw)).await;
     }
 }
 

@@ -67,6 +67,10 @@ impl Activity {
         self.upgraded.store(true, Ordering::Relaxed);
     }
 
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded.load(Ordering::Relaxed)
+    }
+
     fn saw_bytes(&self) {
         if self.busy.load(Ordering::Relaxed) == 0 && self.head_since_ns.load(Ordering::Relaxed) == 0 {
             self.head_since_ns.store(now_ns().max(1), Ordering::Relaxed);

@@ -64,7 +64,13 @@ pub fn response_body(
         BodyLength::UntilClose => Remaining::UntilClose,
     };
     let upload = upload.filter(OutgoingBody::is_active);
-    ProxyBody::Http1(UpstreamBody { conn: Some(conn), remaining, reusable, endpoint: endpoint.clone(), upload })
+    ProxyBody::Http1(Box::new(UpstreamBody {
+        conn: Some(conn),
+        remaining,
+        reusable,
+        endpoint: endpoint.clone(),
+        upload,
+    }))
 }
 
 /// Returns a connection whose exchange is complete to its pool, if it can be reused.

@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use crate::proxy::hop_by_hop::{has_token, remove_connection_named, FieldKind};
+use crate::proxy::hop_by_hop::{has_token, names_fields, remove_connection_named, FieldKind};
 
 /// Largest response head taken from an upstream; a bigger one is a 502, not a memory sink.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -161,7 +161,7 @@ pub fn parse_response_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, F
                 keep_alive |= has_token(&value, "keep-alive");
                 if upgrade {
                     headers.append(name, value);
-                } else {
+                } else if names_fields(&value) {
                     connection_named.get_or_insert_with(Vec::new).push(value);
                 }
                 continue;
