@@ -6,6 +6,7 @@
 #
 #   cargo build --release
 #   benches/instructions.sh            # needs valgrind, wrk and nginx (apt-get install -y ...)
+#   MODE=h2 benches/instructions.sh    # the same over h2c (prior knowledge), with h2load
 #
 # swarmgate runs with one serving runtime in front of an nginx origin; wrk sends keep-alive
 # requests for DUR seconds (default 20) over 8 connections; the instructions executed by the
@@ -13,7 +14,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SWARMGATE_BIN:-$here/target/release/swarmgate}
-for t in valgrind callgrind_annotate wrk nginx; do
+for t in valgrind callgrind_annotate wrk nginx $([ "${MODE:-h1}" = h2 ] && echo h2load); do
   command -v "$t" >/dev/null || { echo "missing $t" >&2; exit 2; }
 done
 work=$(mktemp -d)
@@ -57,7 +58,13 @@ for _ in $(seq 60); do
   curl -s -o /dev/null -H 'Host: app.example.com' http://127.0.0.1:19104/ && break
   sleep 1
 done
-requests=$(wrk -t1 -c8 -d"${DUR:-20}s" -H 'Host: app.example.com' http://127.0.0.1:19104/ | awk '/requests in/{print $1}')
+if [ "${MODE:-h1}" = h2 ]; then
+  # h2c with prior knowledge: 8 connections, 10 streams in flight on each.
+  requests=$(h2load -t1 -c8 -m10 -D"${DUR:-20}" -H ':authority: app.example.com' http://127.0.0.1:19104/ |
+    awk '/^status codes:/{print $3}')
+else
+  requests=$(wrk -t1 -c8 -d"${DUR:-20}s" -H 'Host: app.example.com' http://127.0.0.1:19104/ | awk '/requests in/{print $1}')
+fi
 if [ -z "$requests" ] || [ "$requests" -eq 0 ]; then
   echo "no requests were served (ports 19001/19104 busy?); swarmgate said:" >&2
   cat "$work/swarmgate.log" >&2

@@ -12,15 +12,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::body::ProxyBody;
 use super::handler::{handle, ConnInfo, ProxyState};
 use super::spread::ThreadShare;
 use super::watchdog::{Activity, Verdict, Watched, REQUEST_TIMEOUT};
@@ -40,7 +42,7 @@ struct Builders {
     /// hyper's own HTTP/1.1 server, without hyper-util's protocol-detecting wrapper: the
     /// listener already knows the protocol (ALPN, or the h2c preface).
     h1: hyper::server::conn::http1::Builder,
-    h2: auto::Builder<TokioExecutor>,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 impl Builders {
@@ -54,9 +56,8 @@ impl Builders {
             // Head and body in one buffer, one plain write: responses here are mostly small.
             .writev(false)
             .max_buf_size(limits.max_header_bytes.max(8192));
-        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-        h2.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_concurrent_streams(256)
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(20))
@@ -120,18 +121,13 @@ pub async fn serve(
             info: ConnInfo::new(peer, https),
             activity: activity.clone(),
         });
-        let svc = service_fn(move |req| {
+        // HTTP/1.1 serves one request at a time in place; HTTP/2 moves each stream's future
+        // into a task of its own (several copies of ~2 KB), so there it is boxed once instead.
+        let h1_svc = {
             let conn = conn.clone();
-            async move {
-                let busy = conn.activity.begin();
-                let resp = handle(&conn.state, req, &conn.info).await;
-                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    conn.activity.set_upgraded();
-                }
-                drop(busy);
-                Ok::<_, Infallible>(resp)
-            }
-        });
+            service_fn(move |req| serve_request(conn.clone(), req))
+        };
+        let h2_svc = service_fn(move |req| Box::pin(serve_request(conn.clone(), req)));
         let idle_timeout = settings.limits.idle_timeout.0;
         let builders = builders.clone();
         let metrics = state.metrics.clone();
@@ -145,7 +141,7 @@ pub async fn serve(
             match acceptor {
                 None => {
                     if is_h2c_preface(&stream, handshake_timeout).await {
-                        let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        let conn = builders.h2.serve_connection(TokioIo::new(stream), h2_svc);
                         drive(conn, &signal, peer).await;
                     } else {
                         let deadlines = Deadlines {
@@ -156,7 +152,7 @@ pub async fn serve(
                             plain: true,
                         };
                         let io = Watched::new(stream, activity);
-                        let conn = builders.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
+                        let conn = builders.h1.serve_connection(TokioIo::new(io), h1_svc).with_upgrades();
                         drive_h1(conn, &signal, peer, deadlines).await;
                     }
                 }
@@ -176,7 +172,7 @@ pub async fn serve(
                         // TLS-ALPN-01 validation is the handshake itself; nothing more to serve.
                         Some(s) if s.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {}
                         Some(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                            let conn = builders.h2.serve_connection_with_upgrades(TokioIo::new(s), svc);
+                            let conn = builders.h2.serve_connection(TokioIo::new(s), h2_svc);
                             drive(conn, &signal, peer).await;
                         }
                         Some(s) => {
@@ -188,7 +184,7 @@ pub async fn serve(
                                 plain: false,
                             };
                             let io = Watched::new(s, activity);
-                            let conn = builders.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
+                            let conn = builders.h1.serve_connection(TokioIo::new(io), h1_svc).with_upgrades();
                             drive_h1(conn, &signal, peer, deadlines).await;
                         }
                     }
@@ -204,6 +200,18 @@ pub async fn serve(
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(?grace, "grace period over; closing remaining connections");
     }
+}
+
+/// One request on a connection: marks the connection busy (for the idle deadline and
+/// lingering close) while the handler runs.
+async fn serve_request(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let busy = conn.activity.begin();
+    let resp = handle(&conn.state, req, &conn.info).await;
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        conn.activity.set_upgraded();
+    }
+    drop(busy);
+    Ok(resp)
 }
 
 /// Connections other serving threads handed to this one (never, without a share).
@@ -273,13 +281,12 @@ impl ConnSignal {
     }
 }
 
-type ConnResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
 /// Runs a connection; on shutdown asks it to finish in-flight requests and close
 /// (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
-async fn drive<C>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr)
+async fn drive<C, E>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr)
 where
-    C: std::future::Future<Output = ConnResult> + GracefulConnection,
+    C: std::future::Future<Output = Result<(), E>> + GracefulConnection,
+    E: std::fmt::Display,
 {
     tokio::pin!(conn);
     let mut closing = false;
@@ -425,17 +432,17 @@ where
     }
 }
 
-impl<I, S, E> GracefulConnection for auto::UpgradeableConnection<'_, I, S, E>
+impl<I, S, E> GracefulConnection for hyper::server::conn::http2::Connection<I, S, E>
 where
     S: hyper::service::HttpService<hyper::body::Incoming>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: http_body::Body + Send + 'static,
+    S::ResBody: http_body::Body + 'static,
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
     E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
 {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        auto::UpgradeableConnection::graceful_shutdown(self)
+        hyper::server::conn::http2::Connection::graceful_shutdown(self)
     }
 }
 
