@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -150,6 +151,9 @@ pub struct CertMap {
     /// decide a redirect), and SipHash was most of that cost. The keys are our own names, so a
     /// client choosing hosts cannot make the table degrade.
     dynamic: DashMap<String, Arc<LiveCert>, FxBuildHasher>,
+    /// Entries in `dynamic`, so `has` skips the map while there are none (DashMap's own
+    /// `is_empty` visits every shard).
+    dynamic_names: AtomicUsize,
 }
 
 /// Static certificates indexed by name (exact and `*.` wildcard).
@@ -213,12 +217,16 @@ impl CertMap {
     pub fn insert(&self, cert: LiveCert) {
         let cert = Arc::new(cert);
         for n in &cert.names {
-            self.dynamic.insert(n.clone(), cert.clone());
+            if self.dynamic.insert(n.clone(), cert.clone()).is_none() {
+                self.dynamic_names.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     pub fn remove(&self, name: &str) {
-        self.dynamic.remove(name);
+        if self.dynamic.remove(name).is_some() {
+            self.dynamic_names.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// The certificate a handshake for `host` gets.
@@ -229,10 +237,16 @@ impl CertMap {
     }
 
     /// True when a handshake for `host` would succeed (used for HTTP→HTTPS redirects).
+    /// Runs for every plain-HTTP request to a route that redirects once a certificate exists:
+    /// one pass over the two names, and no lookup at all while there are no certificates.
     pub fn has(&self, host: &str) -> bool {
         let statics = self.statics.load();
-        lookup(|n| statics.by_name.contains_key(n).then_some(()), host).is_some()
-            || lookup(|n| self.dynamic.contains_key(n).then_some(()), host).is_some()
+        let any_dynamic = self.dynamic_names.load(Ordering::Relaxed) > 0;
+        if statics.by_name.is_empty() && !any_dynamic {
+            return false;
+        }
+        let found = |n: &str| statics.by_name.contains_key(n) || (any_dynamic && self.dynamic.contains_key(n));
+        lookup(|n| found(n).then_some(()), host).is_some()
     }
 
     /// Dynamic certificates (one entry per name).
@@ -275,4 +289,42 @@ pub fn server_config(certs: Arc<CertMap>, challenges: Arc<Challenges>) -> Arc<ru
         cfg.ticketer = ticketer;
     }
     Arc::new(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(names: &[&str]) -> LiveCert {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let rcgen::CertifiedKey { cert, signing_key } = rcgen::generate_simple_self_signed(names).expect("rcgen");
+        LiveCert::from_pem(cert.pem().as_bytes(), signing_key.serialize_pem().as_bytes(), CertSource::Internal)
+            .expect("parse generated certificate")
+    }
+
+    /// `has` decides HTTP→HTTPS redirects: it must follow dynamic certificates as they come
+    /// and go (ACME issues, a service leaves), exact and wildcard names alike.
+    #[test]
+    fn has_follows_dynamic_and_static_certificates() {
+        let map = CertMap::new();
+        assert!(!map.has("app.example.com"), "no certificates yet");
+
+        map.insert(cert(&["app.example.com", "*.example.org"]));
+        assert!(map.has("app.example.com"));
+        assert!(map.has("api.example.org"), "wildcard covers one label");
+        assert!(!map.has("a.b.example.org"), "wildcard covers one label only");
+        assert!(!map.has("other.example.com"));
+
+        // Re-inserting the same names must not count them twice.
+        map.insert(cert(&["app.example.com"]));
+        map.remove("app.example.com");
+        assert!(!map.has("app.example.com"), "removed");
+        assert!(map.has("api.example.org"), "the other name stays");
+        map.remove("*.example.org");
+        assert!(!map.has("api.example.org"));
+
+        map.set_static(StaticCerts::new(vec![cert(&["static.example.net"])]));
+        assert!(map.has("static.example.net"));
+        assert!(!map.has("app.example.com"));
+    }
 }
