@@ -95,8 +95,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // only `Connection`, so most of the hashed removes below never run.
     let found = headers.keys().fold(0u8, |found, name| found | FieldKind::of(name).bit());
     if found & FieldKind::Connection.bit() != 0 {
-        if let Some(connection) = headers.remove(header::CONNECTION) {
-            remove_connection_named(headers, &connection);
+        // Every `Connection` line counts (`HeaderMap::remove` returns only the first). Lines
+        // that name fields are rare, so the common `keep-alive` costs no copy.
+        let naming: Vec<HeaderValue> =
+            headers.get_all(header::CONNECTION).iter().filter(|v| names_fields(v)).cloned().collect();
+        headers.remove(header::CONNECTION);
+        for connection in &naming {
+            remove_connection_named(headers, connection);
         }
     }
     if found & FieldKind::OtherHopByHop.bit() != 0 {
@@ -151,6 +156,17 @@ mod tests {
             ("proxy-authorization", "Basic x"),
             ("x-kept", "yes"),
         ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, map(&[("x-kept", "yes")]));
+    }
+
+    #[test]
+    fn every_connection_line_counts() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, map(&[("x-kept", "yes")]));
     }
