@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
 use super::handler::{handle, ConnInfo, ProxyState};
-use super::spread::ThreadShare;
+use super::spread::{Placed, ThreadShare};
 use super::watchdog::{Activity, Verdict, Watched, REQUEST_TIMEOUT};
 use crate::config::Limits;
 use crate::tls::ACME_TLS_ALPN;
@@ -85,16 +85,16 @@ pub async fn serve(
     let signals = ConnSignals::default();
     let https = tls.is_some();
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, counted) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            Some(moved) = handed_over(&mut share) => moved,
+            Some((stream, peer, counted)) = handed_over(&mut share) => (stream, peer, Some(counted)),
             r = listener.accept() => match r {
                 Ok((stream, peer)) => match &share {
                     Some(share) => match share.place(stream, peer) {
-                        Some(kept) => kept,
+                        Some((stream, peer, counted)) => (stream, peer, Some(counted)),
                         None => continue,
                     },
-                    None => (stream, peer),
+                    None => (stream, peer, None),
                 },
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -113,7 +113,6 @@ pub async fn serve(
         };
         state.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
         state.metrics.open_connections.fetch_add(1, Ordering::Relaxed);
-        let counted = share.as_ref().map(ThreadShare::opened);
         let activity = Arc::new(Activity::default());
         // Everything a request on this connection reads, behind one reference count.
         let conn = Arc::new(ConnContext {
@@ -215,7 +214,7 @@ async fn serve_request(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result
 }
 
 /// Connections other serving threads handed to this one (never, without a share).
-async fn handed_over(share: &mut Option<ThreadShare>) -> Option<(TcpStream, std::net::SocketAddr)> {
+async fn handed_over(share: &mut Option<ThreadShare>) -> Option<Placed> {
     match share {
         Some(share) => share.handed_over().await,
         None => std::future::pending().await,
