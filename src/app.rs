@@ -24,6 +24,7 @@ use crate::proxy::forward::Forwarder;
 use crate::proxy::health::HealthChecker;
 use crate::proxy::server::{serve, ListenerSettings};
 use crate::proxy::spread::{Spreader, ThreadShare};
+use crate::proxy::upstream::PoolSettings;
 use crate::proxy::ProxyState;
 use crate::tls::{server_config, CertMap, Challenges, LiveCert, StaticCerts};
 
@@ -271,7 +272,6 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         n => n,
     };
-    crate::proxy::upstream::reserve_workers(workers);
     let http_listener = match cfg.listen.http {
         Some(addr) => bind_group("http", addr, workers)?,
         None => Vec::new(),
@@ -293,7 +293,10 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     let metrics = Arc::new(Metrics::new());
     let state = Arc::new(ProxyState {
         table: ArcSwap::from_pointee(RouteTable::default()),
-        registry: EndpointRegistry::with_pool_idle_timeout(cfg.limits.upstream_idle_timeout.0),
+        registry: EndpointRegistry::with_pool(PoolSettings {
+            idle_timeout: cfg.limits.upstream_idle_timeout.0,
+            threads: workers,
+        }),
         metrics,
         certs: certs.clone(),
         challenges: challenges.clone(),

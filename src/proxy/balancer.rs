@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+use super::upstream::PoolSettings;
 use crate::model::{Endpoint, HealthCheck, LbPolicy, UpstreamScheme};
 
 /// Consecutive connect failures before an endpoint is ejected.
@@ -65,7 +66,7 @@ pub struct EndpointState {
 }
 
 impl EndpointState {
-    pub fn new(addr: SocketAddr, pool_idle_timeout: std::time::Duration) -> Self {
+    pub fn new(addr: SocketAddr, pool: PoolSettings) -> Self {
         let authority: http::uri::Authority = addr.to_string().parse().expect("socket address is a valid authority");
         EndpointState {
             addr,
@@ -80,7 +81,7 @@ impl EndpointState {
             ejected_until_ns: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
-            pool: super::upstream::Http1Pool::new(pool_idle_timeout),
+            pool: super::upstream::Http1Pool::new(pool),
         }
     }
 
@@ -227,8 +228,8 @@ fn fxhash(bytes: &[u8]) -> u64 {
 /// drops the rest after a swap.
 #[derive(Debug, Default)]
 pub struct EndpointRegistry {
-    /// How long an idle keep-alive connection to an endpoint is kept (`None`: the default).
-    pool_idle_timeout: Option<std::time::Duration>,
+    /// The shape of each endpoint's keep-alive pool.
+    pool: PoolSettings,
     map: DashMap<SocketAddr, Arc<EndpointState>>,
     /// Active health results by (endpoint, check path): two routes may check the same
     /// endpoint on different paths, so the result belongs to the check, not the endpoint.
@@ -240,15 +241,14 @@ impl EndpointRegistry {
         Self::default()
     }
 
-    /// A registry whose endpoints keep idle connections for `pool_idle_timeout`.
-    pub fn with_pool_idle_timeout(pool_idle_timeout: std::time::Duration) -> Self {
-        EndpointRegistry { pool_idle_timeout: Some(pool_idle_timeout), ..Self::default() }
+    /// A registry whose endpoints' pools are shaped by `pool`.
+    pub fn with_pool(pool: PoolSettings) -> Self {
+        EndpointRegistry { pool, ..Self::default() }
     }
 
     /// The shared state for `addr`, created on first use.
     pub fn get(&self, addr: SocketAddr) -> Arc<EndpointState> {
-        let idle = self.pool_idle_timeout.unwrap_or(super::upstream::DEFAULT_POOL_IDLE_TIMEOUT);
-        self.map.entry(addr).or_insert_with(|| Arc::new(EndpointState::new(addr, idle))).clone()
+        self.map.entry(addr).or_insert_with(|| Arc::new(EndpointState::new(addr, self.pool))).clone()
     }
 
     /// The health flag of `addr` under the check on `path` (true until a check fails).

@@ -16,4 +16,4 @@ mod pool;
 
 pub use body::{response_body, UpstreamBody};
 pub use conn::{ConnectError, ExchangeError, OutgoingBody, UpstreamConn};
-pub use pool::{reserve_workers, set_worker_index, Http1Pool, DEFAULT_POOL_IDLE_TIMEOUT};
+pub use pool::{set_worker_index, Http1Pool, PoolSettings};

@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -20,20 +19,25 @@ use super::conn::{ConnectError, UpstreamConn, HEAD_READ_CHUNK};
 /// Idle connections kept per endpoint and serving thread.
 const MAX_IDLE: usize = 256;
 
-/// Idle timeout of pools made without one (tools and tests).
-pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
-
-/// Idle lists per pool: at least one per serving thread, so that no two threads (and their
-/// runtimes) share one.
-static BUCKETS: AtomicUsize = AtomicUsize::new(0);
-
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Makes pools created from now on have an idle list for each of `workers` serving threads.
-pub fn reserve_workers(workers: usize) {
-    BUCKETS.fetch_max(workers, Ordering::Relaxed);
+/// How the keep-alive pools of a process are shaped.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// Connections idle for longer are closed.
+    pub idle_timeout: Duration,
+    /// Serving threads: each gets an idle list of its own in every pool, so that no two
+    /// threads (and their runtimes) share one.
+    pub threads: usize,
+}
+
+impl Default for PoolSettings {
+    /// For tools and tests: one thread, the default `upstream_idle_timeout`.
+    fn default() -> Self {
+        PoolSettings { idle_timeout: Duration::from_secs(50), threads: 1 }
+    }
 }
 
 /// Marks the current thread as serving thread `index` (picks its idle list).
@@ -57,10 +61,9 @@ impl std::fmt::Debug for Http1Pool {
 }
 
 impl Http1Pool {
-    /// A pool that closes connections idle for longer than `max_idle`.
-    pub fn new(max_idle: Duration) -> Self {
-        let buckets = BUCKETS.load(Ordering::Relaxed).max(1);
-        Http1Pool { idle: (0..buckets).map(|_| IdleList::default()).collect(), max_idle }
+    pub fn new(settings: PoolSettings) -> Self {
+        let lists = settings.threads.max(1);
+        Http1Pool { idle: (0..lists).map(|_| IdleList::default()).collect(), max_idle: settings.idle_timeout }
     }
 
     fn bucket(&self) -> &IdleList {
@@ -135,7 +138,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_past_the_timeout_are_closed_as_others_come_back() {
         let addr = holding_listener().await;
-        let pool = Http1Pool::new(Duration::from_millis(100));
+        let pool = Http1Pool::new(PoolSettings { idle_timeout: Duration::from_millis(100), threads: 1 });
         let connect = || UpstreamConn::connect(addr, Duration::from_secs(1));
         pool.checkin(connect().await.unwrap());
         pool.checkin(connect().await.unwrap());
@@ -148,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn a_pooled_connection_keeps_only_a_head_sized_buffer() {
         let addr = holding_listener().await;
-        let pool = Http1Pool::new(Duration::from_secs(10));
+        let pool = Http1Pool::new(PoolSettings { idle_timeout: Duration::from_secs(10), threads: 1 });
         let mut conn = UpstreamConn::connect(addr, Duration::from_secs(1)).await.unwrap();
         conn.buf.reserve(1024 * 1024);
         pool.checkin(conn);
