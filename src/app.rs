@@ -18,7 +18,7 @@ use crate::admin::metrics::Metrics;
 use crate::admin::{AdminState, JsonSourceBox};
 use crate::config::{Config, LoadError};
 use crate::discovery::ProviderSnapshot;
-use crate::model::{compile, CompileOptions, Problem, RouteSpec, RouteTable};
+use crate::model::{compile_guarded, CompileOptions, Problem, RouteSpec, RouteTable};
 use crate::proxy::balancer::EndpointRegistry;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::health::HealthChecker;
@@ -102,16 +102,13 @@ impl Publisher {
         let problems: Vec<Problem> = sources.swarm.problems.clone();
         let statics = self.state.certs.statics();
         let static_names = statics.names();
-        let table = compile(
-            &specs,
-            problems,
-            &CompileOptions {
-                registry: &self.state.registry,
-                metrics: &self.state.metrics,
-                static_cert_names: &static_names,
-                generation: sources.generation,
-            },
-        );
+        let opts = CompileOptions {
+            registry: &self.state.registry,
+            metrics: &self.state.metrics,
+            static_cert_names: &static_names,
+            generation: sources.generation,
+        };
+        let table = compile_guarded(&specs, problems, &opts);
         // Provider problems are logged by their provider; log compile problems when they appear.
         let compile_problems: BTreeSet<Problem> =
             table.problems.iter().filter(|p| !sources.swarm.problems.contains(p)).cloned().collect();

@@ -6,14 +6,14 @@ use std::fmt::Write as _;
 
 use crate::admin::metrics::Metrics;
 use crate::model::table::CompiledAction;
-use crate::model::{compile, CompileOptions, Problem, RouteSpec, RouteTable, TlsPolicy};
+use crate::model::{compile_guarded, CompileOptions, Problem, RouteSpec, RouteTable, TlsPolicy};
 use crate::proxy::balancer::EndpointRegistry;
 
 /// Compiles specs in isolation (fresh registry and metrics).
 pub fn compile_for_check(specs: &[RouteSpec], problems: Vec<Problem>) -> RouteTable {
     let registry = EndpointRegistry::new();
     let metrics = Metrics::new();
-    compile(
+    compile_guarded(
         specs,
         problems,
         &CompileOptions { registry: &registry, metrics: &metrics, static_cert_names: &BTreeSet::new(), generation: 0 },

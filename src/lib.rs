@@ -10,6 +10,7 @@ pub mod app;
 pub mod check;
 pub mod config;
 pub mod discovery;
+pub mod duration;
 pub mod labels;
 pub mod model;
 pub mod proxy;

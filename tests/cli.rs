@@ -105,3 +105,25 @@ fn check_reads_real_docker_service_inspect_output() {
     assert!(stdout.contains("sgfixture-shop: traefik.http.routers.shop.entrypoint"), "{stdout}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// `swarmgate check --services` on a service whose health interval no clock can hold: the
+/// label is reported by name and the command ends normally (it used to panic).
+#[test]
+fn check_reports_a_huge_duration_label_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let services = dir.path().join("services.json");
+    std::fs::write(
+        &services,
+        r#"[{"ID": "x1", "Spec": {"Name": "huge", "Labels": {
+            "swarmgate.host": "huge.example.org",
+            "swarmgate.health.path": "/health",
+            "swarmgate.health.interval": "99999999999999999999999s"}}}]"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--services"]).arg(&services).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stdout.contains("huge: swarmgate.health.interval"), "{stdout}\n{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+}

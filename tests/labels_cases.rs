@@ -1457,3 +1457,54 @@ fn traefik_root_spelling_edge_cases() {
     assert_problem(&t, "e", "traefikk.http.routers.a.rule", "misspelt");
     assert!(!t.problems.iter().any(|p| p.key == "Traefik.Enable"), "{:#?}", t.problems);
 }
+
+/// A duration no clock can hold, in every dialect that reads one: a problem naming the label,
+/// never a panic (which aborted the process, and again on every restart while the service
+/// existed), and the other services keep their routes.
+#[test]
+fn huge_durations_and_numbers_are_problems_not_crashes() {
+    const HUGE: &str = "99999999999999999999999s";
+    let services = [
+        svc(
+            "n",
+            &[
+                ("swarmgate.host", "n.example.org"),
+                ("swarmgate.health.path", "/h"),
+                ("swarmgate.health.interval", HUGE),
+            ],
+        ),
+        svc(
+            "c",
+            &[
+                ("caddy", "c.example.org"),
+                ("caddy.reverse_proxy", "{{upstreams 8080}}"),
+                ("caddy.reverse_proxy.health_uri", "/h"),
+                ("caddy.reverse_proxy.health_interval", HUGE),
+            ],
+        ),
+        svc(
+            "t",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.t.rule", "Host(`t.example.org`)"),
+                ("traefik.http.routers.t.middlewares", "lim"),
+                ("traefik.http.services.t.loadbalancer.server.port", "80"),
+                ("traefik.http.services.t.loadbalancer.healthcheck.path", "/h"),
+                ("traefik.http.services.t.loadbalancer.healthcheck.interval", HUGE),
+                ("traefik.http.middlewares.lim.ratelimit.average", "18446744073709551615"),
+                ("traefik.http.middlewares.lim.ratelimit.burst", "18446744073709551615"),
+                ("traefik.http.middlewares.lim.ratelimit.period", "1e400s"),
+            ],
+        ),
+        svc("ok", &[("swarmgate.host", "ok.example.org")]),
+    ];
+    let t = run(&services);
+    assert_problem(&t, "n", "swarmgate.health.interval", "maximum");
+    assert_problem(&t, "c", "caddy.reverse_proxy.health_interval", "maximum");
+    assert_problem(&t, "t", "traefik.http.services.t.loadbalancer.healthcheck.interval", "maximum");
+    assert_problem(&t, "t", "traefik.http.middlewares.lim.ratelimit.period", "invalid duration");
+    assert_eq!(hosts(only_route(&t, "ok")), ["ok.example.org"]);
+    // The numbers that remain (u64::MAX average and burst) compile into a table without overflow.
+    let table = table(&t);
+    assert!(table.routes.iter().any(|r| r.spec.hosts.iter().any(|h| h == "ok.example.org")));
+}

@@ -44,7 +44,8 @@ pub enum LoadError {
     Invalid { path: PathBuf, errors: Vec<ConfigError> },
 }
 
-/// A duration written as `250ms`, `10s`, `5m`, `1h` (or a bare number of seconds).
+/// A duration written as `250ms`, `10s`, `1m30s`, `1h` (or a bare number of seconds); see
+/// [`crate::duration`] for the grammar shared with the labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
@@ -57,8 +58,9 @@ impl<'de> Deserialize<'de> for Dur {
             S(String),
         }
         match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Dur(Duration::from_secs(n))),
-            Raw::S(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
+            // One grammar for every duration: a bare number goes through the same parser.
+            Raw::N(n) => crate::duration::parse(&n.to_string()).map(Dur).map_err(serde::de::Error::custom),
+            Raw::S(s) => crate::duration::parse(&s).map(Dur).map_err(serde::de::Error::custom),
         }
     }
 }
@@ -67,26 +69,6 @@ impl serde::Serialize for Dur {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}ms", self.0.as_millis()))
     }
-}
-
-/// Parses `250ms`, `10s`, `1.5s`, `5m`, `1h`, `2d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (examples: 500ms, 10s, 5m)"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use ms, s, m, h, d)")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -674,9 +656,14 @@ mod tests {
     }
 
     #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("5 parsecs").is_err());
+    fn durations_use_the_shared_grammar_and_refuse_huge_values() {
+        let ok = Config::parse("[limits]\nidle_timeout = \"1m30s\"\n", Path::new("t.toml")).unwrap();
+        assert_eq!(ok.limits.idle_timeout.0, Duration::from_secs(90));
+        for bad in ["\"99999999999999999999999s\"", "18446744073709551615", "\"-1s\""] {
+            let err = Config::parse(&format!("[limits]\nidle_timeout = {bad}\n"), Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("idle_timeout"), "{bad}: {err}");
+        }
     }
 }

@@ -39,44 +39,9 @@ pub(crate) fn parse_bool(v: &str) -> Result<bool, String> {
     }
 }
 
-/// Go-style durations as Caddy and Traefik write them (`10s`, `1m30s`, `250ms`, `1.5h`), plus
-/// a bare number of seconds and `d` for days.
+/// A duration label, in the grammar the config file uses too (`crate::duration`).
 pub(crate) fn parse_duration(v: &str) -> Result<Duration, String> {
-    let s = v.trim();
-    let err = || format!("invalid duration {v:?} (examples: 500ms, 10s, 1m30s)");
-    if s.is_empty() {
-        return Err(err());
-    }
-    if let Ok(n) = s.parse::<f64>() {
-        return if n.is_finite() && n >= 0.0 { Ok(Duration::from_secs_f64(n)) } else { Err(err()) };
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
-        if num_end == 0 {
-            return Err(err());
-        }
-        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
-        rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let factor = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(err()),
-        };
-        total += n * factor;
-        rest = &rest[unit_end..];
-    }
-    if !total.is_finite() {
-        return Err(err());
-    }
-    Ok(Duration::from_secs_f64(total))
+    crate::duration::parse(v).map_err(|e| e.to_string())
 }
 
 /// A valid HTTP header name (checked here so the problem names the label, not the table).
@@ -145,15 +110,6 @@ mod tests {
         assert!(label_host("a.*.com").is_err());
         assert!(label_host("a b").is_err());
         assert!(label_host("exa mple/x").is_err());
-    }
-
-    #[test]
-    fn go_durations_parse() {
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
     }
 
     #[test]

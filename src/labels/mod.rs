@@ -100,18 +100,112 @@ pub fn translate(services: &[ServiceInput], cfg: &LabelsConfig) -> Translation {
     ordered.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     let mut out = Translation::default();
     if cfg.native {
-        for svc in &ordered {
-            native::translate(svc, &cfg.native_prefix, &mut out);
-        }
+        guarded("native", &cfg.native_prefix, &ordered, &mut out, |svcs, out| {
+            for svc in svcs {
+                native::translate(svc, &cfg.native_prefix, out);
+            }
+        });
     }
     if cfg.caddy {
-        caddy::translate(&ordered, cfg, &mut out);
+        guarded("caddy", &cfg.caddy_prefix, &ordered, &mut out, |svcs, out| caddy::translate(svcs, cfg, out));
     }
     if cfg.traefik {
-        traefik::translate(&ordered, cfg, &mut out);
+        guarded("traefik", "traefik", &ordered, &mut out, |svcs, out| traefik::translate(svcs, cfg, out));
     }
     // One problem per (service, key, message): the same label can be met on several paths.
     let mut seen = BTreeSet::new();
     out.problems.retain(|p| seen.insert(p.clone()));
     out
+}
+
+/// Runs one dialect's translator so that a bug in it (a panic on some label nobody foresaw)
+/// costs only the services that trigger it, never the process: anyone who can deploy a
+/// service writes labels, and a panic here would otherwise repeat on every restart for as long
+/// as the service exists.
+///
+/// The translator works on a copy of `out`; on a panic the copy is dropped (no half-written
+/// state survives, which is why `AssertUnwindSafe` is sound here) and each service is translated
+/// alone to find the ones that panic. Those get a `Problem` and no routes; the others are
+/// translated again together, so merges between healthy services still happen.
+fn guarded<F>(dialect: &str, key: &str, services: &[&ServiceInput], out: &mut Translation, run: F)
+where
+    F: Fn(&[&ServiceInput], &mut Translation),
+{
+    let attempt = |svcs: &[&ServiceInput], base: &Translation| {
+        let mut copy = base.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(svcs, &mut copy))).map(|()| copy)
+    };
+    if let Ok(done) = attempt(services, out) {
+        *out = done;
+        return;
+    }
+    let empty = Translation::default();
+    let (bad, good): (Vec<&ServiceInput>, Vec<&ServiceInput>) =
+        services.iter().copied().partition(|svc| attempt(std::slice::from_ref(svc), &empty).is_err());
+    for svc in &bad {
+        tracing::error!(service = %svc.name, dialect, "internal error while translating labels; service not routed");
+        out.problems.push(Problem::new(
+            &svc.name,
+            key,
+            format!("internal error while translating the {dialect} labels of this service (a swarmgate bug; please report it with the labels); the service is not routed, other services are not affected"),
+        ));
+    }
+    match attempt(&good, out) {
+        Ok(done) => *out = done,
+        // Only a combination panics: keep each service's own translation, unmerged.
+        Err(_) => {
+            for svc in &good {
+                if let Ok(alone) = attempt(std::slice::from_ref(svc), &empty) {
+                    out.routes.extend(alone.routes);
+                    out.problems.extend(alone.problems);
+                    out.problems.push(Problem::new(
+                        &svc.name,
+                        key,
+                        format!("internal error while merging the {dialect} labels of several services (a swarmgate bug); this service is routed on its own, without merging"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str) -> ServiceInput {
+        ServiceInput { id: name.into(), name: name.into(), ..Default::default() }
+    }
+
+    /// A translator that panics on one service must not take the others down with it.
+    #[test]
+    fn a_panicking_service_becomes_a_problem_and_the_others_are_translated() {
+        let (good, evil, other) = (svc("good"), svc("evil"), svc("other"));
+        let services = [&evil, &good, &other];
+        let mut out = Translation::default();
+        guarded("caddy", "caddy", &services, &mut out, |svcs, out| {
+            for s in svcs {
+                assert_ne!(s.name, "evil", "translator bug");
+                out.problems.push(Problem::new(&s.name, "k", "seen"));
+            }
+        });
+        let seen: Vec<&str> = out.problems.iter().filter(|p| p.message == "seen").map(|p| &*p.source).collect();
+        assert_eq!(seen, ["good", "other"]);
+        let evil_problem = out.problems.iter().find(|p| p.source == "evil").expect("problem for evil");
+        assert!(evil_problem.message.contains("not routed"), "{}", evil_problem.message);
+    }
+
+    /// When only the combination panics, each service is still served on its own.
+    #[test]
+    fn a_panicking_merge_falls_back_to_each_service_alone() {
+        let (a, b) = (svc("a"), svc("b"));
+        let mut out = Translation::default();
+        guarded("caddy", "caddy", &[&a, &b], &mut out, |svcs, out| {
+            assert!(svcs.len() < 2, "merge bug");
+            out.problems.push(Problem::new(&svcs[0].name, "k", "seen"));
+        });
+        let seen = out.problems.iter().filter(|p| p.message == "seen").count();
+        assert_eq!(seen, 2);
+        assert!(out.problems.iter().any(|p| p.source == "a" && p.message.contains("without merging")));
+    }
 }

@@ -5,4 +5,4 @@ mod spec;
 pub mod table;
 
 pub use spec::*;
-pub use table::{compile, CompileOptions, RouteTable};
+pub use table::{compile, compile_guarded, CompileOptions, RouteTable};

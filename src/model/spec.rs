@@ -20,6 +20,18 @@ pub enum Provenance {
     Builtin,
 }
 
+impl Provenance {
+    /// The `Problem::source` of anything this provenance defined: the service name, `config`
+    /// for the file, `builtin`.
+    pub fn source(&self) -> String {
+        match self {
+            Provenance::File { .. } => "config".into(),
+            Provenance::Service { service, .. } => service.clone(),
+            Provenance::Builtin => "builtin".into(),
+        }
+    }
+}
+
 impl std::fmt::Display for Provenance {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
