@@ -71,6 +71,25 @@ impl serde::Serialize for Dur {
     }
 }
 
+/// See [`Config::storage_dir`].
+fn default_storage_dir() -> PathBuf {
+    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = env("STATE_DIRECTORY") {
+        return dir;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/swarmgate");
+    }
+    if let Some(state) = env("XDG_STATE_HOME") {
+        return state.join("swarmgate");
+    }
+    match env("HOME") {
+        Some(home) => home.join(".local/state/swarmgate"),
+        None => PathBuf::from("/var/lib/swarmgate"),
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -429,9 +448,12 @@ impl Config {
         }
     }
 
-    /// The state directory (default `./swarmgate-data`).
+    /// The state directory: `storage`, else a per-machine default that is never the working
+    /// directory (running the binary inside a checkout must not write state into it):
+    /// `$STATE_DIRECTORY` (systemd), `/var/lib/swarmgate` for root (the container image),
+    /// `$XDG_STATE_HOME/swarmgate` or `~/.local/state/swarmgate` for anyone else.
     pub fn storage_dir(&self) -> PathBuf {
-        self.storage.clone().unwrap_or_else(|| PathBuf::from("swarmgate-data"))
+        self.storage.clone().unwrap_or_else(default_storage_dir)
     }
 
     /// Every problem in the file, each naming its key.
@@ -626,6 +648,13 @@ impl RouteConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Running the binary (or a test) inside a checkout must not write state into it.
+    #[test]
+    fn default_storage_is_never_the_working_directory() {
+        let dir = Config::default().storage_dir();
+        assert!(dir.is_absolute(), "{}", dir.display());
+    }
 
     #[test]
     fn embedded_default_is_valid() {

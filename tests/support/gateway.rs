@@ -11,6 +11,8 @@ pub struct Gateway {
     pub http: SocketAddr,
     pub https: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// State directory of a config without `storage`: never the checkout.
+    _storage: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -25,19 +27,24 @@ impl Gateway {
         } else {
             format!("[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{toml}")
         };
-        let cfg = match &path {
+        let mut cfg = match &path {
             Some(p) => {
                 std::fs::write(p, &text).unwrap();
                 Config::load(p).unwrap()
             }
             None => Config::parse(&text, std::path::Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}")),
         };
+        let storage = cfg.storage.is_none().then(|| tempfile::tempdir().unwrap());
+        if let Some(dir) = &storage {
+            cfg.storage = Some(dir.path().to_owned());
+        }
         let running = swarmgate::app::start(cfg, path).await.unwrap();
         Gateway {
             http: running.http_addr.unwrap(),
             https: running.https_addr,
             admin: running.admin_addr,
             running: Some(running),
+            _storage: storage,
         }
     }
 
