@@ -202,7 +202,8 @@ fn reload_from(
     state: &ProxyState,
     publisher: &Publisher,
 ) -> Result<(), StartError> {
-    let result = Config::load(path)
+    let running = current.lock().unwrap_or_else(|e| e.into_inner()).routes.len();
+    let result = Config::load_for_reload(path, running)
         .map_err(StartError::from)
         .and_then(|cfg| load_static_certs(&cfg).map(|(certs, _)| (cfg, certs)));
     let (cfg, certs) = match result {
@@ -400,7 +401,17 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     if let Some(path) = config_path.clone() {
         // Register for SIGHUP before returning, so a signal sent right after start is not fatal.
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-        tokio::spawn(watch_config(path, hup, config.clone(), state.clone(), publisher.clone(), shutdown.clone()));
+        // The stamp of the file as loaded, taken now: a change made right after start counts.
+        let stamp = file_stamp(&path);
+        tokio::spawn(watch_config(
+            path,
+            stamp,
+            hup,
+            config.clone(),
+            state.clone(),
+            publisher.clone(),
+            shutdown.clone(),
+        ));
     }
     tracing::info!(http = ?http_addr, https = ?https_addr, admin = ?admin_addr, "swarmgate listening");
     Ok(Running { http_addr, https_addr, admin_addr, state, publisher, admin, shutdown, tasks, config_path, config })
@@ -441,21 +452,42 @@ async fn start_swarm(cfg: &Config, publisher: &Arc<Publisher>, shutdown: &Cancel
     Ok(())
 }
 
-fn mtime(path: &PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What tells a changed file: modification time and size (a rewrite within the same mtime
+/// tick usually changes the size).
+fn file_stamp(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path).and_then(|m| Ok((m.modified()?, m.len()))).ok()
 }
 
-/// Reloads on SIGHUP and when the file's modification time changes (checked every second;
-/// works with editors that replace the file and with mounted Docker configs).
+/// How long a changed file must stay unchanged before it is read, so a file being written
+/// (an editor saving in several writes, `cat > file` from a slow pipe) is not read half-way.
+const RELOAD_SETTLE: Duration = Duration::from_millis(300);
+
+/// Waits until the file's stamp has not changed for `RELOAD_SETTLE` (at most ~5 s: a file that
+/// never settles is read anyway, and a bad one is still refused by validation).
+async fn settle(path: &PathBuf, mut stamp: Option<(SystemTime, u64)>) -> Option<(SystemTime, u64)> {
+    for _ in 0..16 {
+        tokio::time::sleep(RELOAD_SETTLE).await;
+        let now = file_stamp(path);
+        if now == stamp {
+            break;
+        }
+        stamp = now;
+    }
+    stamp
+}
+
+/// Reloads on SIGHUP and when the file's modification time or size changes (checked every
+/// second, then debounced; works with editors that replace the file and with mounted Docker
+/// configs).
 async fn watch_config(
     path: PathBuf,
+    mut last: Option<(SystemTime, u64)>,
     mut hup: Option<tokio::signal::unix::Signal>,
     config: Arc<Mutex<Config>>,
     state: Arc<ProxyState>,
     publisher: Arc<Publisher>,
     shutdown: CancellationToken,
 ) {
-    let mut last = mtime(&path);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let by_signal = tokio::select! {
@@ -463,9 +495,9 @@ async fn watch_config(
             _ = tick.tick() => false,
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
         };
-        let now = mtime(&path);
+        let now = file_stamp(&path);
         if by_signal || now != last {
-            last = now;
+            last = if by_signal { now } else { settle(&path, now).await };
             let _ = reload_from(&path, &config, &state, &publisher);
         }
     }

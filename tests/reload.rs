@@ -117,3 +117,76 @@ async fn metrics_of_a_removed_route_disappear() {
     assert!(!m.contains("svc/gone/native"), "{m}");
     assert!(m.contains("swarmgate_requests_total{route=\"file/0\",code=\"2xx\"} 1"), "{m}");
 }
+
+async fn reload_failures(admin: std::net::SocketAddr) -> u64 {
+    let m = get(admin, "admin", "/metrics").await.text();
+    m.lines()
+        .find_map(|l| l.strip_prefix("swarmgate_config_reload_failures_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `: > swarmgate.toml` (or an editor truncating before it writes) used to be applied as
+/// "routes=0": every host answered 404 within a second. An empty file and a file that would
+/// remove every route are refused; `routes = []` says it on purpose and is applied.
+#[tokio::test]
+async fn an_empty_or_routeless_file_does_not_wipe_the_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swarmgate.toml");
+    let gw = Gateway::start_with_path(
+        &cfg("[[routes]]\nhosts = [\"one.example.com\"]\nrespond = { body = \"1\" }\n"),
+        Some(path.clone()),
+    )
+    .await;
+    let (addr, admin) = (gw.http, gw.admin.unwrap());
+    std::fs::File::create(&path).unwrap();
+    assert!(
+        wait_for(async || reload_failures(admin).await == 1).await,
+        "the empty file was not refused: {}",
+        get(admin, "admin", "/metrics").await.text()
+    );
+    assert_eq!(get(addr, "one.example.com", "/").await.text(), "1");
+
+    std::fs::write(&path, cfg("# all routes gone\n")).unwrap();
+    assert!(wait_for(async || reload_failures(admin).await == 2).await, "the route-less file was not refused");
+    assert_eq!(get(addr, "one.example.com", "/").await.text(), "1");
+
+    std::fs::write(&path, format!("routes = []\n{}", cfg(""))).unwrap();
+    assert!(
+        wait_for(async || get(addr, "one.example.com", "/").await.status == StatusCode::NOT_FOUND).await,
+        "an explicit `routes = []` was not applied"
+    );
+    assert_eq!(reload_failures(admin).await, 2);
+}
+
+/// A file written in several pieces over more than a second is read only once it has settled:
+/// a reader that caught it half-way would apply a valid prefix without the second route.
+#[tokio::test]
+async fn a_file_being_written_is_read_only_when_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("swarmgate.toml");
+    let one = "[[routes]]\nhosts = [\"one.example.com\"]\nrespond = { body = \"1\" }\n";
+    let two = "[[routes]]\nhosts = [\"two.example.com\"]\nrespond = { body = \"2\" }\n";
+    let gw = Gateway::start_with_path(&cfg(&format!("{one}{two}")), Some(path.clone())).await;
+    let addr = gw.http;
+    let writer = tokio::spawn({
+        let path = path.clone();
+        async move {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path).unwrap();
+            f.write_all(cfg(one).as_bytes()).unwrap();
+            for i in 0..14 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                writeln!(f, "# piece {i}").unwrap();
+            }
+            f.write_all(two.replace("\"2\"", "\"2b\"").as_bytes()).unwrap();
+        }
+    });
+    while !writer.is_finished() {
+        let r = get(addr, "two.example.com", "/").await;
+        assert_eq!(r.status, StatusCode::OK, "a half-written file was applied");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(wait_for(async || get(addr, "two.example.com", "/").await.text() == "2b").await, "final file not applied");
+    assert_eq!(get(addr, "one.example.com", "/").await.text(), "1");
+}

@@ -42,6 +42,10 @@ pub enum LoadError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: {}", .errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
     Invalid { path: PathBuf, errors: Vec<ConfigError> },
+    #[error("{path}: the file is empty (a truncated or half-written file?)")]
+    Empty { path: PathBuf },
+    #[error("{path}: the new file has no [[routes]] while {running} are serving (a truncated write?); to remove every file route on purpose, write `routes = []`")]
+    RemovesAllRoutes { path: PathBuf, running: usize },
 }
 
 /// A duration written as `250ms`, `10s`, `1m30s`, `1h` (or a bare number of seconds); see
@@ -69,6 +73,11 @@ impl serde::Serialize for Dur {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format!("{}ms", self.0.as_millis()))
     }
+}
+
+/// True when the text names `routes` at top level (`routes = []`), as opposed to leaving it out.
+fn declares_routes(text: &str) -> bool {
+    toml::from_str::<toml::Table>(text).is_ok_and(|t| t.contains_key("routes"))
 }
 
 /// See [`Config::storage_dir`].
@@ -423,6 +432,24 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
         let mut cfg = Self::parse(&text, path)?;
+        cfg.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
+        Ok(cfg)
+    }
+
+    /// Reads a file to replace a running config of `running_routes` file routes. On top of
+    /// `load`'s checks it refuses what is almost always an accident, since applying it would
+    /// answer 404 for every file host: an empty file (an editor or `: >` that truncates before
+    /// writing) and a file without routes while routes are serving, unless it says
+    /// `routes = []`.
+    pub fn load_for_reload(path: &Path, running_routes: usize) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        if text.trim().is_empty() {
+            return Err(LoadError::Empty { path: path.into() });
+        }
+        let mut cfg = Self::parse(&text, path)?;
+        if cfg.routes.is_empty() && running_routes > 0 && !declares_routes(&text) {
+            return Err(LoadError::RemovesAllRoutes { path: path.into(), running: running_routes });
+        }
         cfg.resolve_relative_paths(path.parent().unwrap_or(Path::new(".")));
         Ok(cfg)
     }
