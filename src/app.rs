@@ -417,23 +417,29 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
     Ok(Running { http_addr, https_addr, admin_addr, state, publisher, admin, shutdown, tasks, config_path, config })
 }
 
-/// Starts Swarm discovery when `[docker] enabled` says so (or, for `"auto"`, when an engine
-/// answers). A reachable engine that is not a swarm manager is an error with `enabled = true`
-/// and a warning with `"auto"` (the file routes keep serving). An unreachable engine with
-/// `enabled = true` is not fatal: the provider serves the snapshot saved by the last run and
-/// reconnects with backoff.
+/// Starts Swarm discovery unless `[docker] enabled = false`.
+///
+/// An engine that does not answer yet is never a reason to turn discovery off: a
+/// docker-socket-proxy service, a restarting daemon or a `tcp://` host may answer a moment
+/// later. The provider then serves the snapshot saved by the last run, retries with backoff and
+/// switches on when the engine answers; this is logged once, here. What differs between `true`
+/// and `"auto"` is an engine that answers but is not a swarm manager: an error that stops the
+/// start with `true`, a warning with `"auto"` (the file routes keep serving).
 async fn start_swarm(cfg: &Config, publisher: &Arc<Publisher>, shutdown: &CancellationToken) -> Result<(), StartError> {
     use crate::config::DockerMode;
-    use crate::discovery::swarm::{should_use_docker, SwarmError, SwarmProvider};
-    if !should_use_docker(&cfg.docker).await {
+    use crate::discovery::swarm::{SwarmError, SwarmProvider};
+    if cfg.docker.enabled == DockerMode::Off {
         return Ok(());
     }
     let provider = SwarmProvider::new(&cfg.docker)?;
+    let mode = if cfg.docker.enabled == DockerMode::On { "true" } else { "auto" };
     match provider.check_manager().await {
         Ok(info) => tracing::info!(node = ?info.swarm.node_id, "swarm discovery on"),
-        Err(e @ SwarmError::Unreachable { .. }) if cfg.docker.enabled == DockerMode::On => {
-            tracing::warn!(error = %e, "Docker is not reachable yet; serving the last saved snapshot and retrying");
-        }
+        Err(e @ SwarmError::Unreachable { .. }) => tracing::warn!(
+            error = %e,
+            enabled = mode,
+            "Docker is not reachable yet; serving the file routes and the last saved Swarm snapshot, retrying with backoff; discovery switches on when the engine answers"
+        ),
         Err(e) if cfg.docker.enabled == DockerMode::On => return Err(e.into()),
         Err(e) => {
             tracing::warn!(error = %e, "swarm discovery off ([docker] enabled = \"auto\"); serving the file routes only");

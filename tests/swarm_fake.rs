@@ -3,6 +3,9 @@
 
 #[path = "support/fake_docker.rs"]
 mod fake_docker;
+#[allow(dead_code)]
+#[path = "support/gateway.rs"]
+mod gateway;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -385,7 +388,7 @@ async fn unix_socket_transport_and_auto_detection() {
     });
     let mut c = cfg(&fake.host(), Duration::from_millis(100), &["proxy"]);
     c.enabled = DockerMode::Auto;
-    assert!(swarm::should_use_docker(&c).await, "auto: the socket answers");
+    assert!(swarm::docker_reachable(&c).await, "the socket answers");
     assert!(SwarmProvider::connect(&c).await.is_ok());
     let mut p = start(&c, dir.path());
     wait_for(&mut p.rx, "route over the unix socket", |s| {
@@ -396,9 +399,7 @@ async fn unix_socket_transport_and_auto_detection() {
 
     fake.stop();
     std::fs::remove_file(&sock).unwrap();
-    assert!(!swarm::should_use_docker(&c).await, "auto: no socket, no Docker");
-    c.enabled = DockerMode::Off;
-    assert!(!swarm::should_use_docker(&c).await);
+    assert!(!swarm::docker_reachable(&c).await, "no socket, no Docker");
     let closed = cfg("tcp://127.0.0.1:9", Duration::from_secs(1), &[]);
     assert!(!swarm::docker_reachable(&closed).await);
 }
@@ -434,4 +435,35 @@ async fn rolling_update_switches_to_the_fast_task_poll() {
     println!("task change seen during a rolling update after {:?}", t0.elapsed());
     assert!(t0.elapsed() < Duration::from_secs(2));
     p.shutdown().await;
+}
+
+/// `[docker] enabled = "auto"` with an engine that answers only after swarmgate started (a
+/// docker-socket-proxy service, a restarting daemon): discovery switches on when it appears.
+/// It used to ping once at start and stay off forever, without a log line.
+#[tokio::test]
+async fn auto_discovery_switches_on_when_the_engine_appears_after_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let toml = format!(
+        "storage = {:?}\n[listen]\nhttp = \"127.0.0.1:0\"\n[docker]\nenabled = \"auto\"\nhost = \"unix://{}\"\n",
+        dir.path().join("state"),
+        sock.display()
+    );
+    let gw = gateway::Gateway::start(&toml).await;
+    let state = gw.running.as_ref().unwrap().state.clone();
+    let has_route = || state.table.load().routes.iter().any(|r| r.spec.hosts.iter().any(|h| h == "late.example.com"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!has_route());
+    let fake = FakeDocker::start_unix(sock.clone()).await;
+    fake.update(|s| {
+        s.services = vec![service("s1", "late", &[("swarmgate.host", "late.example.com")])];
+        s.tasks = vec![t("a", "s1", "running", "running", on_proxy("10.0.1.1"))];
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !has_route() {
+        assert!(Instant::now() < deadline, "discovery never switched on after the engine appeared");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop().await;
+    fake.stop();
 }

@@ -29,7 +29,7 @@ pub use client::{DockerClient, DockerHost, EventStream, DEFAULT_HOST};
 pub use persist::{load_persisted, persist, SNAPSHOT_FILE};
 pub use reconcile::{diff_summary, reconcile, resolve, service_input, snapshot_from_json, NetworkSelection};
 
-use crate::config::{DockerConfig, DockerMode};
+use crate::config::DockerConfig;
 use crate::discovery::ProviderSnapshot;
 use crate::labels::LabelsConfig;
 use types::{Info, Network, Service, Task};
@@ -58,16 +58,6 @@ pub enum SwarmError {
     Api { path: String, status: u16, message: String },
     #[error("cannot parse {what}: {source}")]
     Json { what: String, source: serde_json::Error },
-}
-
-/// Whether to run Swarm discovery: `enabled = true/false` as configured, `"auto"` when the
-/// engine answers `/_ping` within a second. The app calls this once at start.
-pub async fn should_use_docker(cfg: &DockerConfig) -> bool {
-    match cfg.enabled {
-        DockerMode::On => true,
-        DockerMode::Off => false,
-        DockerMode::Auto => docker_reachable(cfg).await,
-    }
 }
 
 /// True when an engine answers at `[docker] host` / `DOCKER_HOST` / the default socket.
