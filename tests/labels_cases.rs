@@ -1508,3 +1508,31 @@ fn huge_durations_and_numbers_are_problems_not_crashes() {
     let table = table(&t);
     assert!(table.routes.iter().any(|r| r.spec.hosts.iter().any(|h| h == "ok.example.org")));
 }
+
+/// Two services declaring the same Caddy site balance across the tasks of both; two that spell
+/// the address differently cannot merge, and the route that would never answer is a problem
+/// naming both services instead of vanishing.
+#[test]
+fn the_same_caddy_site_in_two_services_merges_and_what_cannot_merge_is_a_problem() {
+    let same = run(&[
+        svc("shop_a", &[("caddy", "http://shop.example.com"), ("caddy.reverse_proxy", "{{upstreams 8080}}")]),
+        svc("shop_b", &[("caddy", "http://shop.example.com"), ("caddy.reverse_proxy", "{{upstreams 8080}}")]),
+    ]);
+    let merged: Vec<&RouteSpec> = same.routes.iter().collect();
+    assert_eq!(merged.len(), 1, "{merged:#?}");
+    assert_eq!(targets(merged[0]), [task("shop_a", None, 8080), task("shop_b", None, 8080)]);
+    assert!(table(&same).problems.is_empty(), "{:#?}", table(&same).problems);
+
+    let spelled = run(&[
+        svc("shop_a", &[("caddy", "http://shop.example.com"), ("caddy.reverse_proxy", "{{upstreams 8080}}")]),
+        svc("shop_b", &[("caddy", "shop.example.com:80"), ("caddy.reverse_proxy", "{{upstreams 8080}}")]),
+    ]);
+    let t = table(&spelled);
+    let p = t
+        .problems
+        .iter()
+        .find(|p| p.message.contains("never used"))
+        .unwrap_or_else(|| panic!("no shadowing problem: {:#?}", t.problems));
+    assert_eq!(p.source, "shop_b", "{p:#?}");
+    assert!(p.message.contains("shop_a") && p.message.contains("shop.example.com"), "{p:#?}");
+}

@@ -548,10 +548,7 @@ fn source_of(spec: &RouteSpec) -> String {
 /// A route is never half-applied.
 fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec<Problem>) -> Option<CompiledRoute> {
     let source = source_of(spec);
-    let key = match &spec.provenance {
-        Provenance::Service { key, .. } => key.clone(),
-        other => other.to_string(),
-    };
+    let key = route_key(spec);
     let action = match &spec.action {
         Action::Proxy(up) => {
             let endpoints = match &up.target {
@@ -731,7 +728,72 @@ pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &Comp
     if let Some(d) = table.default.as_mut() {
         sort(d)
     }
+    let mut shadowed = Vec::new();
+    for (host, entry) in &table.exact {
+        report_shadowed(host, entry, &mut shadowed);
+    }
+    for (suffix, entry) in &table.wildcard {
+        report_shadowed(&format!("*.{suffix}"), entry, &mut shadowed);
+    }
+    if let Some(entry) = &table.default {
+        report_shadowed("*", entry, &mut shadowed);
+    }
+    table.problems.extend(shadowed);
     table
+}
+
+/// A route that can never answer because an earlier one (in match order) has the same host,
+/// path and conditions on the same listener: the typical result of two services declaring the
+/// same host (a Caddy site with different address spellings, the same Traefik rule twice, a
+/// file route and a label). Without this the second route would vanish without a word.
+fn report_shadowed(host: &str, entry: &HostRoutes, out: &mut Vec<Problem>) {
+    // Keyed by what decides a match, so this stays linear in the number of routes.
+    let mut first: FxHashMap<(&PathMatch, &Option<Predicate>, i64), [Option<&CompiledRoute>; 2]> = FxHashMap::default();
+    for r in &entry.routes {
+        let winners = first.entry((&r.spec.path, &r.spec.predicate, r.order.0)).or_default();
+        let mut lost_on = Vec::new();
+        for (slot, (on, name)) in [(r.on_http, "http"), (r.on_https, "https")].into_iter().enumerate() {
+            if !on {
+                continue;
+            }
+            match winners[slot] {
+                Some(w) if w.id != r.id => lost_on.push((name, w)),
+                Some(_) => {}
+                None => winners[slot] = Some(r),
+            }
+        }
+        let Some((_, winner)) = lost_on.first() else {
+            continue;
+        };
+        let listeners: Vec<&str> = lost_on.iter().map(|(n, _)| *n).collect();
+        out.push(Problem::new(
+            source_of(&r.spec),
+            route_key(&r.spec),
+            format!(
+                "route {} for {host} {} is never used on {}: route {} of {} has the same host, path and conditions and comes first; declare the host once (for Caddy: the same site address in both services merges their upstreams)",
+                r.id,
+                path_text(&r.spec.path),
+                listeners.join(" and "),
+                winner.id,
+                source_of(&winner.spec),
+            ),
+        ));
+    }
+}
+
+fn path_text(p: &PathMatch) -> String {
+    match p {
+        PathMatch::Prefix(p) => format!("{p}*"),
+        PathMatch::RawPrefix(p) => format!("{p}*"),
+        PathMatch::Exact(p) => p.clone(),
+    }
+}
+
+fn route_key(spec: &RouteSpec) -> String {
+    match &spec.provenance {
+        Provenance::Service { key, .. } => key.clone(),
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]

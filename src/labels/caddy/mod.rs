@@ -163,7 +163,7 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
                     let other = services[valid[prev].origin.service].name.clone();
                     interp.problem(
                         &site.origin,
-                        format!("host {h} is also in another site (service {other}) with a different address list; their routes are combined"),
+                        format!("host {h} is also in another site (service {other}) with a different address list, so the two sites are not merged (Caddy refuses this); both are served, and where their paths coincide only one answers (see the route problem)"),
                     );
                 }
             }
