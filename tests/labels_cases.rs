@@ -1536,3 +1536,99 @@ fn the_same_caddy_site_in_two_services_merges_and_what_cannot_merge_is_a_problem
     assert_eq!(p.source, "shop_b", "{p:#?}");
     assert!(p.message.contains("shop_a") && p.message.contains("shop.example.com"), "{p:#?}");
 }
+
+/// What the route id found for host+path answers, by the spec the table holds.
+fn action_at(table: &RouteTable, host: &str, path: &str) -> Option<Action> {
+    let id = get(table, host, path)?;
+    table.routes.iter().find(|r| *r.id == *id).map(|r| r.spec.action.clone())
+}
+
+/// Access control that swarmgate cannot apply (forward_auth for Authelia/Authentik, client
+/// certificates, a refusal whose matcher cannot be read) used to be skipped with the site then
+/// served to everyone. It fails closed: no route, or 503 on the guarded paths.
+#[test]
+fn access_control_that_cannot_be_applied_fails_closed() {
+    let hash = "$2y$05$abcdefghijklmnopqrstuu8Gq6.1Cj8mQbH5g6b9F0ElHzsoHxJtW";
+    let t = run(&[
+        svc(
+            "fwd",
+            &[
+                ("caddy", "fwd.example.com"),
+                ("caddy.forward_auth", "authelia:9091"),
+                ("caddy.forward_auth.uri", "/api/verify?rd=https://auth.example.com"),
+                ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ],
+        ),
+        svc(
+            "scoped",
+            &[
+                ("caddy", "scoped.example.com"),
+                ("caddy.handle_0", "/admin/*"),
+                ("caddy.handle_0.forward_auth", "authelia:9091"),
+                ("caddy.handle_0.reverse_proxy", "{{upstreams 80}}"),
+                ("caddy.handle_1.reverse_proxy", "{{upstreams 80}}"),
+            ],
+        ),
+        svc(
+            "badauth",
+            &[
+                ("caddy", "badauth.example.com"),
+                ("caddy.handle_0", "/admin/*"),
+                ("caddy.handle_0.basic_auth.bob", "plaintext"),
+                ("caddy.handle_0.reverse_proxy", "{{upstreams 80}}"),
+                ("caddy.handle_1.reverse_proxy", "{{upstreams 80}}"),
+            ],
+        ),
+        svc(
+            "mtls",
+            &[
+                ("caddy", "mtls.example.com"),
+                ("caddy.tls.client_auth.mode", "require_and_verify"),
+                ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ],
+        ),
+        svc(
+            "deny",
+            &[
+                ("caddy", "deny.example.com"),
+                ("caddy.@outside", "not remote_ip_typo 10.0.0.0/8"),
+                ("caddy.respond", "@outside 403"),
+                ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ],
+        ),
+        svc(
+            "tr",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.tr.rule", "Host(`tr.example.com`)"),
+                ("traefik.http.routers.tr.tls.options", "mtls@file"),
+                ("traefik.http.services.tr.loadbalancer.server.port", "80"),
+            ],
+        ),
+        svc(
+            "fine",
+            &[
+                ("caddy", "fine.example.com"),
+                ("caddy.basic_auth.alice", hash),
+                ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ],
+        ),
+    ]);
+    assert!(routes_of(&t, "fwd").is_empty(), "{:#?}", routes_of(&t, "fwd"));
+    assert_problem(&t, "fwd", "caddy.forward_auth", "not served");
+    assert!(routes_of(&t, "mtls").is_empty());
+    assert_problem(&t, "mtls", "caddy.tls.client_auth", "not served");
+    assert!(routes_of(&t, "deny").is_empty(), "{:#?}", routes_of(&t, "deny"));
+    assert!(routes_of(&t, "tr").is_empty());
+    assert_problem(&t, "tr", "traefik.http.routers.tr.tls.options", "client certificates");
+    let table = table(&t);
+    for host in ["scoped.example.com", "badauth.example.com"] {
+        assert!(
+            matches!(action_at(&table, host, "/admin/users"), Some(Action::Respond { status: 503, .. })),
+            "{host}: the guarded path must not fall through to the open route: {:?}",
+            action_at(&table, host, "/admin/users")
+        );
+        assert!(matches!(action_at(&table, host, "/"), Some(Action::Proxy(_))), "{host}: the rest is served");
+    }
+    assert!(get(&table, "fine.example.com", "/").is_some());
+}

@@ -67,8 +67,11 @@ pub(crate) fn bcrypt_hash(hash: &str) -> Result<String, String> {
     }
     if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(hash) {
         if let Ok(s) = String::from_utf8(decoded) {
-            if is_bcrypt(&s) {
-                return Ok(s);
+            // `caddy hash-password | base64` encodes the trailing newline too: a hash that
+            // keeps it is accepted but never matches any password.
+            let s = s.trim();
+            if is_bcrypt(s) {
+                return Ok(s.to_owned());
             }
         }
     }
@@ -101,6 +104,16 @@ pub(crate) fn normalize_name(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `caddy hash-password | base64 -w 0` carries the newline into the encoded hash.
+    #[test]
+    fn base64_bcrypt_with_a_trailing_newline_still_verifies() {
+        use base64::Engine;
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{hash}\n"));
+        let decoded = bcrypt_hash(&encoded).unwrap();
+        assert!(bcrypt::verify("s3cret", &decoded).unwrap());
+    }
 
     #[test]
     fn hosts_are_normalised_and_catch_all_refused() {

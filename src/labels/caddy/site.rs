@@ -321,6 +321,13 @@ impl Interp<'_> {
     }
 
     fn tls_policy(&mut self, b: &Block) -> Result<TlsPolicy, Fatal> {
+        if let Some(c) = b.children.iter().find(|c| c.name == "client_auth") {
+            self.problem(
+                &c.origin,
+                "tls client_auth: client certificates cannot be required by swarmgate; the site is not served",
+            );
+            return Err(Fatal);
+        }
         for c in &b.children {
             self.problem(
                 &c.origin,
@@ -520,31 +527,54 @@ impl Interp<'_> {
                         out.push(e);
                     }
                 }
-                "respond" => {
-                    if let Some(e) = self.respond(b, &ctx) {
-                        out.push(e);
+                "respond" => match self.respond(b, &ctx) {
+                    Some(e) => out.push(e),
+                    // A refusal (`respond @blocked 403`) that cannot be applied would let the
+                    // blocked requests through to the next handler: fail closed.
+                    None if is_refusal(b) => {
+                        self.problem(&b.origin, "respond: this refusal cannot be applied, so the requests it blocks would be served; the routes it guards are not served");
+                        return Err(Fatal);
                     }
-                }
-                _ => out.extend(self.group(b, &ctx)),
+                    None => {}
+                },
+                _ => out.extend(self.group(b, &ctx)?),
             }
         }
         Ok(out)
     }
 
     /// `handle`, `handle_path`, `route`: a nested block under a matcher.
-    fn group(&mut self, b: &Block, ctx: &Ctx) -> Vec<Emitted> {
+    ///
+    /// Fails closed: a block that guards its paths (auth, a refusal) and cannot be read makes
+    /// the whole site fail, since its requests would otherwise fall through to the site's other
+    /// handlers unguarded; a block whose own access control fails answers 503 on its paths.
+    fn group(&mut self, b: &Block, ctx: &Ctx) -> Result<Vec<Emitted>, Fatal> {
+        let unreadable = |me: &mut Self| {
+            if guards(b) {
+                me.problem(
+                    &b.origin,
+                    format!(
+                        "{} guards its paths with access control but cannot be read; the site is not served",
+                        b.name
+                    ),
+                );
+                Err(Fatal)
+            } else {
+                Ok(Vec::new())
+            }
+        };
         let (m, used) = if b.name == "handle_path" {
             match b.args.first() {
                 Some(p) if p.starts_with('/') => match caddy_path(p) {
                     Ok(pm) => (Some(Matcher { path: Some(pm), preds: Vec::new() }), 1),
                     Err(e) => {
                         self.skip(b, format!("handle_path: {e}"));
-                        return Vec::new();
+                        return unreadable(self);
                     }
                 },
                 _ => {
                     self.skip(b, "handle_path needs a path pattern such as /api/*");
-                    return Vec::new();
+                    return unreadable(self);
                 }
             }
         } else {
@@ -552,13 +582,13 @@ impl Interp<'_> {
                 Ok(x) => x,
                 Err(e) => {
                     self.skip(b, format!("{}: {e}", b.name));
-                    return Vec::new();
+                    return unreadable(self);
                 }
             }
         };
         if b.args.len() > used {
             self.skip(b, format!("{}: unexpected arguments {:?}", b.name, &b.args[used..]));
-            return Vec::new();
+            return unreadable(self);
         }
         let (path, preds) = Self::combine(ctx, m.as_ref());
         let mut inner = Ctx { path, preds, middlewares: ctx.middlewares.clone(), matchers: ctx.matchers.clone() };
@@ -568,7 +598,7 @@ impl Interp<'_> {
                 inner.middlewares.push(Middleware::StripPrefix(prefix.to_owned()));
             }
         }
-        match self.walk(&b.children, &inner, false) {
+        Ok(match self.walk(&b.children, &inner, false) {
             Ok(v) => {
                 if v.is_empty() {
                     self.problem(
@@ -579,11 +609,22 @@ impl Interp<'_> {
                 v
             }
             Err(Fatal) => {
-                self.failed.insert(b.id);
-                self.problem(&b.origin, format!("{} block is not served (see the problems inside it)", b.name));
-                Vec::new()
+                self.problem(
+                    &b.origin,
+                    format!("{} block is not served (see the problems inside it); its paths answer 503", b.name),
+                );
+                vec![Emitted {
+                    origin: b.origin.clone(),
+                    path: inner.path,
+                    preds: inner.preds,
+                    middlewares: Vec::new(),
+                    action: Action::Respond {
+                        status: 503,
+                        body: "not served: its access control cannot be applied\n".into(),
+                    },
+                }]
             }
-        }
+        })
     }
 
     fn middleware(&mut self, b: &Block, ctx: &mut Ctx, site_level: bool) -> Result<(), Fatal> {
@@ -629,8 +670,9 @@ impl Interp<'_> {
             "basic_auth" | "basicauth" => match self.basic_auth(b) {
                 Ok(m) => ctx.middlewares.push(m),
                 Err(e) => {
+                    // Not marked failed: a merged site must meet the same refusal again, not a
+                    // copy with the auth removed.
                     self.problem(&b.origin, format!("{}: {e}; the routes it protects are not served", b.name));
-                    self.failed.insert(b.id);
                     return Err(Fatal);
                 }
             },
@@ -642,6 +684,16 @@ impl Interp<'_> {
                 &b.origin,
                 format!("{}: ignored; swarmgate's access log is configured globally ([log] access)", b.name),
             ),
+            other if is_access_control(other) => {
+                // Serving the site without the check would open it to everyone: fail closed.
+                self.problem(
+                    &b.origin,
+                    format!(
+                        "{other}: access control that swarmgate cannot apply; the routes it protects are not served"
+                    ),
+                );
+                return Err(Fatal);
+            }
             other => {
                 self.skip(b, format!("directive {other} is not supported; skipped (the rest of the site is served)"))
             }
@@ -1007,4 +1059,41 @@ impl Interp<'_> {
             action: Action::Respond { status, body },
         })
     }
+}
+
+/// Directives whose job is to keep requests out (authentication plugins, forward auth, IP
+/// filters, aborts). One that swarmgate cannot apply must not leave its routes open.
+fn is_access_control(name: &str) -> bool {
+    matches!(
+        name,
+        "forward_auth"
+            | "authenticate"
+            | "authorize"
+            | "authorization"
+            | "jwtauth"
+            | "jwt"
+            | "digest_auth"
+            | "security"
+            | "oauth"
+            | "oauth2"
+            | "crowdsec"
+            | "ip_filter"
+            | "ipfilter"
+            | "remote_ip"
+            | "abort"
+            | "error"
+    )
+}
+
+/// True when the block or anything inside it keeps requests out.
+fn guards(b: &Block) -> bool {
+    let here = matches!(b.name.as_str(), "basic_auth" | "basicauth")
+        || is_access_control(&b.name)
+        || (b.name == "respond" && is_refusal(b));
+    here || b.children.iter().any(guards)
+}
+
+/// `respond` with a 4xx/5xx status: a refusal.
+fn is_refusal(b: &Block) -> bool {
+    b.args.iter().any(|a| a.parse::<u16>().is_ok_and(|s| (400..600).contains(&s)))
 }

@@ -254,8 +254,15 @@ pub(super) fn router_field(r: &mut RouterDef, field: &[&str], key: &str, v: &str
             false
         }
         ["tls", "options"] => {
-            p("tls.options is ignored: swarmgate uses its own TLS settings".into());
-            false
+            let name = v.split('@').next().unwrap_or("").trim();
+            if name.is_empty() || name.eq_ignore_ascii_case("default") {
+                p("tls.options is ignored: swarmgate uses its own TLS settings".into());
+                false
+            } else {
+                // Options may require client certificates (clientAuth): access control that
+                // cannot be applied fails closed.
+                broken(p, format!("tls.options {v}: TLS options (which may require client certificates) cannot be applied by swarmgate; remove the label if it only sets versions or ciphers"))
+            }
         }
         ["tls", dom, which] if dom.starts_with("domains[") && dom.ends_with(']') => {
             let Ok(n) = dom["domains[".len()..dom.len() - 1].parse::<usize>() else {
