@@ -47,6 +47,7 @@ fn lookup(c: &mut Criterion) {
             vec![],
             &CompileOptions {
                 registry: &registry,
+                states: &swarmgate::proxy::route_state::RouteStates::new(),
                 metrics: &metrics,
                 static_cert_names: &BTreeSet::new(),
                 generation: 1,

@@ -22,6 +22,7 @@ use crate::model::{compile_guarded, CompileOptions, Problem, RouteSpec, RouteTab
 use crate::proxy::balancer::EndpointRegistry;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::health::HealthChecker;
+use crate::proxy::route_state::RouteStates;
 use crate::proxy::server::{serve, ListenerSettings};
 use crate::proxy::spread::{Spreader, ThreadShare};
 use crate::proxy::upstream::PoolSettings;
@@ -75,6 +76,8 @@ pub struct Publisher {
     health: HealthChecker,
     acme_names: watch::Sender<BTreeSet<String>>,
     ready: Arc<AtomicBool>,
+    /// Per-route state that survives table swaps (see `RouteStates`).
+    route_states: RouteStates,
 }
 
 impl Publisher {
@@ -104,6 +107,7 @@ impl Publisher {
         let static_names = statics.names();
         let opts = CompileOptions {
             registry: &self.state.registry,
+            states: &self.route_states,
             metrics: &self.state.metrics,
             static_cert_names: &static_names,
             generation: sources.generation,
@@ -133,6 +137,7 @@ impl Publisher {
         self.health.sync(&table);
         let live: BTreeSet<&str> = table.routes.iter().map(|r| &*r.id).collect();
         self.state.metrics.retain_routes(|id| live.contains(id));
+        self.route_states.retain(|id| live.contains(id));
         drop(live);
         let table = Arc::new(table);
         self.state.table.store(table);
@@ -310,6 +315,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         health: HealthChecker::new(shutdown.clone()),
         acme_names: watch::channel(BTreeSet::new()).0,
         ready: ready.clone(),
+        route_states: RouteStates::new(),
     });
     publisher.set_file_routes(cfg.route_specs());
     // Before the listeners serve: stored ACME certificates are loaded synchronously here.

@@ -16,7 +16,13 @@ pub fn compile_for_check(specs: &[RouteSpec], problems: Vec<Problem>) -> RouteTa
     compile_guarded(
         specs,
         problems,
-        &CompileOptions { registry: &registry, metrics: &metrics, static_cert_names: &BTreeSet::new(), generation: 0 },
+        &CompileOptions {
+            registry: &registry,
+            states: &crate::proxy::route_state::RouteStates::new(),
+            metrics: &metrics,
+            static_cert_names: &BTreeSet::new(),
+            generation: 0,
+        },
     )
 }
 

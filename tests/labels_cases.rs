@@ -104,7 +104,13 @@ fn table(t: &Translation) -> RouteTable {
     compile(
         &specs,
         t.problems.clone(),
-        &CompileOptions { registry: &reg, metrics: &m, static_cert_names: &BTreeSet::new(), generation: 1 },
+        &CompileOptions {
+            registry: &reg,
+            states: &swarmgate::proxy::route_state::RouteStates::new(),
+            metrics: &m,
+            static_cert_names: &BTreeSet::new(),
+            generation: 1,
+        },
     )
 }
 

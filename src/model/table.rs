@@ -17,10 +17,13 @@ use rustc_hash::FxHashMap;
 use super::spec::*;
 use crate::admin::metrics::{Metrics, RouteMetrics};
 use crate::proxy::balancer::{now_ns, EndpointRegistry, UpstreamGroup};
+use crate::proxy::route_state::RouteStates;
 
 /// Inputs to `compile` beyond the specs.
 pub struct CompileOptions<'a> {
     pub registry: &'a EndpointRegistry,
+    /// Per-route state kept across tables (rate limits, auth cache, round robin).
+    pub states: &'a RouteStates,
     pub metrics: &'a Metrics,
     /// Names covered by static certificates (exact or `*.` wildcard), for the redirect default.
     pub static_cert_names: &'a BTreeSet<String>,
@@ -95,14 +98,19 @@ impl CompiledHeaders {
     }
 }
 
-/// Basic auth with a cache of accepted `Authorization` values: bcrypt is deliberately slow
-/// (tens of ms), so each distinct credential is verified once per table.
+/// `Authorization` values already verified for a route. bcrypt is deliberately slow (tens of
+/// ms), so each distinct credential is verified once for as long as the route's users are
+/// unchanged (kept across tables by `RouteStates`). Bounded: at most 1,024 entries.
+#[derive(Debug, Default)]
+pub struct AuthCache(dashmap::DashSet<Box<[u8]>>);
+
+/// Basic auth with its cache of accepted credentials.
 #[derive(Debug)]
 pub struct BasicAuth {
     pub realm: String,
     pub challenge: HeaderValue,
     users: Vec<(String, String)>,
-    accepted: dashmap::DashSet<Box<[u8]>>,
+    accepted: Arc<AuthCache>,
 }
 
 impl BasicAuth {
@@ -112,7 +120,7 @@ impl BasicAuth {
         let Some(value) = authorization else {
             return false;
         };
-        if self.accepted.contains(value.as_bytes()) {
+        if self.accepted.0.contains(value.as_bytes()) {
             return true;
         }
         let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) else {
@@ -128,8 +136,8 @@ impl BasicAuth {
             return false;
         };
         let ok = self.users.iter().any(|(u, hash)| u == user && bcrypt::verify(password, hash).unwrap_or(false));
-        if ok && self.accepted.len() < 1024 {
-            self.accepted.insert(value.as_bytes().into());
+        if ok && self.accepted.0.len() < 1024 {
+            self.accepted.0.insert(value.as_bytes().into());
         }
         ok
     }
@@ -283,7 +291,7 @@ pub struct CompiledRoute {
     pub request_headers: CompiledHeaders,
     pub response_headers: CompiledHeaders,
     pub basic_auth: Option<BasicAuth>,
-    pub rate_limit: Option<RateLimiter>,
+    pub rate_limit: Option<Arc<RateLimiter>>,
     /// Extra attempts on another endpoint for idempotent requests after a failure.
     pub retries: u32,
     pub redirect_https: RedirectHttps,
@@ -558,15 +566,18 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                     return None;
                 }
             };
-            CompiledAction::Proxy(Arc::new(UpstreamGroup::new(
-                opts.registry,
-                endpoints,
-                up.lb,
-                up.scheme,
-                up.pass_host,
-                up.sticky_cookie.clone(),
-                up.health.clone(),
-            )))
+            CompiledAction::Proxy(Arc::new(
+                UpstreamGroup::new(
+                    opts.registry,
+                    endpoints,
+                    up.lb,
+                    up.scheme,
+                    up.pass_host,
+                    up.sticky_cookie.clone(),
+                    up.health.clone(),
+                )
+                .with_rr_cursor(opts.states.rr_cursor(&spec.id)),
+            ))
         }
         Action::Redirect { location, status } => CompiledAction::Redirect {
             location: RedirectTemplate::new(location),
@@ -634,16 +645,17 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                     problems.push(Problem::new(&source, &key, "basic auth without users would lock everyone out"));
                     return None;
                 }
+                let users: Vec<(String, String)> = users.iter().map(|(u, h)| (u.clone(), h.clone())).collect();
                 route.basic_auth = Some(BasicAuth {
                     challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
                         .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"restricted\"")),
                     realm: realm.clone(),
-                    users: users.iter().map(|(u, h)| (u.clone(), h.clone())).collect(),
-                    accepted: Default::default(),
+                    accepted: opts.states.auth_cache(&spec.id, &users),
+                    users,
                 })
             }
             Middleware::RateLimit { average, period, burst } => {
-                route.rate_limit = Some(RateLimiter::new(*average, *period, *burst))
+                route.rate_limit = Some(opts.states.rate_limiter(&spec.id, *average, *period, *burst))
             }
             Middleware::Retry { attempts } => route.retries = attempts.saturating_sub(1).min(8),
         }
@@ -818,7 +830,13 @@ mod tests {
         compile(
             specs,
             vec![],
-            &CompileOptions { registry: &reg, metrics: &m, static_cert_names: &BTreeSet::new(), generation: 1 },
+            &CompileOptions {
+                registry: &reg,
+                states: &RouteStates::new(),
+                metrics: &m,
+                static_cert_names: &BTreeSet::new(),
+                generation: 1,
+            },
         )
     }
 

@@ -299,7 +299,8 @@ pub struct UpstreamGroup {
     pub health: Option<HealthCheck>,
     /// Per-endpoint results of this group's active health check (empty without one).
     pub health_flags: Box<[Arc<AtomicBool>]>,
-    rr: AtomicUsize,
+    /// Round-robin position; shared with the previous table's group of the same route.
+    rr: Arc<AtomicUsize>,
 }
 
 impl UpstreamGroup {
@@ -332,8 +333,14 @@ impl UpstreamGroup {
             pass_host,
             sticky_cookie,
             health,
-            rr: AtomicUsize::new(fastrand::usize(..usize::MAX / 2)),
+            rr: Arc::new(AtomicUsize::new(fastrand::usize(..usize::MAX / 2))),
         }
+    }
+
+    /// Carries on from `cursor` (the route's position in the previous table).
+    pub fn with_rr_cursor(mut self, cursor: Arc<AtomicUsize>) -> Self {
+        self.rr = cursor;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
