@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::metrics::Metrics;
 use crate::admin::{AdminState, JsonSourceBox};
 use crate::config::{Config, LoadError};
+use crate::discovery::dns::DnsCache;
 use crate::discovery::ProviderSnapshot;
 use crate::model::{compile_guarded, CompileOptions, Problem, RouteSpec, RouteTable};
 use crate::proxy::balancer::EndpointRegistry;
@@ -61,7 +62,10 @@ pub fn load_static_certs(cfg: &Config) -> Result<(StaticCerts, Vec<(String, usiz
 /// The inputs of the route table; any change recompiles and swaps.
 #[derive(Default)]
 struct Sources {
+    /// File routes as written: DNS names not yet replaced by addresses.
     file: Vec<RouteSpec>,
+    /// What the names among the file routes' upstreams resolved to.
+    dns: DnsCache,
     swarm: Arc<ProviderSnapshot>,
     generation: u64,
     /// Compile problems already logged, so each is logged once per change rather than on
@@ -78,6 +82,8 @@ pub struct Publisher {
     ready: Arc<AtomicBool>,
     /// Per-route state that survives table swaps (see `RouteStates`).
     route_states: RouteStates,
+    /// Wakes the DNS refresher when the file routes change.
+    dns_wake: tokio::sync::Notify,
 }
 
 impl Publisher {
@@ -85,12 +91,35 @@ impl Publisher {
     pub fn set_file_routes(&self, specs: Vec<RouteSpec>) {
         self.sources.lock().unwrap_or_else(|e| e.into_inner()).file = specs;
         self.publish();
+        self.dns_wake.notify_one();
     }
 
     /// Replaces the Swarm snapshot and publishes.
     pub fn set_swarm(&self, snapshot: Arc<ProviderSnapshot>) {
         self.sources.lock().unwrap_or_else(|e| e.into_inner()).swarm = snapshot;
         self.publish();
+    }
+
+    /// Looks up every DNS name among the file routes' upstreams (concurrently, each bounded by
+    /// `timeout`) and publishes if any answer changed. The lock is not held while waiting.
+    pub async fn refresh_dns(&self, timeout: Duration) {
+        let (names, cache) = {
+            let s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            (crate::discovery::dns::names_in(&s.file), s.dns.clone())
+        };
+        if names.is_empty() && cache == DnsCache::default() {
+            return;
+        }
+        let next = cache.refreshed(&names, timeout).await;
+        let changed = {
+            let mut s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = s.dns != next;
+            s.dns = next;
+            changed
+        };
+        if changed {
+            self.publish();
+        }
     }
 
     /// Wanted ACME names, updated on every publish.
@@ -101,8 +130,9 @@ impl Publisher {
     fn publish(&self) {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         sources.generation += 1;
-        let specs: Vec<RouteSpec> = sources.file.iter().chain(sources.swarm.routes.iter()).cloned().collect();
-        let problems: Vec<Problem> = sources.swarm.problems.clone();
+        let (file, dns_problems) = sources.dns.apply(&sources.file);
+        let specs: Vec<RouteSpec> = file.into_iter().chain(sources.swarm.routes.iter().cloned()).collect();
+        let problems: Vec<Problem> = sources.swarm.problems.iter().cloned().chain(dns_problems).collect();
         let statics = self.state.certs.statics();
         let static_names = statics.names();
         let opts = CompileOptions {
@@ -316,8 +346,13 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         acme_names: watch::channel(BTreeSet::new()).0,
         ready: ready.clone(),
         route_states: RouteStates::new(),
+        dns_wake: tokio::sync::Notify::new(),
     });
     publisher.set_file_routes(cfg.route_specs());
+    // Names among the file upstreams: resolved once before serving (bounded by the lookup
+    // timeout), then again every `[dns] refresh` and after each reload.
+    publisher.refresh_dns(cfg.dns.timeout.0).await;
+    tokio::spawn(refresh_dns_loop(publisher.clone(), cfg.dns.clone(), shutdown.clone()));
     // Before the listeners serve: stored ACME certificates are loaded synchronously here.
     let acme = match cfg.acme.enabled {
         true => Some(crate::acme::start(
@@ -462,6 +497,19 @@ async fn start_swarm(cfg: &Config, publisher: &Arc<Publisher>, shutdown: &Cancel
         }
     });
     Ok(())
+}
+
+/// Re-resolves the file upstreams' DNS names every `refresh`, and at once when the file routes
+/// change.
+async fn refresh_dns_loop(publisher: Arc<Publisher>, cfg: crate::config::DnsConfig, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(cfg.refresh.0.max(Duration::from_secs(1))) => {}
+            _ = publisher.dns_wake.notified() => {}
+        }
+        publisher.refresh_dns(cfg.timeout.0).await;
+    }
 }
 
 /// What tells a changed file: modification time and size (a rewrite within the same mtime

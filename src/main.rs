@@ -152,11 +152,19 @@ fn check(
     } else {
         None
     };
-    let mut specs = cfg.route_specs();
-    let mut problems = Vec::new();
+    // DNS names among the file upstreams, looked up as `run` would.
+    let file = cfg.route_specs();
+    let names = swarmgate::discovery::dns::names_in(&file);
+    let dns = if names.is_empty() {
+        swarmgate::discovery::dns::DnsCache::default()
+    } else {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(swarmgate::discovery::dns::DnsCache::default().refreshed(&names, cfg.dns.timeout.0))
+    };
+    let (mut specs, mut problems) = dns.apply(&file);
     if let Some(snapshot) = swarm {
         specs.extend(snapshot.routes);
-        problems = snapshot.problems;
+        problems.extend(snapshot.problems);
     }
     let table = swarmgate::check::compile_for_check(&specs, problems);
     print!("{}", swarmgate::check::render_table(&table));

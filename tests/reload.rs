@@ -190,3 +190,25 @@ async fn a_file_being_written_is_read_only_when_it_settles() {
     assert!(wait_for(async || get(addr, "two.example.com", "/").await.text() == "2b").await, "final file not applied");
     assert_eq!(get(addr, "one.example.com", "/").await.text(), "1");
 }
+
+/// A DNS name among the upstreams that does not resolve is a problem naming the route, not a
+/// refused file and not a silent empty route; the other upstreams (and names) keep serving.
+/// Names are looked up off the runtime, before serving.
+#[tokio::test]
+async fn upstream_names_resolve_and_a_failing_name_is_a_problem() {
+    let a = Origin::start("a").await;
+    let gw = Gateway::start(&cfg(&format!(
+        "[[routes]]\nhosts = [\"app.example.com\"]\nupstreams = [\"localhost:{}\", \"no-such-host.invalid:80\"]\nlb = \"round_robin\"\n",
+        a.addr.port()
+    )))
+    .await;
+    let admin = gw.admin.unwrap();
+    for _ in 0..4 {
+        let r = get(gw.http, "app.example.com", "/").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("x-origin"), Some("a"));
+    }
+    let problems = get(admin, "admin", "/api/problems").await.text();
+    assert!(problems.contains("no-such-host.invalid:80 does not resolve"), "{problems}");
+    assert!(problems.contains("routes[0].upstreams"), "{problems}");
+}

@@ -93,7 +93,7 @@ fn endpoints(s: &ProviderSnapshot, host: &str) -> Option<Vec<String>> {
     let r = s.routes.iter().find(|r| r.hosts.iter().any(|h| h == host))?;
     match &r.upstream()?.target {
         UpstreamTarget::Static(e) => Some(e.iter().map(|e| e.addr.to_string()).collect()),
-        UpstreamTarget::Tasks(_) => panic!("discovery left a Tasks target unresolved: {r:?}"),
+        other => panic!("discovery left a target unresolved: {other:?}"),
     }
 }
 

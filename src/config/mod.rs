@@ -113,6 +113,23 @@ pub struct Config {
     pub forwarding: ForwardingConfig,
     /// Directory for state: certificates, ACME account, last good discovery snapshot.
     pub storage: Option<PathBuf>,
+    pub dns: DnsConfig,
+}
+
+/// Lookups of DNS names among `[[routes]] upstreams`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    /// Every name is looked up again this often (names like `tasks.app` change).
+    pub refresh: Dur,
+    /// Longest wait for one lookup.
+    pub timeout: Dur,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig { refresh: Dur(Duration::from_secs(10)), timeout: Dur(Duration::from_secs(5)) }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -528,7 +545,7 @@ impl Config {
                 errors.push(ConfigError::new(key("upstreams"), "give exactly one of upstreams, respond, redirect"));
             }
             for u in &r.upstreams {
-                if let Err(e) = resolve_upstream(u) {
+                if let Err(e) = parse_upstream(u) {
                     errors.push(ConfigError::new(key("upstreams"), e));
                 }
             }
@@ -572,36 +589,52 @@ impl Config {
     }
 }
 
-/// `ip:port` or `host:port` (resolved once, at load) → addresses.
-pub fn resolve_upstream(s: &str) -> Result<Vec<std::net::SocketAddr>, String> {
-    use std::net::ToSocketAddrs;
+/// One `upstreams` entry: `ip:port`, `[ipv6]:port` or `host:port`, optionally after `http://`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    Ip(SocketAddr),
+    /// A DNS name, resolved later and periodically (never while loading: see `discovery::dns`).
+    Name(String, u16),
+}
+
+/// Parses an `upstreams` entry without any lookup.
+pub fn parse_upstream(s: &str) -> Result<UpstreamAddr, String> {
     let s = s.strip_prefix("http://").unwrap_or(s);
     if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(vec![a]);
+        return Ok(UpstreamAddr::Ip(a));
     }
-    if !s.contains(':') {
+    let Some((host, port)) = s.rsplit_once(':') else {
         return Err(format!("{s:?} needs a port (host:port)"));
+    };
+    let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(|| format!("{s:?}: {port:?} is not a port"))?;
+    let valid = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        });
+    if !valid {
+        return Err(format!("{s:?}: {host:?} is not an IP address or a DNS name"));
     }
-    s.to_socket_addrs().map(|a| a.collect()).map_err(|e| format!("{s:?} does not resolve: {e}")).and_then(
-        |v: Vec<_>| {
-            if v.is_empty() {
-                Err(format!("{s:?} resolves to no address"))
-            } else {
-                Ok(v)
-            }
-        },
-    )
+    Ok(UpstreamAddr::Name(host.to_ascii_lowercase(), port))
 }
 
 impl RouteConfig {
     fn to_spec(&self, index: usize) -> RouteSpec {
-        let endpoints: Vec<Endpoint> = self
-            .upstreams
-            .iter()
-            .flat_map(|u| resolve_upstream(u).unwrap_or_default())
-            .map(|addr| Endpoint { addr, task: String::new() })
-            .collect();
-        let mut up = UpstreamSpec::new(UpstreamTarget::Static(endpoints));
+        let addrs: Vec<UpstreamAddr> = self.upstreams.iter().filter_map(|u| parse_upstream(u).ok()).collect();
+        let target = if addrs.iter().all(|a| matches!(a, UpstreamAddr::Ip(_))) {
+            let ip = |a: &UpstreamAddr| match a {
+                UpstreamAddr::Ip(addr) => Some(Endpoint { addr: *addr, task: String::new() }),
+                UpstreamAddr::Name(..) => None,
+            };
+            UpstreamTarget::Static(addrs.iter().filter_map(ip).collect())
+        } else {
+            let name = |a: UpstreamAddr| match a {
+                UpstreamAddr::Ip(addr) => (addr.ip().to_string(), addr.port()),
+                UpstreamAddr::Name(host, port) => (host, port),
+            };
+            UpstreamTarget::Names(addrs.into_iter().map(name).collect())
+        };
+        let mut up = UpstreamSpec::new(target);
         up.scheme = self.scheme;
         up.lb = self.lb;
         up.sticky_cookie = self.sticky_cookie.clone();

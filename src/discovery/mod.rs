@@ -2,6 +2,7 @@
 //! Providers never touch the data plane; they publish [`ProviderSnapshot`]s that the app merges,
 //! compiles and swaps in.
 
+pub mod dns;
 pub mod swarm;
 
 use crate::labels::GlobalOptions;

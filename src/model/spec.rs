@@ -181,6 +181,10 @@ pub enum UpstreamTarget {
     /// The running tasks of one or more Swarm services (several when Caddy sites with the same
     /// address merge across services). Resolved into `Static` by discovery.
     Tasks(Vec<TaskTarget>),
+    /// `host:port` upstreams of the config file, at least one a DNS name (IP literals among
+    /// them resolve to themselves). Resolved into `Static` by the file provider's resolver,
+    /// off the runtime and periodically.
+    Names(Vec<(String, u16)>),
 }
 
 /// The running tasks of one Swarm service at one container port.

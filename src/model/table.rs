@@ -565,6 +565,10 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                     problems.push(Problem::new(&source, &key, "upstream tasks were not resolved to addresses"));
                     return None;
                 }
+                UpstreamTarget::Names(_) => {
+                    problems.push(Problem::new(&source, &key, "upstream names were not resolved to addresses"));
+                    return None;
+                }
             };
             CompiledAction::Proxy(Arc::new(
                 UpstreamGroup::new(
@@ -760,7 +764,9 @@ pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &Comp
 /// file route and a label). Without this the second route would vanish without a word.
 fn report_shadowed(host: &str, entry: &HostRoutes, out: &mut Vec<Problem>) {
     // Keyed by what decides a match, so this stays linear in the number of routes.
-    let mut first: FxHashMap<(&PathMatch, &Option<Predicate>, i64), [Option<&CompiledRoute>; 2]> = FxHashMap::default();
+    // What decides a match → the first route on [http, https].
+    type MatchKey<'a> = (&'a PathMatch, &'a Option<Predicate>, i64);
+    let mut first: FxHashMap<MatchKey<'_>, [Option<&CompiledRoute>; 2]> = FxHashMap::default();
     for r in &entry.routes {
         let winners = first.entry((&r.spec.path, &r.spec.predicate, r.order.0)).or_default();
         let mut lost_on = Vec::new();

@@ -19,6 +19,9 @@ use dashmap::DashMap;
 
 use crate::model::table::{AuthCache, RateLimiter};
 
+/// Basic-auth users as (name, bcrypt hash).
+type Users = Vec<(String, String)>;
+
 /// See the module documentation.
 #[derive(Default)]
 pub struct RouteStates {
@@ -30,7 +33,7 @@ struct Slots {
     /// `(average, period, burst)` the bucket was made for.
     rate: Option<((u64, Duration, u64), Arc<RateLimiter>)>,
     /// The users (name, hash) the cache was filled against.
-    auth: Option<(Vec<(String, String)>, Arc<AuthCache>)>,
+    auth: Option<(Users, Arc<AuthCache>)>,
     rr: Option<Arc<AtomicUsize>>,
 }
 
