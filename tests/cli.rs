@@ -127,3 +127,70 @@ fn check_reports_a_huge_duration_label_instead_of_panicking() {
     assert!(stdout.contains("huge: swarmgate.health.interval"), "{stdout}\n{stderr}");
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
 }
+
+/// No bcrypt hash, credential header value, Authorization or Cookie reaches `/api/*` or any
+/// log line, even at `trace`. Runs the binary so every log line (ours and the libraries') is
+/// captured.
+#[tokio::test]
+async fn secrets_stay_out_of_the_admin_api_and_the_logs() {
+    use base64::Engine;
+    let origin = Origin::start("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let port = |_: ()| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (http, admin) = (port(()), port(()));
+    let path = dir.path().join("sg.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "storage = {storage:?}\n[listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n[log]\naccess = true\nlevel = \"trace\"\n[docker]\nenabled = false\n\
+             [[routes]]\nhosts = [\"app.example.com\"]\nupstreams = [\"{o}\"]\nauth.basic = [\"alice:{hash}\"]\nheaders.request = {{ Authorization = \"Bearer upstream-token-123\", X-Api-Key = \"key-456\" }}\n",
+            storage = dir.path().join("state"),
+            o = origin.addr,
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log.txt");
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("err.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    let (http, admin): (std::net::SocketAddr, std::net::SocketAddr) =
+        (format!("127.0.0.1:{http}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
+    let creds = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    let mut ok = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(http).is_err() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let req = http::Request::get("/")
+            .header("host", "app.example.com")
+            .header("authorization", format!("Basic {creds}"))
+            .header("cookie", "session=cookie-789")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        if support::client::send(http, req).await.status == StatusCode::OK {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "the authenticated request never succeeded");
+    let mut api = String::new();
+    for p in ["/api/routes", "/api/problems", "/api/endpoints", "/api/certificates"] {
+        api.push_str(&get(admin, "admin", p).await.text());
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let logs = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    assert!(logs.contains("app.example.com"), "the logs were not captured: {logs}");
+    assert!(api.contains("<redacted>"), "{api}");
+    for secret in [hash.as_str(), &hash[7..], "upstream-token-123", "key-456", creds.as_str(), "s3cret", "cookie-789"] {
+        assert!(!api.contains(secret), "{secret:?} in the admin API");
+        assert!(!logs.contains(secret), "{secret:?} in the logs");
+    }
+}

@@ -73,7 +73,7 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
                     })).collect(),
                     _ => Vec::new(),
                 };
-                serde_json::json!({ "id": &*r.id, "spec": r.spec, "endpoints": endpoints })
+                serde_json::json!({ "id": &*r.id, "spec": r.spec.redacted(), "endpoints": endpoints })
             }).collect::<Vec<_>>(),
         })),
         "/api/problems" => json(&serde_json::json!({ "problems": table.problems })),

@@ -20,6 +20,17 @@ pub enum Provenance {
     Builtin,
 }
 
+/// What stands in for a secret in anything shown to an operator.
+pub const REDACTED: &str = "<redacted>";
+
+/// Headers whose values are credentials (a route may set `Authorization: Bearer …` or an API
+/// key towards its upstream).
+fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(n.as_str(), "authorization" | "proxy-authorization" | "cookie" | "set-cookie")
+        || ["token", "secret", "password", "api-key", "apikey", "auth"].iter().any(|s| n.contains(s))
+}
+
 impl Provenance {
     /// The `Problem::source` of anything this provenance defined: the service name, `config`
     /// for the file, `builtin`.
@@ -252,6 +263,17 @@ impl HeaderEdits {
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
+
+    /// The same edits with the values of credential-carrying headers replaced (see
+    /// [`RouteSpec::redacted`]).
+    fn redacted(&self) -> HeaderEdits {
+        let hide = |m: &BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), if is_secret_header(k) { REDACTED.to_owned() } else { v.clone() }))
+                .collect()
+        };
+        HeaderEdits { set: hide(&self.set), add: hide(&self.add), remove: self.remove.clone() }
+    }
 }
 
 /// A step applied to the request (and response) before the action.
@@ -337,6 +359,21 @@ pub struct RouteSpec {
 }
 
 impl RouteSpec {
+    /// The spec as the admin API shows it: bcrypt hashes and credential header values are
+    /// replaced by [`REDACTED`] (a hash can be cracked offline; a header value is the secret
+    /// itself). The persisted snapshot keeps the real spec; only what is shown is redacted.
+    pub fn redacted(&self) -> RouteSpec {
+        let mut spec = self.clone();
+        for m in &mut spec.middlewares {
+            match m {
+                Middleware::BasicAuth { users, .. } => users.values_mut().for_each(|h| *h = REDACTED.to_owned()),
+                Middleware::RequestHeaders(e) | Middleware::ResponseHeaders(e) => *e = e.redacted(),
+                _ => {}
+            }
+        }
+        spec
+    }
+
     /// A proxy route with defaults for everything but hosts and upstream.
     pub fn proxy(id: impl Into<String>, provenance: Provenance, hosts: Vec<String>, upstream: UpstreamSpec) -> Self {
         RouteSpec {
