@@ -293,6 +293,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         registry: EndpointRegistry::with_pool(PoolSettings {
             idle_timeout: cfg.limits.upstream_idle_timeout.0,
             threads: workers,
+            connect_timeout: cfg.limits.upstream_connect_timeout.0,
         }),
         metrics,
         certs: certs.clone(),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use crate::labels::LabelsConfig;
 use crate::model::{
     Action, Endpoint, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Provenance, RouteSpec,
-    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
+    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, UpstreamTls,
 };
 
 /// The embedded default config (what `config/swarmgate.toml` holds), used when `--config` is
@@ -404,6 +404,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     pub respond: Option<RespondConfig>,
     pub redirect: Option<RedirectConfig>,
+    /// TLS toward `scheme = "https"` upstreams: `{ ca, server_name, insecure_skip_verify }`.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 impl Config {
@@ -445,6 +447,11 @@ impl Config {
         }
         if let Some(root) = self.acme.ca_root.as_mut().filter(|r| r.is_relative()) {
             *root = base.join(&*root);
+        }
+        for ca in self.routes.iter_mut().filter_map(|r| r.upstream_tls.as_mut()?.ca.as_mut()) {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
         }
     }
 
@@ -535,6 +542,7 @@ impl Config {
                     errors.push(ConfigError::new(key("rate_limit.average"), "must be at least 1"));
                 }
             }
+            errors.extend(r.upstream_tls_errors(&key));
         }
         errors
     }
@@ -583,6 +591,14 @@ impl RouteConfig {
             path: p.clone(),
             interval: self.health.interval.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
         });
+        up.tls = self.upstream_tls.clone().unwrap_or_default();
+        if up.tls.server_name.is_none() {
+            // Verify a named upstream by its name, as a browser would (not by the address it
+            // resolved to). Several different names need an explicit server_name (validate).
+            if let [name] = self.upstream_host_names().as_slice() {
+                up.tls.server_name = Some((*name).to_owned());
+            }
+        }
         let hosts = self.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         let mut spec = RouteSpec::proxy(format!("file/{index}"), Provenance::File { index }, hosts, up);
         let path = self.path.clone().unwrap_or_else(|| "/".into());
@@ -642,6 +658,53 @@ impl RouteConfig {
             spec.middlewares.push(Middleware::Retry { attempts: n + 1 });
         }
         spec
+    }
+}
+
+impl RouteConfig {
+    /// Host names (not IP addresses) among `upstreams`, each once.
+    fn upstream_host_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for u in &self.upstreams {
+            let u = u.strip_prefix("http://").unwrap_or(u);
+            if u.parse::<SocketAddr>().is_ok() {
+                continue;
+            }
+            if let Some((host, _)) = u.rsplit_once(':') {
+                if !host.is_empty() && !names.contains(&host) {
+                    names.push(host);
+                }
+            }
+        }
+        names
+    }
+
+    /// Problems with `upstream_tls` and TLS to the upstreams.
+    fn upstream_tls_errors(&self, key: &dyn Fn(&str) -> String) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let tls = self.upstream_tls.clone().unwrap_or_default();
+        let https = self.scheme == UpstreamScheme::Https;
+        if self.upstream_tls.is_some() && !https {
+            errors.push(ConfigError::new(key("upstream_tls"), "only used with scheme = \"https\""));
+        }
+        if tls.ca.is_some() && tls.insecure_skip_verify {
+            errors.push(ConfigError::new(
+                key("upstream_tls.insecure_skip_verify"),
+                "contradicts upstream_tls.ca (verify against that CA, or not at all); give one",
+            ));
+        }
+        match &tls.server_name {
+            Some(n) if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() => errors.push(ConfigError::new(
+                key("upstream_tls.server_name"),
+                format!("{n:?} is not a DNS name or an IP address"),
+            )),
+            None if https && self.upstream_host_names().len() > 1 => errors.push(ConfigError::new(
+                key("upstream_tls.server_name"),
+                "the upstreams have different host names; give the name their certificates carry",
+            )),
+            _ => {}
+        }
+        errors
     }
 }
 

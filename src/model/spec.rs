@@ -204,6 +204,31 @@ pub struct UpstreamSpec {
     pub health: Option<HealthCheck>,
     /// Forward the client's `Host` header (true) or the upstream address (false).
     pub pass_host: bool,
+    /// How to talk TLS to the endpoints; read only when `scheme` is `Https`.
+    pub tls: UpstreamTls,
+}
+
+/// TLS toward an `https` upstream. The file key `upstream_tls = { ca, server_name,
+/// insecure_skip_verify }` deserialises straight into this, and every label dialect maps onto it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file with the CA certificate(s) to trust *instead of* the system roots (a private
+    /// PKI: trusting the public roots as well would let any public certificate pass).
+    pub ca: Option<std::path::PathBuf>,
+    /// Name sent as SNI and checked against the certificate. `None`: the upstream's host, which
+    /// for Swarm tasks and IP upstreams is the IP address (the certificate needs an IP SAN).
+    pub server_name: Option<String>,
+    /// Accept any certificate (self-signed backends such as Portainer on 9443): the connection
+    /// is encrypted but the upstream is not authenticated. Off unless asked for.
+    pub insecure_skip_verify: bool,
+}
+
+impl UpstreamTls {
+    /// True when nothing differs from the default (verify against the system roots).
+    pub fn is_default(&self) -> bool {
+        *self == UpstreamTls::default()
+    }
 }
 
 impl UpstreamSpec {
@@ -215,6 +240,7 @@ impl UpstreamSpec {
             sticky_cookie: None,
             health: None,
             pass_host: true,
+            tls: UpstreamTls::default(),
         }
     }
 }

@@ -561,7 +561,7 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                     return None;
                 }
             };
-            CompiledAction::Proxy(Arc::new(UpstreamGroup::new(
+            let mut group = UpstreamGroup::new(
                 opts.registry,
                 endpoints,
                 up.lb,
@@ -569,7 +569,18 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                 up.pass_host,
                 up.sticky_cookie.clone(),
                 up.health.clone(),
-            )))
+            );
+            if up.scheme == UpstreamScheme::Https {
+                let addrs: Vec<_> = group.endpoints.iter().map(|e| e.addr).collect();
+                match opts.registry.tls.get(&up.tls, &addrs) {
+                    Ok(clients) => group.tls = clients.into(),
+                    Err(e) => {
+                        problems.push(Problem::new(&source, &key, format!("{e}; the route is not served")));
+                        return None;
+                    }
+                }
+            }
+            CompiledAction::Proxy(Arc::new(group))
         }
         Action::Redirect { location, status } => CompiledAction::Redirect {
             location: RedirectTemplate::new(location),

@@ -1,4 +1,4 @@
-//! Forwarding to upstreams: keep-alive pools (HTTP/1.1 and h2c), header hygiene, retries that
+//! Forwarding to upstreams: keep-alive pools (HTTP/1.1, h2c, and TLS), header hygiene, retries that
 //! are known to be safe, timeouts, and protocol upgrades (WebSocket).
 
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use super::balancer::{PickContext, UpstreamGroup};
 use super::body::{ProxyBody, ReclaimableBody};
 use super::hop_by_hop::strip_hop_by_hop;
 use super::upstream::{self, codec, ExchangeError, OutgoingBody};
+use super::upstream_tls::error_chain;
 use crate::config::Limits;
 use crate::model::UpstreamScheme;
 
@@ -49,9 +50,10 @@ impl UpstreamError {
     }
 }
 
-/// Upstream connection pools, one per protocol. Pools are keyed by endpoint address inside.
+/// Upstream connection pools for cleartext protocols (HTTP/1.1 is swarmgate's own client, on
+/// each endpoint). `https` upstreams use the client of their TLS profile, which the route table
+/// holds (see `upstream_tls`). Pools are keyed by endpoint address inside.
 pub struct Forwarder {
-    http1: Client<HttpConnector, ReclaimableBody>,
     h2c: Client<HttpConnector, ReclaimableBody>,
     response_timeout: Duration,
     connect_timeout: Duration,
@@ -115,13 +117,6 @@ pub struct ClientSide<'a> {
 
 impl Forwarder {
     pub fn new(limits: &Limits, add_via: bool) -> Self {
-        let mut b1 = Client::builder(TokioExecutor::new());
-        b1.pool_idle_timeout(limits.upstream_idle_timeout.0)
-            .pool_max_idle_per_host(512)
-            .pool_timer(TokioTimer::new())
-            .retry_canceled_requests(true)
-            .set_host(false);
-        let http1 = b1.build(connector(limits));
         let mut b2 = Client::builder(TokioExecutor::new());
         b2.pool_idle_timeout(limits.upstream_idle_timeout.0)
             .pool_timer(TokioTimer::new())
@@ -133,7 +128,6 @@ impl Forwarder {
             .set_host(false);
         let h2c = b2.build(connector(limits));
         Forwarder {
-            http1,
             h2c,
             response_timeout: limits.upstream_response_timeout.0,
             connect_timeout: limits.upstream_connect_timeout.0,
@@ -330,13 +324,25 @@ impl Forwarder {
         let mut exchange_retries_left = retries;
         let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize;
         let mut last_err = UpstreamError::NoEndpoint;
+        // TLS upstreams take the host from the URI (`:authority` over HTTP/2, `Host` over
+        // HTTP/1.1): never both, never two values.
+        let mut headers = headers;
+        let client_host = match group.scheme {
+            UpstreamScheme::Https => headers.remove(header::HOST).filter(|_| group.pass_host),
+            _ => None,
+        };
         for _ in 0..max_attempts {
             let Some(idx) = group.pick(ctx, tried) else { break };
             tried |= 1u64 << idx.min(63);
             let endpoint = &group.endpoints[idx];
+            let tls = group.tls.get(idx);
+            let authority = match tls {
+                Some(tls) => tls.authority_for(client_host.as_ref()),
+                None => endpoint.authority.clone(),
+            };
             let uri = Uri::builder()
                 .scheme(if group.scheme == UpstreamScheme::Https { "https" } else { "http" })
-                .authority(endpoint.authority.clone())
+                .authority(authority)
                 .path_and_query(path_and_query.clone())
                 .build()
                 .map_err(|_| UpstreamError::NoEndpoint)?;
@@ -346,14 +352,20 @@ impl Forwarder {
             *req.method_mut() = method.clone();
             *req.uri_mut() = uri;
             *req.headers_mut() = headers.clone();
-            if !group.pass_host {
+            if !group.pass_host && group.scheme != UpstreamScheme::Https {
                 if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
                     req.headers_mut().insert(header::HOST, v);
                 }
             }
-            let client = if group.scheme == UpstreamScheme::H2c { &self.h2c } else { &self.http1 };
             let mut inflight = endpoint.start();
-            let result = tokio::time::timeout(self.response_timeout, client.request(req)).await;
+            let request = match (group.scheme, tls) {
+                (UpstreamScheme::H2c, _) => self.h2c.request(req),
+                (UpstreamScheme::Https, Some(tls)) => tls.client.request(req),
+                // Never cleartext to an `https` upstream (the table always gives it a client);
+                // plain HTTP goes through `send`.
+                _ => return Err(UpstreamError::NoEndpoint),
+            };
+            let result = tokio::time::timeout(self.response_timeout, request).await;
             match result {
                 Ok(Ok(mut resp)) => {
                     inflight.success();
@@ -372,7 +384,8 @@ impl Forwarder {
                     if inflight.failure() {
                         tracing::warn!(upstream = %endpoint.addr, "ejecting upstream after repeated connect failures");
                     }
-                    last_err = UpstreamError::Connect { addr: endpoint.addr, reason: e.to_string() };
+                    // The cause says why (refused, or which certificate check failed).
+                    last_err = UpstreamError::Connect { addr: endpoint.addr, reason: error_chain(&e) };
                     match reclaim.await {
                         Ok(b) => body = b,
                         Err(_) => return Err(last_err),
@@ -381,7 +394,7 @@ impl Forwarder {
                 Ok(Err(e)) => {
                     errors.fetch_add(1, Ordering::Relaxed);
                     inflight.failure();
-                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() };
+                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: error_chain(&e) };
                     if !(idempotent && end_stream && exchange_retries_left > 0) {
                         return Err(last_err);
                     }

@@ -9,6 +9,7 @@ pub mod hop_by_hop;
 pub mod server;
 pub mod spread;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod watchdog;
 
 pub use handler::{ConnInfo, ProxyState};
