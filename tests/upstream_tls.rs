@@ -292,3 +292,192 @@ async fn without_pass_host_the_upstream_sees_its_own_address_once() {
     assert_eq!(h2.seen()[0].authority.as_deref(), Some(h2.addr.to_string().as_str()));
     assert_eq!(h2.seen()[0].headers.get("host"), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Labels: the three dialects map onto the same `upstream_tls` fields.
+
+mod labels {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use swarmgate::labels::{translate, LabelsConfig, ServiceInput, Translation};
+    use swarmgate::model::{RouteSpec, UpstreamScheme, UpstreamTls};
+
+    fn svc(name: &str, labels: &[(&str, &str)]) -> ServiceInput {
+        ServiceInput {
+            id: format!("id-{name}"),
+            name: name.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ports: vec![],
+        }
+    }
+
+    fn one_route<'a>(t: &'a Translation, service: &str) -> &'a RouteSpec {
+        let rs: Vec<_> = t.routes.iter().filter(|r| r.id.starts_with(&format!("svc/{service}/"))).collect();
+        assert_eq!(rs.len(), 1, "routes {:#?}\nproblems {:#?}", t.routes, t.problems);
+        rs[0]
+    }
+
+    fn tls_of(r: &RouteSpec) -> (UpstreamScheme, UpstreamTls) {
+        let up = r.upstream().unwrap();
+        (up.scheme, up.tls.clone())
+    }
+
+    fn problem_for<'a>(t: &'a Translation, service: &str, key: &str) -> &'a str {
+        match t.problems.iter().find(|p| p.source == service && p.key == key) {
+            Some(p) => &p.message,
+            None => panic!("no problem for {service} {key}: {:#?}", t.problems),
+        }
+    }
+
+    fn verified(ca: &str, name: &str) -> UpstreamTls {
+        UpstreamTls { ca: Some(PathBuf::from(ca)), server_name: Some(name.into()), insecure_skip_verify: false }
+    }
+
+    fn skip() -> UpstreamTls {
+        UpstreamTls { insecure_skip_verify: true, ..Default::default() }
+    }
+
+    #[test]
+    fn native_labels() {
+        let t = translate(
+            &[
+                svc(
+                    "app",
+                    &[
+                        ("swarmgate.host", "app.example.com"),
+                        ("swarmgate.port", "8443"),
+                        ("swarmgate.scheme", "https"),
+                        ("swarmgate.upstream_tls.ca", "/run/secrets/ca.pem"),
+                        ("swarmgate.upstream_tls.server_name", "App.Internal"),
+                    ],
+                ),
+                svc(
+                    "portainer",
+                    &[
+                        ("swarmgate.host", "portainer.example.com"),
+                        ("swarmgate.port", "9443"),
+                        ("swarmgate.scheme", "https"),
+                        ("swarmgate.upstream_tls.insecure_skip_verify", "true"),
+                    ],
+                ),
+                svc(
+                    "relative",
+                    &[
+                        ("swarmgate.host", "r.example.com"),
+                        ("swarmgate.scheme", "https"),
+                        ("swarmgate.upstream_tls.ca", "ca.pem"),
+                    ],
+                ),
+                svc(
+                    "cleartext",
+                    &[("swarmgate.host", "c.example.com"), ("swarmgate.upstream_tls.insecure_skip_verify", "true")],
+                ),
+            ],
+            &LabelsConfig::default(),
+        );
+        assert_eq!(
+            tls_of(one_route(&t, "app")),
+            (UpstreamScheme::Https, verified("/run/secrets/ca.pem", "app.internal"))
+        );
+        assert_eq!(tls_of(one_route(&t, "portainer")), (UpstreamScheme::Https, skip()));
+        assert!(problem_for(&t, "relative", "swarmgate.upstream_tls.ca").contains("absolute path"));
+        assert!(problem_for(&t, "cleartext", "swarmgate.upstream_tls.insecure_skip_verify").contains("scheme=https"));
+        assert!(!t.routes.iter().any(|r| r.id.starts_with("svc/relative/") || r.id.starts_with("svc/cleartext/")));
+    }
+
+    #[test]
+    fn caddy_transport_http_tls_options() {
+        let t = translate(
+            &[
+                svc(
+                    "app",
+                    &[
+                        ("caddy", "app.example.com"),
+                        ("caddy.reverse_proxy", "{{upstreams 8443}}"),
+                        ("caddy.reverse_proxy.transport", "http"),
+                        ("caddy.reverse_proxy.transport.tls_server_name", "app.internal"),
+                        ("caddy.reverse_proxy.transport.tls_trusted_ca_certs", "/run/secrets/ca.pem"),
+                    ],
+                ),
+                svc(
+                    "portainer",
+                    &[
+                        ("caddy", "portainer.example.com"),
+                        ("caddy.reverse_proxy", "{{upstreams https 9443}}"),
+                        ("caddy.reverse_proxy.transport", "http"),
+                        ("caddy.reverse_proxy.transport.tls_insecure_skip_verify", ""),
+                    ],
+                ),
+                svc(
+                    "pool",
+                    &[
+                        ("caddy", "pool.example.com"),
+                        ("caddy.reverse_proxy", "{{upstreams https 443}}"),
+                        ("caddy.reverse_proxy.transport", "http"),
+                        ("caddy.reverse_proxy.transport.tls_trust_pool", "file /run/secrets/ca.pem"),
+                        ("caddy.reverse_proxy.transport.tls_server_name", "pool.internal"),
+                    ],
+                ),
+                svc(
+                    "placeholder",
+                    &[
+                        ("caddy", "p.example.com"),
+                        ("caddy.reverse_proxy", "{{upstreams https 443}}"),
+                        ("caddy.reverse_proxy.transport", "http"),
+                        ("caddy.reverse_proxy.transport.tls_server_name", "{http.request.host}"),
+                    ],
+                ),
+            ],
+            &LabelsConfig::default(),
+        );
+        // Any tls_* option turns TLS on, as in Caddy, even with {{upstreams 8443}}.
+        assert_eq!(
+            tls_of(one_route(&t, "app")),
+            (UpstreamScheme::Https, verified("/run/secrets/ca.pem", "app.internal"))
+        );
+        assert_eq!(tls_of(one_route(&t, "portainer")), (UpstreamScheme::Https, skip()));
+        assert_eq!(
+            tls_of(one_route(&t, "pool")),
+            (UpstreamScheme::Https, verified("/run/secrets/ca.pem", "pool.internal"))
+        );
+        assert!(!t.routes.iter().any(|r| r.id.starts_with("svc/placeholder/")), "{:#?}", t.routes);
+        let p = problem_for(&t, "placeholder", "caddy.reverse_proxy.transport.tls_server_name");
+        assert!(p.contains("placeholders"), "{p}");
+    }
+
+    #[test]
+    fn traefik_servers_transports_come_from_swarmgate_config() {
+        let service = |name: &str, transport: Option<&str>| {
+            let mut labels = vec![
+                ("traefik.enable".to_owned(), "true".to_owned()),
+                (format!("traefik.http.routers.{name}.rule"), format!("Host(`{name}.example.com`)")),
+                (format!("traefik.http.services.{name}.loadbalancer.server.port"), "9443".to_owned()),
+                (format!("traefik.http.services.{name}.loadbalancer.server.scheme"), "https".to_owned()),
+            ];
+            if let Some(t) = transport {
+                labels.push((format!("traefik.http.services.{name}.loadbalancer.serverstransport"), t.to_owned()));
+            }
+            ServiceInput { id: name.into(), name: name.into(), labels: labels.into_iter().collect(), ports: vec![] }
+        };
+        let services = [
+            service("portainer", Some("insecure@file")),
+            service("plain", None),
+            service("missing", Some("nope@file")),
+        ];
+        let mut cfg = LabelsConfig {
+            traefik_servers_transports: BTreeMap::from([("insecure".to_owned(), skip())]),
+            ..Default::default()
+        };
+        let t = translate(&services, &cfg);
+        assert_eq!(tls_of(one_route(&t, "portainer")), (UpstreamScheme::Https, skip()));
+        assert_eq!(tls_of(one_route(&t, "plain")), (UpstreamScheme::Https, UpstreamTls::default()));
+        let p = problem_for(&t, "missing", "traefik.http.services.missing.loadbalancer.serverstransport");
+        assert!(p.contains("traefik_servers_transports.nope") && p.contains("not served"), "{p}");
+        assert!(!t.routes.iter().any(|r| r.id.starts_with("svc/missing/")));
+        // Traefik's `--serverstransport.insecureskipverify=true`: the `default` entry.
+        cfg.traefik_servers_transports.insert("default".into(), verified("/ca.pem", "x.internal"));
+        let t = translate(&services, &cfg);
+        assert_eq!(tls_of(one_route(&t, "plain")), (UpstreamScheme::Https, verified("/ca.pem", "x.internal")));
+    }
+}

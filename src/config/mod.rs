@@ -448,7 +448,9 @@ impl Config {
         if let Some(root) = self.acme.ca_root.as_mut().filter(|r| r.is_relative()) {
             *root = base.join(&*root);
         }
-        for ca in self.routes.iter_mut().filter_map(|r| r.upstream_tls.as_mut()?.ca.as_mut()) {
+        let transports = self.labels.traefik_servers_transports.values_mut();
+        let route_tls = self.routes.iter_mut().filter_map(|r| r.upstream_tls.as_mut());
+        for ca in route_tls.chain(transports).filter_map(|t| t.ca.as_mut()) {
             if ca.is_relative() {
                 *ca = base.join(&*ca);
             }
@@ -543,6 +545,9 @@ impl Config {
                 }
             }
             errors.extend(r.upstream_tls_errors(&key));
+        }
+        for (name, tls) in &self.labels.traefik_servers_transports {
+            errors.extend(upstream_tls_errors(tls, &format!("labels.traefik_servers_transports.{name}")));
         }
         errors
     }
@@ -681,31 +686,40 @@ impl RouteConfig {
 
     /// Problems with `upstream_tls` and TLS to the upstreams.
     fn upstream_tls_errors(&self, key: &dyn Fn(&str) -> String) -> Vec<ConfigError> {
-        let mut errors = Vec::new();
         let tls = self.upstream_tls.clone().unwrap_or_default();
         let https = self.scheme == UpstreamScheme::Https;
+        let mut errors = upstream_tls_errors(&tls, &key("upstream_tls"));
         if self.upstream_tls.is_some() && !https {
             errors.push(ConfigError::new(key("upstream_tls"), "only used with scheme = \"https\""));
         }
-        if tls.ca.is_some() && tls.insecure_skip_verify {
+        if https && tls.server_name.is_none() && self.upstream_host_names().len() > 1 {
             errors.push(ConfigError::new(
-                key("upstream_tls.insecure_skip_verify"),
-                "contradicts upstream_tls.ca (verify against that CA, or not at all); give one",
-            ));
-        }
-        match &tls.server_name {
-            Some(n) if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() => errors.push(ConfigError::new(
-                key("upstream_tls.server_name"),
-                format!("{n:?} is not a DNS name or an IP address"),
-            )),
-            None if https && self.upstream_host_names().len() > 1 => errors.push(ConfigError::new(
                 key("upstream_tls.server_name"),
                 "the upstreams have different host names; give the name their certificates carry",
-            )),
-            _ => {}
+            ));
         }
         errors
     }
+}
+
+/// Problems within one set of upstream TLS settings at `key` (`routes[0].upstream_tls`, …).
+fn upstream_tls_errors(tls: &UpstreamTls, key: &str) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    if tls.ca.is_some() && tls.insecure_skip_verify {
+        errors.push(ConfigError::new(
+            format!("{key}.insecure_skip_verify"),
+            "contradicts ca (verify against that CA, or not at all); give one",
+        ));
+    }
+    if let Some(n) = &tls.server_name {
+        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+            errors.push(ConfigError::new(
+                format!("{key}.server_name"),
+                format!("{n:?} is not a DNS name or an IP address"),
+            ));
+        }
+    }
+    errors
 }
 
 #[cfg(test)]
