@@ -481,3 +481,24 @@ mod labels {
         assert_eq!(tls_of(one_route(&t, "plain")), (UpstreamScheme::Https, verified("/ca.pem", "x.internal")));
     }
 }
+
+#[tokio::test]
+async fn a_named_upstream_is_verified_by_its_name() {
+    pin_system_roots();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let (cert, key) = ca.leaf(dir.path(), "localhost", &["localhost"], false);
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, &ca.pem).unwrap();
+    let origin = Origin::start_tls("named", &cert, &key, &[b"http/1.1"]).await;
+    let cfg = format!(
+        "[[routes]]\nhosts = [\"a.test\"]\nupstreams = [\"localhost:{}\"]\nscheme = \"https\"\n\
+         upstream_tls = {{ ca = \"{}\" }}\n",
+        origin.addr.port(),
+        toml_path(&ca_pem)
+    );
+    let gw = Gateway::start(&cfg).await;
+    let r = get(gw.http, "a.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(origin.tls_stats.last_sni().as_deref(), Some("localhost"));
+}
