@@ -145,6 +145,9 @@ pub struct StaticCertConfig {
 pub struct ForwardingConfig {
     /// Append `Via: 1.1 swarmgate` to requests sent upstream.
     pub via: bool,
+    /// Peers (CIDRs or addresses) whose `Forwarded`, `X-Forwarded-*` and `X-Real-IP` headers
+    /// are believed and extended; from anyone else they are replaced. Default: nobody.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -545,6 +548,11 @@ impl Config {
                 }
             }
             errors.extend(r.upstream_tls_errors(&key));
+        }
+        for (i, cidr) in self.forwarding.trusted_proxies.iter().enumerate() {
+            if let Err(e) = crate::model::parse_cidr(cidr) {
+                errors.push(ConfigError::new(format!("forwarding.trusted_proxies[{i}]"), e));
+            }
         }
         for (name, tls) in &self.labels.traefik_servers_transports {
             errors.extend(upstream_tls_errors(tls, &format!("labels.traefik_servers_transports.{name}")));

@@ -426,3 +426,16 @@ pub fn is_public_dns_name(host: &str) -> bool {
     }
     !host.starts_with("*.") || host.len() > 2
 }
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32 or /128) → network and prefix length.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (ip, len) = s.trim().split_once('/').unwrap_or((s.trim(), ""));
+    let net: IpAddr = ip.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let prefix_len = if len.is_empty() {
+        max
+    } else {
+        len.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?
+    };
+    Ok((net, prefix_len))
+}

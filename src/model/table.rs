@@ -254,7 +254,8 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-fn ip_in(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+/// True when `ip` is inside `net/prefix` (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn ip_in(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };

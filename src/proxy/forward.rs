@@ -1,7 +1,7 @@
 //! Forwarding to upstreams: keep-alive pools (HTTP/1.1, h2c, and TLS), header hygiene, retries that
 //! are known to be safe, timeouts, and protocol upgrades (WebSocket).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -17,7 +17,9 @@ use super::body::{ProxyBody, ReclaimableBody};
 use super::hop_by_hop::strip_hop_by_hop;
 use super::upstream::{self, codec, ExchangeError, OutgoingBody};
 use super::upstream_tls::error_chain;
-use crate::config::Limits;
+use crate::config::{ForwardingConfig, Limits};
+use crate::model::parse_cidr;
+use crate::model::table::ip_in;
 use crate::model::UpstreamScheme;
 
 /// Why an attempt failed; decides the status and whether another endpoint may be tried.
@@ -58,6 +60,8 @@ pub struct Forwarder {
     response_timeout: Duration,
     connect_timeout: Duration,
     add_via: bool,
+    /// `[forwarding] trusted_proxies`, parsed.
+    trusted: Box<[(IpAddr, u8)]>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -79,6 +83,40 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// What a client may claim about earlier hops; only a trusted peer's claims are passed on (the
+/// set Traefik strips from untrusted clients, plus RFC 7239 `Forwarded`).
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-method",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+    "x-forwarded-uri",
+    "x-real-ip",
+];
+
+/// Removes every [`FORWARDING_HEADERS`] entry. One pass over the names first: most requests
+/// carry none, and then nothing else is looked up.
+fn strip_forwarding_headers(headers: &mut HeaderMap) {
+    let claims = |n: &HeaderName| {
+        let n = n.as_str();
+        n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
+    };
+    if !headers.keys().any(claims) {
+        return;
+    }
+    for name in FORWARDING_HEADERS {
+        headers.remove(*name);
+    }
+}
 /// The request as it goes upstream (path already rewritten, headers already prepared).
 pub struct Outbound {
     pub method: http::Method,
@@ -113,10 +151,12 @@ pub struct ClientSide<'a> {
     pub https: bool,
     /// Normalised-as-sent host (with port if any), for `Host` and `X-Forwarded-Host`.
     pub host: &'a str,
+    /// The peer is one of `[forwarding] trusted_proxies` (decided once per connection).
+    pub trusted: bool,
 }
 
 impl Forwarder {
-    pub fn new(limits: &Limits, add_via: bool) -> Self {
+    pub fn new(limits: &Limits, forwarding: &ForwardingConfig) -> Self {
         let mut b2 = Client::builder(TokioExecutor::new());
         b2.pool_idle_timeout(limits.upstream_idle_timeout.0)
             .pool_timer(TokioTimer::new())
@@ -131,13 +171,30 @@ impl Forwarder {
             h2c,
             response_timeout: limits.upstream_response_timeout.0,
             connect_timeout: limits.upstream_connect_timeout.0,
-            add_via,
+            add_via: forwarding.via,
+            // Validated with the config; an entry that does not parse trusts nobody.
+            trusted: forwarding.trusted_proxies.iter().filter_map(|c| parse_cidr(c).ok()).collect(),
         }
     }
 
-    /// Adds the forwarding headers and strips hop-by-hop ones, in place.
+    /// True when `peer` is a trusted proxy, whose forwarding headers are believed. Called once
+    /// per client connection.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted.iter().any(|(net, len)| ip_in(peer, *net, *len))
+    }
+
+    /// Adds the forwarding headers and strips hop-by-hop ones, in place. From a client that is
+    /// not a trusted proxy, whatever it claims about earlier hops is dropped first, so the
+    /// upstream sees only what swarmgate knows (`X-Forwarded-For` and `X-Real-IP` = the peer).
+    /// A trusted proxy's claims are kept: `X-Forwarded-For` is appended to, the others are left.
     pub fn prepare_headers(&self, headers: &mut HeaderMap, client: &ClientSide<'_>, upgrade: bool, pass_host: bool) {
         strip_hop_by_hop(headers, upgrade);
+        if !client.trusted {
+            strip_forwarding_headers(headers);
+        }
+        if !headers.contains_key(&X_REAL_IP) {
+            headers.insert(X_REAL_IP.clone(), client.ip.clone());
+        }
         let xff = match headers.get(&X_FORWARDED_FOR) {
             Some(prev) => {
                 let mut v = Vec::with_capacity(prev.len() + 2 + client.ip.len());
@@ -151,8 +208,12 @@ impl Forwarder {
         if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
-        headers
-            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if client.https { "https" } else { "http" }));
+        // A trusted proxy in front (a TLS-terminating load balancer) knows the original scheme.
+        if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+            let proto = HeaderValue::from_static(if client.https { "https" } else { "http" });
+            headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        }
+        let keep_host = client.trusted && headers.contains_key(&X_FORWARDED_HOST);
         // The client's Host value is usually the host we routed by: reuse it (a cheap clone)
         // and leave `Host` as it is.
         match headers.get(header::HOST) {
@@ -161,7 +222,9 @@ impl Forwarder {
                 if !pass_host {
                     headers.remove(header::HOST);
                 }
-                headers.insert(X_FORWARDED_HOST.clone(), h);
+                if !keep_host {
+                    headers.insert(X_FORWARDED_HOST.clone(), h);
+                }
             }
             _ => {
                 if let Ok(h) = HeaderValue::from_str(client.host) {
@@ -170,7 +233,9 @@ impl Forwarder {
                     } else {
                         headers.remove(header::HOST);
                     }
-                    headers.insert(X_FORWARDED_HOST.clone(), h);
+                    if !keep_host {
+                        headers.insert(X_FORWARDED_HOST.clone(), h);
+                    }
                 }
             }
         }
@@ -465,4 +530,25 @@ pub fn local_response(status: StatusCode, body: &'static str) -> Response<ProxyB
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_covers_ipv4_ipv6_and_ipv4_mapped_peers() {
+        let forwarding = ForwardingConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "2001:db8::/32".into(), "192.0.2.7".into()],
+            ..Default::default()
+        };
+        let f = Forwarder::new(&Limits::default(), &forwarding);
+        for ip in ["10.1.2.3", "2001:db8::1", "::ffff:10.9.9.9", "192.0.2.7"] {
+            assert!(f.trusts(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["11.0.0.1", "2001:db9::1", "192.0.2.8", "::1"] {
+            assert!(!f.trusts(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(!Forwarder::new(&Limits::default(), &ForwardingConfig::default()).trusts("127.0.0.1".parse().unwrap()));
+    }
 }
