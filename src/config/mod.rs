@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 use crate::labels::LabelsConfig;
 use crate::model::{
     Action, Endpoint, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Provenance, RouteSpec,
-    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
+    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, UpstreamTls,
 };
 
 /// The embedded default config (what `config/swarmgate.toml` holds), used when `--config` is
@@ -171,6 +171,9 @@ pub struct StaticCertConfig {
 pub struct ForwardingConfig {
     /// Append `Via: 1.1 swarmgate` to requests sent upstream.
     pub via: bool,
+    /// Peers (CIDRs or addresses) whose `Forwarded`, `X-Forwarded-*` and `X-Real-IP` headers
+    /// are believed and extended; from anyone else they are replaced. Default: nobody.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -430,6 +433,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<RateLimitConfig>,
     pub respond: Option<RespondConfig>,
     pub redirect: Option<RedirectConfig>,
+    /// TLS toward `scheme = "https"` upstreams: `{ ca, server_name, insecure_skip_verify }`.
+    pub upstream_tls: Option<UpstreamTls>,
 }
 
 impl Config {
@@ -489,6 +494,13 @@ impl Config {
         }
         if let Some(root) = self.acme.ca_root.as_mut().filter(|r| r.is_relative()) {
             *root = base.join(&*root);
+        }
+        let transports = self.labels.traefik_servers_transports.values_mut();
+        let route_tls = self.routes.iter_mut().filter_map(|r| r.upstream_tls.as_mut());
+        for ca in route_tls.chain(transports).filter_map(|t| t.ca.as_mut()) {
+            if ca.is_relative() {
+                *ca = base.join(&*ca);
+            }
         }
     }
 
@@ -579,6 +591,15 @@ impl Config {
                     errors.push(ConfigError::new(key("rate_limit.average"), "must be at least 1"));
                 }
             }
+            errors.extend(r.upstream_tls_errors(&key));
+        }
+        for (i, cidr) in self.forwarding.trusted_proxies.iter().enumerate() {
+            if let Err(e) = crate::model::parse_cidr(cidr) {
+                errors.push(ConfigError::new(format!("forwarding.trusted_proxies[{i}]"), e));
+            }
+        }
+        for (name, tls) in &self.labels.traefik_servers_transports {
+            errors.extend(upstream_tls_errors(tls, &format!("labels.traefik_servers_transports.{name}")));
         }
         errors
     }
@@ -643,6 +664,14 @@ impl RouteConfig {
             path: p.clone(),
             interval: self.health.interval.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
         });
+        up.tls = self.upstream_tls.clone().unwrap_or_default();
+        if up.tls.server_name.is_none() {
+            // Verify a named upstream by its name, as a browser would (not by the address it
+            // resolved to). Several different names need an explicit server_name (validate).
+            if let [name] = self.upstream_host_names().as_slice() {
+                up.tls.server_name = Some((*name).to_owned());
+            }
+        }
         let hosts = self.hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
         let mut spec = RouteSpec::proxy(format!("file/{index}"), Provenance::File { index }, hosts, up);
         let path = self.path.clone().unwrap_or_else(|| "/".into());
@@ -703,6 +732,62 @@ impl RouteConfig {
         }
         spec
     }
+}
+
+impl RouteConfig {
+    /// Host names (not IP addresses) among `upstreams`, each once.
+    fn upstream_host_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for u in &self.upstreams {
+            let u = u.strip_prefix("http://").unwrap_or(u);
+            if u.parse::<SocketAddr>().is_ok() {
+                continue;
+            }
+            if let Some((host, _)) = u.rsplit_once(':') {
+                if !host.is_empty() && !names.contains(&host) {
+                    names.push(host);
+                }
+            }
+        }
+        names
+    }
+
+    /// Problems with `upstream_tls` and TLS to the upstreams.
+    fn upstream_tls_errors(&self, key: &dyn Fn(&str) -> String) -> Vec<ConfigError> {
+        let tls = self.upstream_tls.clone().unwrap_or_default();
+        let https = self.scheme == UpstreamScheme::Https;
+        let mut errors = upstream_tls_errors(&tls, &key("upstream_tls"));
+        if self.upstream_tls.is_some() && !https {
+            errors.push(ConfigError::new(key("upstream_tls"), "only used with scheme = \"https\""));
+        }
+        if https && tls.server_name.is_none() && self.upstream_host_names().len() > 1 {
+            errors.push(ConfigError::new(
+                key("upstream_tls.server_name"),
+                "the upstreams have different host names; give the name their certificates carry",
+            ));
+        }
+        errors
+    }
+}
+
+/// Problems within one set of upstream TLS settings at `key` (`routes[0].upstream_tls`, …).
+fn upstream_tls_errors(tls: &UpstreamTls, key: &str) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    if tls.ca.is_some() && tls.insecure_skip_verify {
+        errors.push(ConfigError::new(
+            format!("{key}.insecure_skip_verify"),
+            "contradicts ca (verify against that CA, or not at all); give one",
+        ));
+    }
+    if let Some(n) = &tls.server_name {
+        if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() {
+            errors.push(ConfigError::new(
+                format!("{key}.server_name"),
+                format!("{n:?} is not a DNS name or an IP address"),
+            ));
+        }
+    }
+    errors
 }
 
 #[cfg(test)]

@@ -101,6 +101,24 @@ pub(crate) fn normalize_name(name: &str) -> String {
     out
 }
 
+/// A CA file named by a label: an absolute path inside the proxy's container (a mounted
+/// secret or config), since a label has no directory to be relative to.
+pub(crate) fn tls_ca_path(v: &str) -> Result<std::path::PathBuf, String> {
+    let p = std::path::Path::new(v);
+    if v.is_empty() || !p.is_absolute() {
+        return Err(format!("{v:?} is not an absolute path (e.g. /run/secrets/upstream-ca.pem)"));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// A TLS server name (SNI and the name checked in the certificate).
+pub(crate) fn tls_server_name(v: &str) -> Result<String, String> {
+    match rustls::pki_types::ServerName::try_from(v) {
+        Ok(_) => Ok(v.to_ascii_lowercase()),
+        Err(_) => Err(format!("{v:?} is not a DNS name or an IP address")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

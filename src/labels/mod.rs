@@ -55,6 +55,11 @@ pub struct LabelsConfig {
     pub entrypoint_http: String,
     /// Traefik entry point name of the HTTPS listener.
     pub entrypoint_https: String,
+    /// Traefik `serversTransports` (which live in Traefik's file provider, out of reach of
+    /// labels), by name: what `loadbalancer.serverstransport=<name>[@provider]` refers to. The
+    /// entry `default` stands for Traefik's default transport (`--serverstransport.*`) and
+    /// applies to `https` services that name none.
+    pub traefik_servers_transports: BTreeMap<String, crate::model::UpstreamTls>,
 }
 
 impl Default for LabelsConfig {
@@ -69,6 +74,7 @@ impl Default for LabelsConfig {
             traefik_default_rule: "Host(`{{ normalize .Name }}`)".into(),
             entrypoint_http: "web".into(),
             entrypoint_https: "websecure".into(),
+            traefik_servers_transports: BTreeMap::new(),
         }
     }
 }

@@ -23,15 +23,20 @@
 //! | `auth.basic`, `auth.realm` | `user:bcrypt-hash[,…]`; realm | —; `restricted` |
 //! | `priority` | higher wins between overlapping routes | 0 (longest path first) |
 //! | `retries` | extra attempts on another task for idempotent requests (0-8) | — |
+//! | `upstream_tls.ca` | with `scheme=https`: absolute path of a PEM CA file to trust instead of the system roots | system roots |
+//! | `upstream_tls.server_name` | with `scheme=https`: name for SNI and certificate verification | the task IP |
+//! | `upstream_tls.insecure_skip_verify` | with `scheme=https`: accept any certificate (self-signed backends) | false |
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::common::{bcrypt_hash, header_name, header_value, label_host, parse_bool, parse_duration};
+use super::common::{
+    bcrypt_hash, header_name, header_value, label_host, parse_bool, parse_duration, tls_ca_path, tls_server_name,
+};
 use super::{ServiceInput, Translation};
 use crate::model::{
     Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Problem, Provenance, RouteSpec, TaskTarget,
-    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget,
+    TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, UpstreamTls,
 };
 
 /// Keys a route understands (besides the `headers.request.` / `headers.response.` families).
@@ -54,6 +59,9 @@ const KEYS: &[&str] = &[
     "auth.realm",
     "priority",
     "retries",
+    "upstream_tls.ca",
+    "upstream_tls.server_name",
+    "upstream_tls.insecure_skip_verify",
 ];
 
 /// One label: its full key (for problems) and value.
@@ -161,6 +169,8 @@ fn build(
     let mut retries = None;
     let mut req_headers = HeaderEdits::default();
     let mut resp_headers = HeaderEdits::default();
+    let mut upstream_tls = UpstreamTls::default();
+    let mut tls_label: Option<Label<'_>> = None;
     for (sub, l) in keys {
         let v = l.value.trim();
         match *sub {
@@ -276,6 +286,17 @@ fn build(
                 Ok(n) if n <= 8 => retries = Some(n),
                 _ => bad(l, format!("{v:?} is not a number of retries (0-8)")),
             },
+            "upstream_tls.ca" | "upstream_tls.server_name" | "upstream_tls.insecure_skip_verify" => {
+                tls_label = Some(*l);
+                let set = match *sub {
+                    "upstream_tls.ca" => tls_ca_path(v).map(|p| upstream_tls.ca = Some(p)),
+                    "upstream_tls.server_name" => tls_server_name(v).map(|n| upstream_tls.server_name = Some(n)),
+                    _ => parse_bool(v).map(|b| upstream_tls.insecure_skip_verify = b),
+                };
+                if let Err(e) = set {
+                    bad(l, e);
+                }
+            }
             other => {
                 let header = other
                     .strip_prefix("headers.request.")
@@ -312,6 +333,17 @@ fn build(
     if let (Some((l, _)), None) = (&health_interval, &health_path) {
         problems.push(Problem::new(&svc.name, l.key, "health.interval needs health.path"));
     }
+    if let Some(l) = tls_label {
+        if scheme != UpstreamScheme::Https {
+            problems.push(Problem::new(&svc.name, l.key, "upstream_tls is only used with scheme=https"));
+        } else if upstream_tls.ca.is_some() && upstream_tls.insecure_skip_verify {
+            problems.push(Problem::new(
+                &svc.name,
+                l.key,
+                "upstream_tls.ca and insecure_skip_verify contradict; give one",
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -319,6 +351,7 @@ fn build(
     let mut up =
         UpstreamSpec::new(UpstreamTarget::Tasks(vec![TaskTarget { service: svc.name.clone(), network, port }]));
     up.scheme = scheme;
+    up.tls = upstream_tls;
     up.lb = lb;
     up.sticky_cookie = sticky_cookie.map(|(_, n)| n);
     up.pass_host = pass_host;

@@ -219,6 +219,31 @@ pub struct UpstreamSpec {
     pub health: Option<HealthCheck>,
     /// Forward the client's `Host` header (true) or the upstream address (false).
     pub pass_host: bool,
+    /// How to talk TLS to the endpoints; read only when `scheme` is `Https`.
+    pub tls: UpstreamTls,
+}
+
+/// TLS toward an `https` upstream. The file key `upstream_tls = { ca, server_name,
+/// insecure_skip_verify }` deserialises straight into this, and every label dialect maps onto it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// PEM file with the CA certificate(s) to trust *instead of* the system roots (a private
+    /// PKI: trusting the public roots as well would let any public certificate pass).
+    pub ca: Option<std::path::PathBuf>,
+    /// Name sent as SNI and checked against the certificate. `None`: the upstream's host, which
+    /// for Swarm tasks and IP upstreams is the IP address (the certificate needs an IP SAN).
+    pub server_name: Option<String>,
+    /// Accept any certificate (self-signed backends such as Portainer on 9443): the connection
+    /// is encrypted but the upstream is not authenticated. Off unless asked for.
+    pub insecure_skip_verify: bool,
+}
+
+impl UpstreamTls {
+    /// True when nothing differs from the default (verify against the system roots).
+    pub fn is_default(&self) -> bool {
+        *self == UpstreamTls::default()
+    }
 }
 
 impl UpstreamSpec {
@@ -230,6 +255,7 @@ impl UpstreamSpec {
             sticky_cookie: None,
             health: None,
             pass_host: true,
+            tls: UpstreamTls::default(),
         }
     }
 }
@@ -440,4 +466,17 @@ pub fn is_public_dns_name(host: &str) -> bool {
         return false;
     }
     !host.starts_with("*.") || host.len() > 2
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a bare address (a /32 or /128) → network and prefix length.
+pub fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (ip, len) = s.trim().split_once('/').unwrap_or((s.trim(), ""));
+    let net: IpAddr = ip.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
+    let max = if net.is_ipv4() { 32 } else { 128 };
+    let prefix_len = if len.is_empty() {
+        max
+    } else {
+        len.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?
+    };
+    Ok((net, prefix_len))
 }

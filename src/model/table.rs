@@ -262,7 +262,8 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-fn ip_in(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
+/// True when `ip` is inside `net/prefix` (an IPv4-mapped IPv6 address counts as IPv4).
+pub fn ip_in(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(b)) => {
             let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
@@ -570,18 +571,27 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                     return None;
                 }
             };
-            CompiledAction::Proxy(Arc::new(
-                UpstreamGroup::new(
-                    opts.registry,
-                    endpoints,
-                    up.lb,
-                    up.scheme,
-                    up.pass_host,
-                    up.sticky_cookie.clone(),
-                    up.health.clone(),
-                )
-                .with_rr_cursor(opts.states.rr_cursor(&spec.id)),
-            ))
+            let mut group = UpstreamGroup::new(
+                opts.registry,
+                endpoints,
+                up.lb,
+                up.scheme,
+                up.pass_host,
+                up.sticky_cookie.clone(),
+                up.health.clone(),
+            )
+            .with_rr_cursor(opts.states.rr_cursor(&spec.id));
+            if up.scheme == UpstreamScheme::Https {
+                let addrs: Vec<_> = group.endpoints.iter().map(|e| e.addr).collect();
+                match opts.registry.tls.get(&up.tls, &addrs) {
+                    Ok(clients) => group.tls = clients.into(),
+                    Err(e) => {
+                        problems.push(Problem::new(&source, &key, format!("{e}; the route is not served")));
+                        return None;
+                    }
+                }
+            }
+            CompiledAction::Proxy(Arc::new(group))
         }
         Action::Redirect { location, status } => CompiledAction::Redirect {
             location: RedirectTemplate::new(location),

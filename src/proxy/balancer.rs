@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::upstream::PoolSettings;
+use super::upstream_tls::{TlsClientSettings, TlsClients, TlsEndpoint};
 use crate::model::{Endpoint, HealthCheck, LbPolicy, UpstreamScheme};
 
 /// Consecutive connect failures before an endpoint is ejected.
@@ -226,7 +227,7 @@ fn fxhash(bytes: &[u8]) -> u64 {
 
 /// Endpoint states by address. Entries are kept while any route table uses them; `retain`
 /// drops the rest after a swap.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct EndpointRegistry {
     /// The shape of each endpoint's keep-alive pool.
     pool: PoolSettings,
@@ -234,6 +235,14 @@ pub struct EndpointRegistry {
     /// Active health results by (endpoint, check path): two routes may check the same
     /// endpoint on different paths, so the result belongs to the check, not the endpoint.
     health: DashMap<(SocketAddr, String), Arc<AtomicBool>>,
+    /// Clients for `https` upstreams, one per TLS profile, kept across swaps like the rest.
+    pub tls: TlsClients,
+}
+
+impl Default for EndpointRegistry {
+    fn default() -> Self {
+        Self::with_pool(PoolSettings::default())
+    }
 }
 
 impl EndpointRegistry {
@@ -243,7 +252,15 @@ impl EndpointRegistry {
 
     /// A registry whose endpoints' pools are shaped by `pool`.
     pub fn with_pool(pool: PoolSettings) -> Self {
-        EndpointRegistry { pool, ..Self::default() }
+        EndpointRegistry {
+            pool,
+            map: DashMap::new(),
+            health: DashMap::new(),
+            tls: TlsClients::new(TlsClientSettings {
+                connect_timeout: pool.connect_timeout,
+                idle_timeout: pool.idle_timeout,
+            }),
+        }
     }
 
     /// The shared state for `addr`, created on first use.
@@ -263,6 +280,7 @@ impl EndpointRegistry {
     pub fn retain_used(&self) {
         self.map.retain(|_, state| Arc::strong_count(state) > 1);
         self.health.retain(|_, flag| Arc::strong_count(flag) > 1);
+        self.tls.retain_used();
     }
 
     pub fn len(&self) -> usize {
@@ -301,6 +319,9 @@ pub struct UpstreamGroup {
     pub health_flags: Box<[Arc<AtomicBool>]>,
     /// Round-robin position; shared with the previous table's group of the same route.
     rr: Arc<AtomicUsize>,
+    /// An `https` group's TLS client per endpoint (same order), chosen at table-build time;
+    /// empty for other schemes.
+    pub tls: Box<[Arc<TlsEndpoint>]>,
 }
 
 impl UpstreamGroup {
@@ -334,6 +355,7 @@ impl UpstreamGroup {
             sticky_cookie,
             health,
             rr: Arc::new(AtomicUsize::new(fastrand::usize(..usize::MAX / 2))),
+            tls: Box::default(),
         }
     }
 

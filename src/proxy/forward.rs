@@ -1,7 +1,7 @@
-//! Forwarding to upstreams: keep-alive pools (HTTP/1.1 and h2c), header hygiene, retries that
+//! Forwarding to upstreams: keep-alive pools (HTTP/1.1, h2c, and TLS), header hygiene, retries that
 //! are known to be safe, timeouts, and protocol upgrades (WebSocket).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -16,7 +16,10 @@ use super::balancer::{PickContext, UpstreamGroup};
 use super::body::{ProxyBody, ReclaimableBody};
 use super::hop_by_hop::strip_hop_by_hop;
 use super::upstream::{self, codec, ExchangeError, OutgoingBody};
-use crate::config::Limits;
+use super::upstream_tls::error_chain;
+use crate::config::{ForwardingConfig, Limits};
+use crate::model::parse_cidr;
+use crate::model::table::ip_in;
 use crate::model::UpstreamScheme;
 
 /// Why an attempt failed; decides the status and whether another endpoint may be tried.
@@ -49,13 +52,16 @@ impl UpstreamError {
     }
 }
 
-/// Upstream connection pools, one per protocol. Pools are keyed by endpoint address inside.
+/// Upstream connection pools for cleartext protocols (HTTP/1.1 is swarmgate's own client, on
+/// each endpoint). `https` upstreams use the client of their TLS profile, which the route table
+/// holds (see `upstream_tls`). Pools are keyed by endpoint address inside.
 pub struct Forwarder {
-    http1: Client<HttpConnector, ReclaimableBody>,
     h2c: Client<HttpConnector, ReclaimableBody>,
     response_timeout: Duration,
     connect_timeout: Duration,
     add_via: bool,
+    /// `[forwarding] trusted_proxies`, parsed.
+    trusted: Box<[(IpAddr, u8)]>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -77,6 +83,40 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// What a client may claim about earlier hops; only a trusted peer's claims are passed on (the
+/// set Traefik strips from untrusted clients, plus RFC 7239 `Forwarded`).
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-method",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-proto",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-tls-client-cert",
+    "x-forwarded-tls-client-cert-info",
+    "x-forwarded-uri",
+    "x-real-ip",
+];
+
+/// Removes every [`FORWARDING_HEADERS`] entry. One pass over the names first: most requests
+/// carry none, and then nothing else is looked up.
+fn strip_forwarding_headers(headers: &mut HeaderMap) {
+    let claims = |n: &HeaderName| {
+        let n = n.as_str();
+        n.starts_with("x-forwarded-") || n == "forwarded" || n == "x-real-ip"
+    };
+    if !headers.keys().any(claims) {
+        return;
+    }
+    for name in FORWARDING_HEADERS {
+        headers.remove(*name);
+    }
+}
 /// The request as it goes upstream (path already rewritten, headers already prepared).
 pub struct Outbound {
     pub method: http::Method,
@@ -111,17 +151,12 @@ pub struct ClientSide<'a> {
     pub https: bool,
     /// Normalised-as-sent host (with port if any), for `Host` and `X-Forwarded-Host`.
     pub host: &'a str,
+    /// The peer is one of `[forwarding] trusted_proxies` (decided once per connection).
+    pub trusted: bool,
 }
 
 impl Forwarder {
-    pub fn new(limits: &Limits, add_via: bool) -> Self {
-        let mut b1 = Client::builder(TokioExecutor::new());
-        b1.pool_idle_timeout(limits.upstream_idle_timeout.0)
-            .pool_max_idle_per_host(512)
-            .pool_timer(TokioTimer::new())
-            .retry_canceled_requests(true)
-            .set_host(false);
-        let http1 = b1.build(connector(limits));
+    pub fn new(limits: &Limits, forwarding: &ForwardingConfig) -> Self {
         let mut b2 = Client::builder(TokioExecutor::new());
         b2.pool_idle_timeout(limits.upstream_idle_timeout.0)
             .pool_timer(TokioTimer::new())
@@ -133,17 +168,33 @@ impl Forwarder {
             .set_host(false);
         let h2c = b2.build(connector(limits));
         Forwarder {
-            http1,
             h2c,
             response_timeout: limits.upstream_response_timeout.0,
             connect_timeout: limits.upstream_connect_timeout.0,
-            add_via,
+            add_via: forwarding.via,
+            // Validated with the config; an entry that does not parse trusts nobody.
+            trusted: forwarding.trusted_proxies.iter().filter_map(|c| parse_cidr(c).ok()).collect(),
         }
     }
 
-    /// Adds the forwarding headers and strips hop-by-hop ones, in place.
+    /// True when `peer` is a trusted proxy, whose forwarding headers are believed. Called once
+    /// per client connection.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        self.trusted.iter().any(|(net, len)| ip_in(peer, *net, *len))
+    }
+
+    /// Adds the forwarding headers and strips hop-by-hop ones, in place. From a client that is
+    /// not a trusted proxy, whatever it claims about earlier hops is dropped first, so the
+    /// upstream sees only what swarmgate knows (`X-Forwarded-For` and `X-Real-IP` = the peer).
+    /// A trusted proxy's claims are kept: `X-Forwarded-For` is appended to, the others are left.
     pub fn prepare_headers(&self, headers: &mut HeaderMap, client: &ClientSide<'_>, upgrade: bool, pass_host: bool) {
         strip_hop_by_hop(headers, upgrade);
+        if !client.trusted {
+            strip_forwarding_headers(headers);
+        }
+        if !headers.contains_key(&X_REAL_IP) {
+            headers.insert(X_REAL_IP.clone(), client.ip.clone());
+        }
         let xff = match headers.get(&X_FORWARDED_FOR) {
             Some(prev) => {
                 let mut v = Vec::with_capacity(prev.len() + 2 + client.ip.len());
@@ -157,8 +208,12 @@ impl Forwarder {
         if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
-        headers
-            .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if client.https { "https" } else { "http" }));
+        // A trusted proxy in front (a TLS-terminating load balancer) knows the original scheme.
+        if !(client.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+            let proto = HeaderValue::from_static(if client.https { "https" } else { "http" });
+            headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        }
+        let keep_host = client.trusted && headers.contains_key(&X_FORWARDED_HOST);
         // The client's Host value is usually the host we routed by: reuse it (a cheap clone)
         // and leave `Host` as it is.
         match headers.get(header::HOST) {
@@ -167,7 +222,9 @@ impl Forwarder {
                 if !pass_host {
                     headers.remove(header::HOST);
                 }
-                headers.insert(X_FORWARDED_HOST.clone(), h);
+                if !keep_host {
+                    headers.insert(X_FORWARDED_HOST.clone(), h);
+                }
             }
             _ => {
                 if let Ok(h) = HeaderValue::from_str(client.host) {
@@ -176,7 +233,9 @@ impl Forwarder {
                     } else {
                         headers.remove(header::HOST);
                     }
-                    headers.insert(X_FORWARDED_HOST.clone(), h);
+                    if !keep_host {
+                        headers.insert(X_FORWARDED_HOST.clone(), h);
+                    }
                 }
             }
         }
@@ -330,13 +389,25 @@ impl Forwarder {
         let mut exchange_retries_left = retries;
         let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize;
         let mut last_err = UpstreamError::NoEndpoint;
+        // TLS upstreams take the host from the URI (`:authority` over HTTP/2, `Host` over
+        // HTTP/1.1): never both, never two values.
+        let mut headers = headers;
+        let client_host = match group.scheme {
+            UpstreamScheme::Https => headers.remove(header::HOST).filter(|_| group.pass_host),
+            _ => None,
+        };
         for _ in 0..max_attempts {
             let Some(idx) = group.pick(ctx, tried) else { break };
             tried |= 1u64 << idx.min(63);
             let endpoint = &group.endpoints[idx];
+            let tls = group.tls.get(idx);
+            let authority = match tls {
+                Some(tls) => tls.authority_for(client_host.as_ref()),
+                None => endpoint.authority.clone(),
+            };
             let uri = Uri::builder()
                 .scheme(if group.scheme == UpstreamScheme::Https { "https" } else { "http" })
-                .authority(endpoint.authority.clone())
+                .authority(authority)
                 .path_and_query(path_and_query.clone())
                 .build()
                 .map_err(|_| UpstreamError::NoEndpoint)?;
@@ -346,14 +417,20 @@ impl Forwarder {
             *req.method_mut() = method.clone();
             *req.uri_mut() = uri;
             *req.headers_mut() = headers.clone();
-            if !group.pass_host {
+            if !group.pass_host && group.scheme != UpstreamScheme::Https {
                 if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
                     req.headers_mut().insert(header::HOST, v);
                 }
             }
-            let client = if group.scheme == UpstreamScheme::H2c { &self.h2c } else { &self.http1 };
             let mut inflight = endpoint.start();
-            let result = tokio::time::timeout(self.response_timeout, client.request(req)).await;
+            let request = match (group.scheme, tls) {
+                (UpstreamScheme::H2c, _) => self.h2c.request(req),
+                (UpstreamScheme::Https, Some(tls)) => tls.client.request(req),
+                // Never cleartext to an `https` upstream (the table always gives it a client);
+                // plain HTTP goes through `send`.
+                _ => return Err(UpstreamError::NoEndpoint),
+            };
+            let result = tokio::time::timeout(self.response_timeout, request).await;
             match result {
                 Ok(Ok(mut resp)) => {
                     inflight.success();
@@ -372,7 +449,8 @@ impl Forwarder {
                     if inflight.failure() {
                         tracing::warn!(upstream = %endpoint.addr, "ejecting upstream after repeated connect failures");
                     }
-                    last_err = UpstreamError::Connect { addr: endpoint.addr, reason: e.to_string() };
+                    // The cause says why (refused, or which certificate check failed).
+                    last_err = UpstreamError::Connect { addr: endpoint.addr, reason: error_chain(&e) };
                     match reclaim.await {
                         Ok(b) => body = b,
                         Err(_) => return Err(last_err),
@@ -381,7 +459,7 @@ impl Forwarder {
                 Ok(Err(e)) => {
                     errors.fetch_add(1, Ordering::Relaxed);
                     inflight.failure();
-                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() };
+                    last_err = UpstreamError::Exchange { addr: endpoint.addr, reason: error_chain(&e) };
                     if !(idempotent && end_stream && exchange_retries_left > 0) {
                         return Err(last_err);
                     }
@@ -452,4 +530,25 @@ pub fn local_response(status: StatusCode, body: &'static str) -> Response<ProxyB
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_covers_ipv4_ipv6_and_ipv4_mapped_peers() {
+        let forwarding = ForwardingConfig {
+            trusted_proxies: vec!["10.0.0.0/8".into(), "2001:db8::/32".into(), "192.0.2.7".into()],
+            ..Default::default()
+        };
+        let f = Forwarder::new(&Limits::default(), &forwarding);
+        for ip in ["10.1.2.3", "2001:db8::1", "::ffff:10.9.9.9", "192.0.2.7"] {
+            assert!(f.trusts(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["11.0.0.1", "2001:db9::1", "192.0.2.8", "::1"] {
+            assert!(!f.trusts(ip.parse().unwrap()), "{ip}");
+        }
+        assert!(!Forwarder::new(&Limits::default(), &ForwardingConfig::default()).trusts("127.0.0.1".parse().unwrap()));
+    }
 }

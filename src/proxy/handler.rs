@@ -46,12 +46,14 @@ pub struct ConnInfo {
     pub https: bool,
     /// `peer`'s IP as a header value, for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// `peer` is a trusted proxy (`[forwarding] trusted_proxies`): its forwarding headers are kept.
+    pub trusted: bool,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, https: bool) -> Self {
+    pub fn new(peer: SocketAddr, https: bool, trusted: bool) -> Self {
         let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
-        ConnInfo { peer, https, client_ip }
+        ConnInfo { peer, https, client_ip, trusted }
     }
 }
 
@@ -261,7 +263,7 @@ async fn route_request(
     let mut headers = std::mem::take(&mut req.headers);
     state.forwarder.prepare_headers(
         &mut headers,
-        &ClientSide { ip: &conn.client_ip, https: conn.https, host: raw_host },
+        &ClientSide { ip: &conn.client_ip, https: conn.https, host: raw_host, trusted: conn.trusted },
         upgrade,
         group.pass_host,
     );

@@ -14,10 +14,14 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::CancellationToken;
 
+use super::upstream_tls::{ProfileKey, TlsEndpoint};
 use crate::model::table::CompiledAction;
 use crate::model::{RouteTable, UpstreamScheme};
 
-type Key = (SocketAddr, String, Duration, UpstreamScheme);
+/// One probe loop per endpoint, path, interval and protocol: an `https` route is probed over
+/// TLS with the route's own profile (CA, server name, skip-verify), so "healthy" means what a
+/// request would find.
+type Key = (SocketAddr, String, Duration, UpstreamScheme, Option<ProfileKey>);
 
 /// Owns the probe loops.
 #[derive(Debug)]
@@ -34,12 +38,15 @@ impl HealthChecker {
 
     /// Starts loops the table needs and stops the others.
     pub fn sync(&self, table: &RouteTable) {
-        let mut wanted: HashMap<Key, Arc<AtomicBool>> = HashMap::new();
+        let mut wanted: HashMap<Key, Probe> = HashMap::new();
         for route in &table.routes {
             if let CompiledAction::Proxy(group) = &route.action {
                 if let Some(hc) = &group.health {
-                    for (ep, flag) in group.endpoints.iter().zip(group.health_flags.iter()) {
-                        wanted.insert((ep.addr, hc.path.clone(), hc.interval, group.scheme), flag.clone());
+                    for (i, (ep, flag)) in group.endpoints.iter().zip(group.health_flags.iter()).enumerate() {
+                        let tls = group.tls.get(i).cloned();
+                        let key =
+                            (ep.addr, hc.path.clone(), hc.interval, group.scheme, tls.as_ref().map(|t| t.key.clone()));
+                        wanted.insert(key, Probe { flag: flag.clone(), tls });
                     }
                 }
             }
@@ -52,20 +59,33 @@ impl HealthChecker {
             }
             keep
         });
-        for (key, endpoint) in wanted {
+        for (key, probe) in wanted {
             if loops.contains_key(&key) {
                 continue;
             }
             let token = self.shutdown.child_token();
             loops.insert(key.clone(), token.clone());
-            tokio::spawn(probe_loop(key, endpoint, token));
+            tokio::spawn(probe_loop(key, probe, token));
         }
     }
 }
 
-async fn probe_loop(key: Key, flag: Arc<AtomicBool>, token: CancellationToken) {
-    let (addr, path, interval, scheme) = key;
+/// What a probe loop writes to and connects with.
+struct Probe {
+    flag: Arc<AtomicBool>,
+    tls: Option<Arc<TlsEndpoint>>,
+}
+
+/// A probe's client: `Box<dyn>` over the connector so one loop serves every scheme.
+type ProbeClient = Box<dyn Fn(http::Uri) -> hyper_util::client::legacy::ResponseFuture + Send + Sync>;
+
+fn probe_client(scheme: UpstreamScheme, tls: Option<&Arc<TlsEndpoint>>) -> ProbeClient {
     let mut builder = Client::builder(TokioExecutor::new());
+    if let Some(tls) = tls {
+        // ALPN decides between HTTP/1.1 and h2, as for requests.
+        let client: Client<_, Empty<Bytes>> = builder.build(tls.connector.clone());
+        return Box::new(move |uri| client.get(uri));
+    }
     if scheme == UpstreamScheme::H2c {
         builder.http2_only(true);
     }
@@ -73,7 +93,19 @@ async fn probe_loop(key: Key, flag: Arc<AtomicBool>, token: CancellationToken) {
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
     connector.set_nodelay(true);
     let client: Client<_, Empty<Bytes>> = builder.build(connector);
-    let uri: http::Uri = match format!("http://{addr}{path}").parse() {
+    Box::new(move |uri| client.get(uri))
+}
+
+async fn probe_loop(key: Key, probe: Probe, token: CancellationToken) {
+    let (addr, path, interval, scheme, _) = key;
+    let Probe { flag, tls } = probe;
+    let https = scheme == UpstreamScheme::Https;
+    if https && tls.is_none() {
+        // Never probe an `https` endpoint in cleartext; the table always gives it a client.
+        return;
+    }
+    let get = probe_client(scheme, tls.as_ref());
+    let uri: http::Uri = match format!("{}://{addr}{path}", if https { "https" } else { "http" }).parse() {
         Ok(u) => u,
         Err(_) => return,
     };
@@ -86,7 +118,7 @@ async fn probe_loop(key: Key, flag: Arc<AtomicBool>, token: CancellationToken) {
             }
             _ = ticker.tick() => {}
         }
-        let result = tokio::time::timeout(Duration::from_secs(2), client.get(uri.clone())).await;
+        let result = tokio::time::timeout(Duration::from_secs(2), get(uri.clone())).await;
         let healthy = matches!(&result, Ok(Ok(resp)) if resp.status().is_success() || resp.status().is_redirection());
         if healthy != flag.load(Ordering::Relaxed) {
             if healthy {
@@ -94,7 +126,7 @@ async fn probe_loop(key: Key, flag: Arc<AtomicBool>, token: CancellationToken) {
             } else {
                 let why = match &result {
                     Ok(Ok(resp)) => format!("status {}", resp.status()),
-                    Ok(Err(e)) => e.to_string(),
+                    Ok(Err(e)) => super::upstream_tls::error_chain(e),
                     Err(_) => "timeout".into(),
                 };
                 tracing::warn!(upstream = %addr, path, reason = %why, "health check failed; endpoint taken out of rotation");

@@ -10,6 +10,7 @@ pub mod route_state;
 pub mod server;
 pub mod spread;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod watchdog;
 
 pub use handler::{ConnInfo, ProxyState};

@@ -117,7 +117,7 @@ pub async fn serve(
         // Everything a request on this connection reads, behind one reference count.
         let conn = Arc::new(ConnContext {
             state: state.clone(),
-            info: ConnInfo::new(peer, https),
+            info: ConnInfo::new(peer, https, state.forwarder.trusts(peer.ip())),
             activity: activity.clone(),
         });
         // HTTP/1.1 serves one request at a time in place; HTTP/2 moves each stream's future

@@ -34,6 +34,37 @@ pub struct Seen {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub version: http::Version,
+    /// HTTP/2 `:authority` (the URI's authority), if any.
+    pub authority: Option<String>,
+}
+
+/// Handshakes a TLS origin saw.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    /// Completed TLS handshakes (= TLS connections).
+    pub handshakes: AtomicUsize,
+    /// Connections that did not complete a handshake (a cleartext request, a client that
+    /// rejected the certificate).
+    pub failed: AtomicUsize,
+    /// SNI of the last completed handshake.
+    pub last_sni: Mutex<Option<String>>,
+    /// Why the last failed handshake failed (e.g. the client's alert).
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl TlsStats {
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::SeqCst)
+    }
+    pub fn failed(&self) -> usize {
+        self.failed.load(Ordering::SeqCst)
+    }
+    pub fn last_sni(&self) -> Option<String> {
+        self.last_sni.lock().unwrap().clone()
+    }
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap().clone()
+    }
 }
 
 pub struct Origin {
@@ -43,6 +74,8 @@ pub struct Origin {
     pub hits: Arc<AtomicUsize>,
     /// Bytes of `/big` responses hyper has accepted from us so far.
     pub big_sent: Arc<AtomicU64>,
+    /// TLS origins only: what the handshakes did.
+    pub tls_stats: Arc<TlsStats>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -62,11 +95,35 @@ impl Origin {
     }
 
     pub async fn start_on(addr: SocketAddr, name: &str) -> Origin {
+        Self::start_with(addr, name, None).await
+    }
+
+    /// An origin that speaks only TLS (HTTP/1.1, and h2 when `alpn` offers it) with the
+    /// certificate and key in `cert`/`key` (PEM files). `tls_stats` counts handshakes.
+    pub async fn start_tls(name: &str, cert: &std::path::Path, key: &std::path::Path, alpn: &[&[u8]]) -> Origin {
+        use rustls::pki_types::pem::PemObject;
+        let chain: Vec<_> =
+            rustls::pki_types::CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Self::start_with("127.0.0.1:0".parse().unwrap(), name, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg))))
+            .await
+    }
+
+    async fn start_with(addr: SocketAddr, name: &str, tls: Option<tokio_rustls::TlsAcceptor>) -> Origin {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
         let big_sent = Arc::new(AtomicU64::new(0));
+        let tls_stats = Arc::new(TlsStats::default());
         let shutdown = tokio_util::sync::CancellationToken::new();
         let o = Origin {
             addr,
@@ -74,6 +131,7 @@ impl Origin {
             seen: seen.clone(),
             hits: hits.clone(),
             big_sent: big_sent.clone(),
+            tls_stats: tls_stats.clone(),
             shutdown: shutdown.clone(),
         };
         let name = name.to_owned();
@@ -85,16 +143,38 @@ impl Origin {
                 };
                 let (name, seen, hits, big_sent) = (name.clone(), seen.clone(), hits.clone(), big_sent.clone());
                 let conn_shutdown = shutdown.clone();
+                let (tls, tls_stats) = (tls.clone(), tls_stats.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let (name, seen, hits, big_sent) = (name.clone(), seen.clone(), hits.clone(), big_sent.clone());
                         async move { Ok::<_, Infallible>(answer(req, &name, &seen, &hits, &big_sent).await) }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = conn_shutdown.cancelled() => {}
+                    match tls {
+                        None => {
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = conn_shutdown.cancelled() => {}
+                            }
+                        }
+                        Some(acceptor) => {
+                            let stream = match acceptor.accept(stream).await {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    *tls_stats.last_error.lock().unwrap() = Some(e.to_string());
+                                    tls_stats.failed.fetch_add(1, Ordering::SeqCst);
+                                    return;
+                                }
+                            };
+                            tls_stats.handshakes.fetch_add(1, Ordering::SeqCst);
+                            *tls_stats.last_sni.lock().unwrap() = stream.get_ref().1.server_name().map(str::to_owned);
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = conn_shutdown.cancelled() => {}
+                            }
+                        }
                     }
                 });
             }
@@ -124,6 +204,7 @@ async fn answer(
     let method = req.method().to_string();
     let headers = req.headers().clone();
     let version = req.version();
+    let authority = req.uri().authority().map(|a| a.to_string());
     let on_upgrade = if path == "/ws" { Some(hyper::upgrade::on(&mut req)) } else { None };
     let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     seen.lock().unwrap().push(Seen {
@@ -132,6 +213,7 @@ async fn answer(
         headers: headers.clone(),
         body: body.clone(),
         version,
+        authority,
     });
     let mut resp = if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;

@@ -7,11 +7,13 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::tree::{self, Block, Origin, UpstreamRef};
-use crate::labels::common::{bcrypt_hash, header_name, header_value, label_host, parse_duration};
+use crate::labels::common::{
+    bcrypt_hash, header_name, header_value, label_host, parse_duration, tls_ca_path, tls_server_name,
+};
 use crate::labels::ServiceInput;
 use crate::model::{
     Action, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Predicate, Problem, Provenance,
-    RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, ValueMatch,
+    RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, UpstreamTls, ValueMatch,
 };
 
 /// A named matcher, or the matcher token of a directive: all conditions must hold.
@@ -937,8 +939,16 @@ impl Interp<'_> {
                     }
                     for t in &c.children {
                         match t.name.as_str() {
-                            "tls" => up.scheme = UpstreamScheme::Https,
                             "versions" if t.args.iter().any(|v| v == "h2c") => up.scheme = UpstreamScheme::H2c,
+                            name if TLS_TRANSPORT.contains(&name) => {
+                                // Any of these turns TLS on, as in Caddy.
+                                up.scheme = UpstreamScheme::Https;
+                                if let Err(e) = transport_tls(&mut up.tls, name, &t.args) {
+                                    self.problem(&t.origin, format!("transport http {name}: {e}; this reverse_proxy is not served"));
+                                    self.failed.insert(b.id);
+                                    return None;
+                                }
+                            }
                             other => self.problem(&t.origin, format!("transport http {other}: not supported; ignored")),
                         }
                     }
@@ -1096,4 +1106,30 @@ fn guards(b: &Block) -> bool {
 /// `respond` with a 4xx/5xx status: a refusal.
 fn is_refusal(b: &Block) -> bool {
     b.args.iter().any(|a| a.parse::<u16>().is_ok_and(|s| (400..600).contains(&s)))
+}
+
+/// `transport http` options about TLS to the upstream that swarmgate honours.
+const TLS_TRANSPORT: &[&str] =
+    &["tls", "tls_insecure_skip_verify", "tls_server_name", "tls_trusted_ca_certs", "tls_trust_pool"];
+
+/// Applies one of [`TLS_TRANSPORT`] to `tls`.
+fn transport_tls(tls: &mut UpstreamTls, name: &str, args: &[String]) -> Result<(), String> {
+    let one_file = |args: &[String]| match args {
+        [path] => tls_ca_path(path),
+        _ => Err("give one PEM file (it may hold several certificates)".into()),
+    };
+    match (name, args) {
+        ("tls", []) => {}
+        ("tls_insecure_skip_verify", []) => tls.insecure_skip_verify = true,
+        ("tls_server_name", [n]) if n.contains('{') => return Err("placeholders are not evaluated".into()),
+        ("tls_server_name", [n]) => tls.server_name = Some(tls_server_name(n)?),
+        ("tls_trusted_ca_certs", files) => tls.ca = Some(one_file(files)?),
+        ("tls_trust_pool", [source, files @ ..]) if source == "file" => tls.ca = Some(one_file(files)?),
+        ("tls_trust_pool", _) => return Err("only the `file <pem>` source is supported".into()),
+        _ => return Err(format!("unexpected arguments {args:?}")),
+    }
+    if tls.ca.is_some() && tls.insecure_skip_verify {
+        return Err("tls_insecure_skip_verify contradicts the trusted CA; give one".into());
+    }
+    Ok(())
 }

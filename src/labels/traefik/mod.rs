@@ -35,7 +35,7 @@ use super::common::{label_host, normalize_name};
 use super::{LabelsConfig, ServiceInput, Translation};
 use crate::model::{
     Action, Entrypoints, HealthCheck, LbPolicy, Middleware, Problem, Provenance, RouteSpec, TaskTarget, TlsPolicy,
-    UpstreamSpec, UpstreamTarget,
+    UpstreamScheme, UpstreamSpec, UpstreamTarget, UpstreamTls,
 };
 
 /// Which enabled Swarm services define each service / middleware name (built once, so
@@ -433,6 +433,19 @@ fn routes_for(
         }
         let priority = r.priority.filter(|p| *p != 0).unwrap_or(rule_text.len() as i64);
         let mut up = UpstreamSpec::new(UpstreamTarget::Tasks(targets));
+        let transport_key = format!("{}.loadbalancer.serverstransport", def.key);
+        match servers_transport(&def, cfg) {
+            Ok((tls, note)) => {
+                up.tls = tls;
+                if let Some(note) = note {
+                    problem(&transport_key, note);
+                }
+            }
+            Err(e) => {
+                problem(&transport_key, format!("{e}; router {name} not served"));
+                continue;
+            }
+        }
         up.scheme = def.scheme;
         up.pass_host = def.pass_host;
         if let Some(s) = def.strategy {
@@ -506,5 +519,26 @@ fn routes_for(
             }
             out.routes.push(route);
         }
+    }
+}
+
+/// The TLS settings of a service's `serverstransport`, from swarmgate's
+/// `[labels.traefik_servers_transports]` (by name, whatever the `@provider`), or the `default`
+/// entry when the service names none. Only TLS settings are honoured, and only for `https`.
+fn servers_transport(def: &ServiceDef, cfg: &LabelsConfig) -> Result<(UpstreamTls, Option<String>), String> {
+    let named = def.servers_transport.as_deref();
+    if def.scheme != UpstreamScheme::Https {
+        let note =
+            named.map(|n| format!("serverstransport {n}: only TLS settings are honoured (with scheme=https); ignored"));
+        return Ok((UpstreamTls::default(), note));
+    }
+    let name = named.map(|n| n.split('@').next().unwrap_or(n)).unwrap_or("default");
+    match (cfg.traefik_servers_transports.get(name), named) {
+        (Some(tls), _) => Ok((tls.clone(), None)),
+        (None, None) => Ok((UpstreamTls::default(), None)),
+        (None, Some(n)) => Err(format!(
+            "serverstransport {n} is not defined here; define it in swarmgate's config as \
+             [labels.traefik_servers_transports.{name}] (ca, server_name, insecure_skip_verify)"
+        )),
     }
 }

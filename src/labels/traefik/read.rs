@@ -42,6 +42,8 @@ pub(super) struct ServiceDef {
     pub(super) health_interval: Option<Duration>,
     pub(super) strategy: Option<LbPolicy>,
     pub(super) broken: bool,
+    /// `loadbalancer.serverstransport`, as written (`name` or `name@provider`).
+    pub(super) servers_transport: Option<String>,
 }
 
 impl PartialEq for ServiceDef {
@@ -55,7 +57,18 @@ impl PartialEq for ServiceDef {
             &self.health_path,
             self.health_interval,
             self.strategy,
-        ) == (o.port, o.scheme, o.pass_host, o.sticky, &o.cookie, &o.health_path, o.health_interval, o.strategy)
+            &self.servers_transport,
+        ) == (
+            o.port,
+            o.scheme,
+            o.pass_host,
+            o.sticky,
+            &o.cookie,
+            &o.health_path,
+            o.health_interval,
+            o.strategy,
+            &o.servers_transport,
+        )
     }
 }
 
@@ -382,6 +395,10 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             }
             other => ignored(p, &format!("strategy {other}")),
         },
+        ["loadbalancer", "serverstransport"] if !v.trim().is_empty() => {
+            d.servers_transport = Some(v.trim().to_owned());
+            false
+        }
         ["loadbalancer", "responseforwarding" | "serverstransport", ..] => ignored(p, field[1]),
         _ => bad(format!("unknown service field {} (loadbalancer.server.port/scheme, passhostheader, sticky.cookie[.name], healthcheck.path/interval, strategy)", field.join("."))),
     };

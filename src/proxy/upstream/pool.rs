@@ -31,12 +31,14 @@ pub struct PoolSettings {
     /// Serving threads: each gets an idle list of its own in every pool, so that no two
     /// threads (and their runtimes) share one.
     pub threads: usize,
+    /// Time to connect, TLS handshake included (the TLS clients of `https` upstreams).
+    pub connect_timeout: Duration,
 }
 
 impl Default for PoolSettings {
     /// For tools and tests: one thread, the default `upstream_idle_timeout`.
     fn default() -> Self {
-        PoolSettings { idle_timeout: Duration::from_secs(50), threads: 1 }
+        PoolSettings { idle_timeout: Duration::from_secs(50), threads: 1, connect_timeout: Duration::from_secs(3) }
     }
 }
 
@@ -138,7 +140,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_past_the_timeout_are_closed_as_others_come_back() {
         let addr = holding_listener().await;
-        let pool = Http1Pool::new(PoolSettings { idle_timeout: Duration::from_millis(100), threads: 1 });
+        let pool = Http1Pool::new(PoolSettings { idle_timeout: Duration::from_millis(100), ..PoolSettings::default() });
         let connect = || UpstreamConn::connect(addr, Duration::from_secs(1));
         pool.checkin(connect().await.unwrap());
         pool.checkin(connect().await.unwrap());
@@ -151,7 +153,7 @@ mod tests {
     #[tokio::test]
     async fn a_pooled_connection_keeps_only_a_head_sized_buffer() {
         let addr = holding_listener().await;
-        let pool = Http1Pool::new(PoolSettings { idle_timeout: Duration::from_secs(10), threads: 1 });
+        let pool = Http1Pool::new(PoolSettings { idle_timeout: Duration::from_secs(10), ..PoolSettings::default() });
         let mut conn = UpstreamConn::connect(addr, Duration::from_secs(1)).await.unwrap();
         conn.buf.reserve(1024 * 1024);
         pool.checkin(conn);
