@@ -78,12 +78,6 @@ async fn a_trusted_proxy_is_believed_and_extended() {
     assert_eq!(all(&seen, "x-forwarded-port"), ["443"]);
 }
 
-#[tokio::test]
-async fn a_stripped_prefix_is_the_only_prefix_an_untrusted_client_gets_through() {
-    let seen = seen_for("", "/svc/x").await;
-    assert_eq!(all(&seen, "x-forwarded-prefix"), ["/svc"]);
-}
-
 #[test]
 fn an_invalid_trusted_proxy_is_a_config_error_naming_it() {
     let text = "[forwarding]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\", \"proxy.local\"]\n";
