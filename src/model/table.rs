@@ -113,9 +113,18 @@ pub struct BasicAuth {
     accepted: Arc<AuthCache>,
 }
 
+/// At most this many bcrypt verifications run at once, process-wide. bcrypt costs tens of
+/// milliseconds of CPU by design; unbounded, a flood of wrong passwords (never cached) would
+/// take every core and the whole blocking pool.
+static VERIFY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+});
+
 impl BasicAuth {
-    /// True when `authorization` carries valid credentials.
-    pub fn check(&self, authorization: Option<&HeaderValue>) -> bool {
+    /// True when `authorization` carries valid credentials. A credential already accepted is
+    /// answered at once; a new one is verified on the blocking pool (never on a serving
+    /// thread, which would stall every connection it carries), a bounded number at a time.
+    pub async fn check(&self, authorization: Option<&HeaderValue>) -> bool {
         use base64::Engine;
         let Some(value) = authorization else {
             return false;
@@ -135,7 +144,16 @@ impl BasicAuth {
         let Some((user, password)) = decoded.split_once(':') else {
             return false;
         };
-        let ok = self.users.iter().any(|(u, hash)| u == user && bcrypt::verify(password, hash).unwrap_or(false));
+        let hashes: Vec<String> = self.users.iter().filter(|(u, _)| u == user).map(|(_, h)| h.clone()).collect();
+        if hashes.is_empty() {
+            return false;
+        }
+        let Ok(_slot) = VERIFY_SLOTS.acquire().await else {
+            return false;
+        };
+        let password = password.to_owned();
+        let verify = move || hashes.iter().any(|h| bcrypt::verify(&password, h).unwrap_or(false));
+        let ok = tokio::task::spawn_blocking(verify).await.unwrap_or(false);
         if ok && self.accepted.0.len() < 1024 {
             self.accepted.0.insert(value.as_bytes().into());
         }

@@ -192,7 +192,7 @@ async fn route_request(
         }
     }
     if let Some(auth) = &route.basic_auth {
-        if !auth.check(req.headers.get(header::AUTHORIZATION)) {
+        if !auth.check(req.headers.get(header::AUTHORIZATION)).await {
             let mut resp = with_status(StatusCode::UNAUTHORIZED, "authentication required\n");
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, auth.challenge.clone());
             return resp;
