@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
 use super::handler::{handle, ConnInfo, ProxyState};
+use super::preface::{detect, Detected};
 use super::spread::{Placed, ThreadShare};
 use super::watchdog::{Activity, Verdict, Watched, REQUEST_TIMEOUT};
 use crate::config::Limits;
@@ -138,23 +139,29 @@ pub async fn serve(
             let _permit = permit;
             let _counted = counted;
             match acceptor {
-                None => {
-                    if is_h2c_preface(&stream, handshake_timeout).await {
-                        let conn = builders.h2.serve_connection(TokioIo::new(stream), h2_svc);
+                None => match detect(stream, handshake_timeout, &activity).await {
+                    Detected::H2c(io) => {
+                        let conn = builders.h2.serve_connection(TokioIo::new(io), h2_svc);
                         drive(conn, &signal, peer).await;
-                    } else {
+                    }
+                    Detected::H1(io) => {
                         let deadlines = Deadlines {
                             activity: activity.clone(),
                             header: handshake_timeout,
                             idle: idle_timeout,
-                            raw: duplicate(&stream),
+                            raw: duplicate(io.get_ref()),
                             plain: true,
                         };
-                        let io = Watched::new(stream, activity);
+                        let io = Watched::new(io, activity);
                         let conn = builders.h1.serve_connection(TokioIo::new(io), h1_svc).with_upgrades();
                         drive_h1(conn, &signal, peer, deadlines).await;
                     }
-                }
+                    Detected::Stalled(mut stream) => {
+                        tracing::debug!(client = %peer, "request head not complete in time: 408");
+                        let _ = tokio::time::timeout(LINGER_PAUSE, stream.write_all(REQUEST_TIMEOUT)).await;
+                    }
+                    Detected::Closed => {}
+                },
                 Some(acceptor) => {
                     let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(s)) => Some(s),
@@ -442,29 +449,6 @@ where
 {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
         hyper::server::conn::http2::Connection::graceful_shutdown(self)
-    }
-}
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// True when a plain connection starts with the HTTP/2 preface (h2c prior knowledge, e.g.
-/// gRPC clients). Peeks without consuming; gives up (HTTP/1.1) after `timeout`.
-async fn is_h2c_preface(stream: &TcpStream, timeout: Duration) -> bool {
-    let mut buf = [0u8; 24];
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            _ => return false,
-        };
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return false;
-        }
-        if n == H2_PREFACE.len() {
-            return true;
-        }
-        // A prefix of the preface so far: wait for more bytes.
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
