@@ -93,3 +93,45 @@ async fn preface_detection_keeps_h1_and_h2c_working() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);
 }
+
+/// Writes `bytes` in pieces of `piece` bytes with a short pause between them, then reads the
+/// first response head.
+async fn send_in_pieces(addr: std::net::SocketAddr, bytes: &[u8], piece: usize) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for chunk in bytes.chunks(piece) {
+        if s.write_all(chunk).await.is_err() {
+            break;
+        }
+        if piece < bytes.len() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let mut out = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut out)).await.unwrap().unwrap_or(0);
+    String::from_utf8_lossy(&out[..n]).into_owned()
+}
+
+/// Issue 9, item 11: `max_header_bytes` is one limit however the head arrives.
+#[tokio::test]
+async fn max_header_bytes_holds_for_any_arrival_pattern() {
+    let a = support::origin::Origin::start("a").await;
+    let gw = Gateway::start(&format!("[[routes]]\nhosts = [\"h.example.com\"]\nupstreams = [\"{}\"]\n", a.addr)).await;
+    let head = |size: usize| {
+        let filler = "x".repeat(size);
+        format!("GET / HTTP/1.1\r\nHost: h.example.com\r\nX-Filler: {filler}\r\nConnection: close\r\n\r\n")
+    };
+    // usize::MAX: the whole head in one write.
+    for piece in [usize::MAX, 4096, 1000] {
+        let big = head(100 * 1024);
+        let out = send_in_pieces(gw.http, big.as_bytes(), piece.min(big.len())).await;
+        assert!(out.starts_with("HTTP/1.1 431"), "100 KB head in {piece}-byte pieces: {out:?}");
+        // Just over the default 64 KiB limit.
+        let over = head(64 * 1024 - 20);
+        let out = send_in_pieces(gw.http, over.as_bytes(), piece.min(over.len())).await;
+        assert!(out.starts_with("HTTP/1.1 431"), "65 KB head in {piece}-byte pieces: {out:?}");
+        let fits = head(60 * 1024);
+        let out = send_in_pieces(gw.http, fits.as_bytes(), piece.min(fits.len())).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "60 KB head in {piece}-byte pieces: {out:?}");
+    }
+    assert_eq!(a.hits(), 3, "only the heads within the limit reach the upstream");
+}
