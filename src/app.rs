@@ -398,7 +398,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         tasks.push(task);
     }
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), cfg.limits.clone(), shutdown.clone())));
     }
     let config = Arc::new(Mutex::new(cfg));
     if let Some(path) = config_path.clone() {

@@ -1,17 +1,14 @@
 //! Telling HTTP/1.1 from h2c prior knowledge on a plain connection.
 //!
 //! The first bytes are *read* (not peeked) and replayed to the protocol's server through
-//! [`Prefixed`]. Peeking cannot work: `peek` is ready again at once while the bytes sit
+//! [`Replay`]. Peeking cannot work: `peek` is ready again at once while the bytes sit
 //! unread, so waiting for "more of the preface" turns into a busy loop that never sees the
 //! client close and never reaches its deadline (a single `P` then disconnect pinned a core).
 //! A read waits for new bytes or the end of the stream like any other read.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::watchdog::Activity;
@@ -21,9 +18,9 @@ pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// What the first bytes of a plain connection said.
 pub enum Detected {
     /// The full HTTP/2 preface: serve h2c.
-    H2c(Prefixed<TcpStream>),
+    H2c(TcpStream, Replay),
     /// Anything else (or nothing yet): serve HTTP/1.1.
-    H1(Prefixed<TcpStream>),
+    H1(TcpStream, Replay),
     /// The client closed (or the read failed) before a protocol was clear: nothing to serve.
     Closed,
     /// A strict prefix of the preface and then nothing until the head deadline: the request
@@ -43,7 +40,7 @@ pub async fn detect(mut stream: TcpStream, timeout: Duration, activity: &Activit
             Ok(Ok(0)) | Ok(Err(_)) => return Detected::Closed,
             Ok(Ok(n)) => n,
             // Nothing at all yet: an idle connection, which HTTP/1.1's idle deadline governs.
-            Err(_) if len == 0 => return Detected::H1(Prefixed::new(stream, buf, 0)),
+            Err(_) if len == 0 => return Detected::H1(stream, Replay::default()),
             Err(_) => return Detected::Stalled(stream),
         };
         if len == 0 {
@@ -51,64 +48,60 @@ pub async fn detect(mut stream: TcpStream, timeout: Duration, activity: &Activit
         }
         len += n;
         if buf[..len] != H2_PREFACE[..len] {
-            return Detected::H1(Prefixed::new(stream, buf, len));
+            return Detected::H1(stream, Replay::new(buf, len));
         }
         if len == H2_PREFACE.len() {
-            return Detected::H2c(Prefixed::new(stream, buf, len));
+            return Detected::H2c(stream, Replay::new(buf, len));
         }
     }
 }
 
-/// An IO that first yields the bytes detection read, then reads from the stream. The replay
-/// buffer is inline (24 bytes), so an idle connection carries no extra allocation.
-pub struct Prefixed<T> {
-    inner: T,
+/// The bytes detection read, to be handed to the protocol's server before anything else
+/// from the socket (the IO wrapper [`Watched`](super::watchdog::Watched) replays them). Inline
+/// (24 bytes), so an idle connection carries no extra allocation.
+#[derive(Default)]
+pub struct Replay {
     buf: [u8; H2_PREFACE.len()],
     pos: u8,
     len: u8,
 }
 
-impl<T> Prefixed<T> {
-    fn new(inner: T, buf: [u8; H2_PREFACE.len()], len: usize) -> Self {
+impl Replay {
+    fn new(buf: [u8; H2_PREFACE.len()], len: usize) -> Self {
         // `len` ≤ 24 by construction.
-        Prefixed { inner, buf, pos: 0, len: len as u8 }
+        Replay { buf, pos: 0, len: len as u8 }
     }
 
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.len {
-            let rest = &this.buf[this.pos as usize..this.len as usize];
-            let n = rest.len().min(out.remaining());
-            out.put_slice(&rest[..n]);
-            this.pos += n as u8;
-            return Poll::Ready(Ok(()));
+    /// Moves what is left into `out`; false when nothing was left.
+    pub fn take(&mut self, out: &mut ReadBuf<'_>) -> bool {
+        if self.pos >= self.len {
+            return false;
         }
-        Pin::new(&mut this.inner).poll_read(cx, out)
+        let rest = &self.buf[self.pos as usize..self.len as usize];
+        let n = rest.len().min(out.remaining());
+        out.put_slice(&rest[..n]);
+        self.pos += n as u8;
+        true
     }
 }
-
-super::watchdog::delegate_async_write!(Prefixed);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn replays_the_prefix_then_reads_on() {
-        let (mut a, b) = tokio::io::duplex(64);
+    #[test]
+    fn replays_the_prefix_once() {
         let mut buf = [0u8; 24];
         buf[..3].copy_from_slice(b"GET");
-        let mut p = Prefixed::new(b, buf, 3);
-        tokio::io::AsyncWriteExt::write_all(&mut a, b" / HTTP/1.1").await.unwrap();
-        drop(a);
-        let mut out = String::new();
-        p.read_to_string(&mut out).await.unwrap();
-        assert_eq!(out, "GET / HTTP/1.1");
+        let mut r = Replay::new(buf, 3);
+        let mut out = [0u8; 2];
+        let mut rb = ReadBuf::new(&mut out);
+        assert!(r.take(&mut rb));
+        assert_eq!(rb.filled(), b"GE");
+        let mut out = [0u8; 8];
+        let mut rb = ReadBuf::new(&mut out);
+        assert!(r.take(&mut rb));
+        assert_eq!(rb.filled(), b"T");
+        assert!(!r.take(&mut rb));
     }
 }
