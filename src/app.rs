@@ -305,6 +305,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         max_body_bytes: cfg.limits.max_body_bytes,
         https_redirect_port: https_addr.map(|a| a.port()).filter(|p| *p != 443),
         max_header_bytes: cfg.limits.max_header_bytes,
+        paths: (&cfg.server).into(),
     });
     let ready = Arc::new(AtomicBool::new(false));
     let publisher = Arc::new(Publisher {

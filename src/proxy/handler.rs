@@ -2,6 +2,7 @@
 //! fixed answers and proxying. Everything per-route was decided when the table was compiled;
 //! this file only looks things up and forwards.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use super::balancer::{EndpointRegistry, PickContext};
 use super::body::ProxyBody;
 use super::forward::{local_response, splice_upgrade, ClientSide, Forwarded, Forwarder, Outbound, X_FORWARDED_PREFIX};
 use super::hop_by_hop::is_upgrade_request;
+use super::path::{normalize, PathPolicy};
 use crate::admin::metrics::Metrics;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
 use crate::model::RouteTable;
@@ -39,6 +41,8 @@ pub struct ProxyState {
     pub https_redirect_port: Option<u16>,
     /// `[limits] max_header_bytes`, enforced on the parsed head (see [`head_size`]).
     pub max_header_bytes: usize,
+    /// `[server]`: how request paths are normalised before routing.
+    pub paths: PathPolicy,
 }
 
 /// Facts about the client connection, worked out once when it is accepted.
@@ -104,6 +108,18 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
         state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
         return with_status(StatusCode::BAD_REQUEST, "missing Host header\n");
     };
+    // Routing, policies and the upstream all see one spelling of the path.
+    match normalize(req.uri.path(), state.paths) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(normal)) => match with_path(&req.uri, &normal) {
+            Some(uri) => req.uri = uri,
+            None => return with_status(StatusCode::BAD_REQUEST, "invalid request path\n"),
+        },
+        Err(e) => {
+            state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+            return with_status(StatusCode::BAD_REQUEST, e.body());
+        }
+    }
     let path = req.uri.path();
     if !conn.https && path.starts_with(ACME_PREFIX) && !state.challenges.http01.is_empty() {
         if let Some(key_auth) = state.challenges.http01.get(&path[ACME_PREFIX.len()..]) {
@@ -322,6 +338,17 @@ async fn route_request(
             }
         }
     }
+}
+
+/// `uri` with its path replaced by `path`, the query kept as sent.
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 fn redirect_response(status: StatusCode, location: &str) -> Response<ProxyBody> {
