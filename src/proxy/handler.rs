@@ -21,7 +21,7 @@ use super::path::{normalize, PathPolicy};
 use crate::admin::metrics::Metrics;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
 use crate::model::RouteTable;
-use crate::tls::{CertMap, Challenges};
+use crate::tls::{covers, CertMap, Challenges, LiveCert};
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -52,12 +52,15 @@ pub struct ConnInfo {
     pub https: bool,
     /// `peer`'s IP as a header value, for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// TLS: the certificate the handshake presented (chosen by SNI), set once the handshake
+    /// is done. A request for a host it does not cover gets 421 (domain fronting).
+    pub tls_cert: std::sync::OnceLock<Arc<LiveCert>>,
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, https: bool) -> Self {
         let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
-        ConnInfo { peer, https, client_ip }
+        ConnInfo { peer, https, client_ip, tls_cert: std::sync::OnceLock::new() }
     }
 }
 
@@ -129,6 +132,13 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
         }
     }
     let host = normalize_host(raw_host);
+    // A TLS client may only ask for hosts its certificate covers: otherwise the SNI would
+    // pick one host's certificate (and policies tied to it) while Host routes to another.
+    // Names one certificate covers may share a connection (HTTP/2 coalescing, RFC 9113 §9.1.1).
+    if conn.https && !conn.tls_cert.get().is_some_and(|c| covers(&c.names, &host)) {
+        state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+        return with_status(StatusCode::MISDIRECTED_REQUEST, "this host is not served on this TLS connection\n");
+    }
     let table = state.table.load();
     let facts = RequestFacts {
         method: &req.method,

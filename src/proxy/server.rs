@@ -125,6 +125,7 @@ pub async fn serve(
         });
         // HTTP/1.1 serves one request at a time in place; HTTP/2 moves each stream's future
         // into a task of its own (several copies of ~2 KB), so there it is boxed once instead.
+        let conn_for_tls = conn.clone();
         let h1_svc = {
             let conn = conn.clone();
             service_fn(move |req| serve_request(conn.clone(), req))
@@ -138,13 +139,24 @@ pub async fn serve(
             idle: settings.limits.idle_timeout.0,
         };
         let (builders, metrics, acceptor) = (builders.clone(), state.metrics.clone(), tls.clone());
+        let on_handshake = {
+            let (certs, conn) = (state.certs.clone(), conn_for_tls);
+            move |tls: &rustls::ServerConnection| {
+                if let Some(cert) = tls.server_name().and_then(|name| certs.get(&name.to_ascii_lowercase())) {
+                    let _ = conn.info.tls_cert.set(cert);
+                }
+            }
+        };
         // The TLS handshake runs in the connection task so a slow client cannot stall accepts.
         tracker.spawn(async move {
             let _permit = permit;
             let _counted = counted;
             match acceptor {
                 None => serve_plain(&builders, c, stream, h1_svc, h2_svc).await,
-                Some(acceptor) => serve_tls(&builders, c, stream, acceptor, h1_svc, h2_svc, &metrics).await,
+                Some(acceptor) => {
+                    let services = (h1_svc, h2_svc);
+                    serve_tls(&builders, c, stream, acceptor, services, on_handshake, &metrics).await
+                }
             }
             metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
         });
@@ -211,8 +223,8 @@ async fn serve_tls<S1, S2>(
     c: Conn,
     stream: TcpStream,
     acceptor: tokio_rustls::TlsAcceptor,
-    h1: S1,
-    h2: S2,
+    (h1, h2): (S1, S2),
+    on_handshake: impl FnOnce(&rustls::ServerConnection),
     metrics: &Metrics,
 ) where
     S1: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
@@ -232,7 +244,11 @@ async fn serve_tls<S1, S2>(
             return;
         }
     };
-    match tls.get_ref().1.alpn_protocol() {
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn != Some(ACME_TLS_ALPN) {
+        on_handshake(tls.get_ref().1);
+    }
+    match alpn {
         // TLS-ALPN-01 validation is the handshake itself; nothing more to serve.
         Some(ACME_TLS_ALPN) => {}
         Some(b"h2") => serve_h2(b, c, tls, Replay::default(), h2).await,
