@@ -338,6 +338,8 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         access_log: AtomicBool::new(cfg.log.access),
         max_body_bytes: cfg.limits.max_body_bytes,
         https_redirect_port: https_addr.map(|a| a.port()).filter(|p| *p != 443),
+        max_header_bytes: cfg.limits.max_header_bytes,
+        paths: (&cfg.server).into(),
     });
     let ready = Arc::new(AtomicBool::new(false));
     let publisher = Arc::new(Publisher {
@@ -437,7 +439,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         tasks.push(task);
     }
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), cfg.limits.clone(), shutdown.clone())));
     }
     let config = Arc::new(Mutex::new(cfg));
     if let Some(path) = config_path.clone() {

@@ -462,14 +462,7 @@ async fn h2c_upstream_carries_trailers() {
     let a = Origin::start("grpc").await;
     let gw = Gateway::start(&route("\"g.example.com\"", &[&a], "scheme = \"h2c\"")).await;
     // Client speaks h2c (prior knowledge) to swarmgate, swarmgate h2c to the origin.
-    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = support::client::h2c(gw.http).await;
     let req = Request::post("http://g.example.com/trailers")
         .header("te", "trailers")
         .header("content-type", "application/grpc")

@@ -8,14 +8,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Limits;
 use crate::model::table::CompiledAction;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::server::{serve_plain, Builders, Conn, ConnSignals};
+use crate::proxy::watchdog::{Activity, BusyBody};
 use crate::proxy::ProxyState;
 
 /// Extra JSON the admin API can show (ACME status), provided by subsystems.
@@ -32,21 +34,21 @@ pub struct AdminState {
 /// Boxed source (ArcSwapOption needs a sized type).
 pub struct JsonSourceBox(pub JsonSource);
 
-fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default())));
+fn json(value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(serde_json::to_vec_pretty(value).unwrap_or_default()));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(body.into()));
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::text(body));
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
 /// Answers one admin request.
-pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
     let table = state.proxy.table.load();
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
@@ -102,23 +104,36 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byte
     }
 }
 
-/// Serves the admin listener until `shutdown`.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+/// Serves the admin listener until `shutdown`, with the proxy listeners' connection handling:
+/// the same request-head deadline (408), idle deadline and h2c detection, so a slow or idle
+/// client cannot hold admin connections open forever.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, limits: Limits, shutdown: CancellationToken) {
+    let builders = Arc::new(Builders::new(&limits));
+    let signals = Arc::new(ConnSignals::default());
     loop {
-        let (stream, _) = tokio::select! {
-            _ = shutdown.cancelled() => return,
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(answer(&state, &req)) }
-            });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        let activity = Arc::new(Activity::default());
+        let svc = {
+            let (state, activity) = (state.clone(), activity.clone());
+            service_fn(move |req: Request<Incoming>| {
+                let busy = activity.begin();
+                let resp = answer(&state, &req).map(|body| BusyBody::new(body, busy));
+                std::future::ready(Ok::<_, Infallible>(resp))
+            })
+        };
+        let c = Conn {
+            peer,
+            activity,
+            signal: signals.register(),
+            header: limits.header_read_timeout.0,
+            idle: limits.idle_timeout.0,
+        };
+        let builders = builders.clone();
+        tokio::spawn(async move { serve_plain(&builders, c, stream, svc.clone(), svc).await });
     }
+    signals.fire();
 }

@@ -114,6 +114,7 @@ pub struct Config {
     /// Directory for state: certificates, ACME account, last good discovery snapshot.
     pub storage: Option<PathBuf>,
     pub dns: DnsConfig,
+    pub server: ServerConfig,
 }
 
 /// Lookups of DNS names among `[[routes]] upstreams`.
@@ -788,6 +789,40 @@ fn upstream_tls_errors(tls: &UpstreamTls, key: &str) -> Vec<ConfigError> {
         }
     }
     errors
+}
+
+/// `[server]`: how the proxy reads client requests before routing them.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request path not in normal form (dot segments, `//`, escaped unreserved characters).
+    pub path_normalization: PathNormalization,
+    /// `%2F`, `%5C` or `%00` in a request path.
+    pub encoded_slashes: EncodedSlashes,
+}
+
+/// `[server] path_normalization`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathNormalization {
+    /// Route by the normal form and forward the normal form upstream.
+    #[default]
+    Forward,
+    /// Answer 400 to any path that is not already in normal form.
+    Reject,
+}
+
+/// `[server] encoded_slashes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodedSlashes {
+    /// 400: servers disagree on whether `%2F` separates segments, so no upstream can read the
+    /// path differently from the route table.
+    #[default]
+    Reject,
+    /// Forward as sent; `%2F` is an ordinary character to routing (for apps such as GitLab
+    /// whose API puts `group%2Fproject` in paths).
+    Keep,
 }
 
 #[cfg(test)]

@@ -651,7 +651,9 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
         retries: 1,
         redirect_https: RedirectHttps::Never,
         on_http: spec.entrypoints.http,
-        on_https: spec.entrypoints.https,
+        // `tls = "off"` is plain HTTP only: never served on the HTTPS listener, whatever
+        // certificate a client's SNI picked there.
+        on_https: spec.entrypoints.https && spec.tls != TlsPolicy::Off,
         metrics: opts.metrics.route(&spec.id),
         order: (spec.priority, spec.path.specificity()),
     };

@@ -2,6 +2,7 @@
 //! fixed answers and proxying. Everything per-route was decided when the table was compiled;
 //! this file only looks things up and forwards.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use super::balancer::{EndpointRegistry, PickContext};
 use super::body::ProxyBody;
 use super::forward::{local_response, splice_upgrade, ClientSide, Forwarded, Forwarder, Outbound, X_FORWARDED_PREFIX};
 use super::hop_by_hop::is_upgrade_request;
+use super::path::{normalize, PathPolicy};
 use crate::admin::metrics::Metrics;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
 use crate::model::RouteTable;
-use crate::tls::{CertMap, Challenges};
+use crate::tls::{covers, CertMap, Challenges, LiveCert};
 
 const ACME_PREFIX: &str = "/.well-known/acme-challenge/";
 
@@ -37,6 +39,10 @@ pub struct ProxyState {
     pub max_body_bytes: u64,
     /// Port to put in HTTPS redirects (`None` for 443).
     pub https_redirect_port: Option<u16>,
+    /// `[limits] max_header_bytes`, enforced on the parsed head (see [`head_size`]).
+    pub max_header_bytes: usize,
+    /// `[server]`: how request paths are normalised before routing.
+    pub paths: PathPolicy,
 }
 
 /// Facts about the client connection, worked out once when it is accepted.
@@ -48,12 +54,15 @@ pub struct ConnInfo {
     pub client_ip: HeaderValue,
     /// `peer` is a trusted proxy (`[forwarding] trusted_proxies`): its forwarding headers are kept.
     pub trusted: bool,
+    /// TLS: the certificate the handshake presented (chosen by SNI), set once the handshake
+    /// is done. A request for a host it does not cover gets 421 (domain fronting).
+    pub tls_cert: std::sync::OnceLock<Arc<LiveCert>>,
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, https: bool, trusted: bool) -> Self {
         let client_ip = HeaderValue::try_from(peer.ip().to_string()).expect("an IP address is a valid header value");
-        ConnInfo { peer, https, client_ip, trusted }
+        ConnInfo { peer, https, client_ip, trusted, tls_cert: std::sync::OnceLock::new() }
     }
 }
 
@@ -72,6 +81,10 @@ fn with_status(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
 pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
     let started = Instant::now();
     let (mut req, body) = req.into_parts();
+    if head_size(&req) > state.max_header_bytes {
+        state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+        return with_status(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large\n");
+    }
     // Host: absolute-form/HTTP/2 authority first, then the Host header. Two Host lines are
     // refused (RFC 9112 §3.2): routing by one while the upstream reads the other would let a
     // client reach a host it was not routed (or authenticated) for.
@@ -100,6 +113,18 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
         state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
         return with_status(StatusCode::BAD_REQUEST, "missing Host header\n");
     };
+    // Routing, policies and the upstream all see one spelling of the path.
+    match normalize(req.uri.path(), state.paths) {
+        Ok(Cow::Borrowed(_)) => {}
+        Ok(Cow::Owned(normal)) => match with_path(&req.uri, &normal) {
+            Some(uri) => req.uri = uri,
+            None => return with_status(StatusCode::BAD_REQUEST, "invalid request path\n"),
+        },
+        Err(e) => {
+            state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+            return with_status(StatusCode::BAD_REQUEST, e.body());
+        }
+    }
     let path = req.uri.path();
     if !conn.https && path.starts_with(ACME_PREFIX) && !state.challenges.http01.is_empty() {
         if let Some(key_auth) = state.challenges.http01.get(&path[ACME_PREFIX.len()..]) {
@@ -109,6 +134,13 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
         }
     }
     let host = normalize_host(raw_host);
+    // A TLS client may only ask for hosts its certificate covers: otherwise the SNI would
+    // pick one host's certificate (and policies tied to it) while Host routes to another.
+    // Names one certificate covers may share a connection (HTTP/2 coalescing, RFC 9113 §9.1.1).
+    if conn.https && !conn.tls_cert.get().is_some_and(|c| covers(&c.names, &host)) {
+        state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+        return with_status(StatusCode::MISDIRECTED_REQUEST, "this host is not served on this TLS connection\n");
+    }
     let table = state.table.load();
     let facts = RequestFacts {
         method: &req.method,
@@ -137,6 +169,18 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
     route.metrics.record(status.as_u16(), started.elapsed());
     access(state, &req, &host, conn, &route.id, status, started, "");
     resp
+}
+
+/// Size of a request head as `max_header_bytes` counts it: the request line and every header
+/// line (`name: value` CRLF) and the blank line, as parsed. hyper's `max_buf_size` bounds the
+/// read buffer, not the head: how much of a head it accepts depends on how the bytes arrived
+/// (one 100 KB write passed, the same bytes in 4 KB pieces got 431). Counting the parsed head
+/// gives one limit whatever the timing; the buffer bound stays as the memory guard.
+fn head_size(req: &http::request::Parts) -> usize {
+    let target =
+        req.uri.path_and_query().map_or(1, |p| p.as_str().len()) + req.uri.authority().map_or(0, |a| a.as_str().len());
+    let line = req.method.as_str().len() + 1 + target + " HTTP/1.1\r\n".len();
+    req.headers.iter().fold(line + 2, |n, (k, v)| n.saturating_add(k.as_str().len() + v.len() + 4))
 }
 
 #[inline]
@@ -306,6 +350,17 @@ async fn route_request(
             }
         }
     }
+}
+
+/// `uri` with its path replaced by `path`, the query kept as sent.
+fn with_path(uri: &http::Uri, path: &str) -> Option<http::Uri> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 fn redirect_response(status: StatusCode, location: &str) -> Response<ProxyBody> {

@@ -6,6 +6,8 @@ pub mod forward;
 pub mod handler;
 pub mod health;
 pub mod hop_by_hop;
+pub mod path;
+pub mod preface;
 pub mod route_state;
 pub mod server;
 pub mod spread;

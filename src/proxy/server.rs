@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::rt::bounds::Http2ServerConnExec;
+use hyper::service::{service_fn, HttpService};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +25,10 @@ use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
 use super::handler::{handle, ConnInfo, ProxyState};
+use super::preface::{detect, Detected, Replay};
 use super::spread::{Placed, ThreadShare};
-use super::watchdog::{Activity, Verdict, Watched, REQUEST_TIMEOUT};
+use super::watchdog::{Activity, BusyBody, Verdict, Watched, REQUEST_TIMEOUT};
+use crate::admin::metrics::Metrics;
 use crate::config::Limits;
 use crate::tls::ACME_TLS_ALPN;
 
@@ -38,7 +41,7 @@ pub struct ListenerSettings {
 }
 
 /// The HTTP server builders, configured once per listener.
-struct Builders {
+pub(crate) struct Builders {
     /// hyper's own HTTP/1.1 server, without hyper-util's protocol-detecting wrapper: the
     /// listener already knows the protocol (ALPN, or the h2c preface).
     h1: hyper::server::conn::http1::Builder,
@@ -46,7 +49,7 @@ struct Builders {
 }
 
 impl Builders {
-    fn new(limits: &Limits) -> Self {
+    pub(crate) fn new(limits: &Limits) -> Self {
         let mut h1 = hyper::server::conn::http1::Builder::new();
         h1.timer(TokioTimer::new())
             // Header and idle deadlines are enforced by `watchdog` (hyper's would close silently
@@ -122,71 +125,37 @@ pub async fn serve(
         });
         // HTTP/1.1 serves one request at a time in place; HTTP/2 moves each stream's future
         // into a task of its own (several copies of ~2 KB), so there it is boxed once instead.
+        let conn_for_tls = conn.clone();
         let h1_svc = {
             let conn = conn.clone();
             service_fn(move |req| serve_request(conn.clone(), req))
         };
         let h2_svc = service_fn(move |req| Box::pin(serve_request(conn.clone(), req)));
-        let idle_timeout = settings.limits.idle_timeout.0;
-        let builders = builders.clone();
-        let metrics = state.metrics.clone();
-        let handshake_timeout = settings.limits.header_read_timeout.0;
-        let signal = signals.register();
-        let acceptor = tls.clone();
+        let c = Conn {
+            peer,
+            activity,
+            signal: signals.register(),
+            header: settings.limits.header_read_timeout.0,
+            idle: settings.limits.idle_timeout.0,
+        };
+        let (builders, metrics, acceptor) = (builders.clone(), state.metrics.clone(), tls.clone());
+        let on_handshake = {
+            let (certs, conn) = (state.certs.clone(), conn_for_tls);
+            move |tls: &rustls::ServerConnection| {
+                if let Some(cert) = tls.server_name().and_then(|name| certs.get(&name.to_ascii_lowercase())) {
+                    let _ = conn.info.tls_cert.set(cert);
+                }
+            }
+        };
         // The TLS handshake runs in the connection task so a slow client cannot stall accepts.
         tracker.spawn(async move {
             let _permit = permit;
             let _counted = counted;
             match acceptor {
-                None => {
-                    if is_h2c_preface(&stream, handshake_timeout).await {
-                        let conn = builders.h2.serve_connection(TokioIo::new(stream), h2_svc);
-                        drive(conn, &signal, peer).await;
-                    } else {
-                        let deadlines = Deadlines {
-                            activity: activity.clone(),
-                            header: handshake_timeout,
-                            idle: idle_timeout,
-                            raw: duplicate(&stream),
-                            plain: true,
-                        };
-                        let io = Watched::new(stream, activity);
-                        let conn = builders.h1.serve_connection(TokioIo::new(io), h1_svc).with_upgrades();
-                        drive_h1(conn, &signal, peer, deadlines).await;
-                    }
-                }
+                None => serve_plain(&builders, c, stream, h1_svc, h2_svc).await,
                 Some(acceptor) => {
-                    let tls_stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => Some(s),
-                        Ok(Err(e)) => {
-                            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
-                            None
-                        }
-                        Err(_) => None,
-                    };
-                    match tls_stream {
-                        None => {
-                            metrics.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                        }
-                        // TLS-ALPN-01 validation is the handshake itself; nothing more to serve.
-                        Some(s) if s.get_ref().1.alpn_protocol() == Some(ACME_TLS_ALPN) => {}
-                        Some(s) if s.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                            let conn = builders.h2.serve_connection(TokioIo::new(s), h2_svc);
-                            drive(conn, &signal, peer).await;
-                        }
-                        Some(s) => {
-                            let deadlines = Deadlines {
-                                activity: activity.clone(),
-                                header: handshake_timeout,
-                                idle: idle_timeout,
-                                raw: duplicate(s.get_ref().0),
-                                plain: false,
-                            };
-                            let io = Watched::new(s, activity);
-                            let conn = builders.h1.serve_connection(TokioIo::new(io), h1_svc).with_upgrades();
-                            drive_h1(conn, &signal, peer, deadlines).await;
-                        }
-                    }
+                    let services = (h1_svc, h2_svc);
+                    serve_tls(&builders, c, stream, acceptor, services, on_handshake, &metrics).await
                 }
             }
             metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
@@ -202,15 +171,113 @@ pub async fn serve(
 }
 
 /// One request on a connection: marks the connection busy (for the idle deadline and
-/// lingering close) while the handler runs.
-async fn serve_request(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+/// lingering close) from the moment the handler runs until the response body is sent.
+async fn serve_request(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
     let busy = conn.activity.begin();
     let resp = handle(&conn.state, req, &conn.info).await;
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         conn.activity.set_upgraded();
     }
-    drop(busy);
-    Ok(resp)
+    Ok(resp.map(|body| BusyBody::new(body, busy)))
+}
+
+/// The body of every response a connection served here sends.
+pub(crate) type Reply = BusyBody<ProxyBody>;
+
+/// One accepted connection and what its driver needs.
+pub(crate) struct Conn {
+    pub peer: std::net::SocketAddr,
+    pub activity: Arc<Activity>,
+    pub signal: Arc<ConnSignal>,
+    /// `header_read_timeout` and `idle_timeout`.
+    pub header: Duration,
+    pub idle: Duration,
+}
+
+/// Serves a plain connection: h2c when it starts with the HTTP/2 preface, else HTTP/1.1.
+pub(crate) async fn serve_plain<S1, S2>(b: &Builders, c: Conn, stream: TcpStream, h1: S1, h2: S2)
+where
+    S1: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    S2: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    TokioExecutor: Http2ServerConnExec<S2::Future, Reply>,
+{
+    match detect(stream, c.header, &c.activity).await {
+        Detected::H2c(stream, replay) => serve_h2(b, c, stream, replay, h2).await,
+        Detected::H1(stream, replay) => {
+            let raw = duplicate(&stream);
+            serve_h1(b, c, stream, replay, raw, h1).await
+        }
+        Detected::Stalled(mut stream) => {
+            tracing::debug!(client = %c.peer, "request head not complete in time: 408");
+            let _ = tokio::time::timeout(LINGER_PAUSE, stream.write_all(REQUEST_TIMEOUT)).await;
+        }
+        Detected::Closed => {}
+    }
+}
+
+/// Serves a TLS connection by its ALPN protocol. The handshake counts against the first
+/// request head's deadline: a client gets `header_read_timeout` from accept to a complete
+/// head, not that for the handshake and that again for the head.
+async fn serve_tls<S1, S2>(
+    b: &Builders,
+    c: Conn,
+    stream: TcpStream,
+    acceptor: tokio_rustls::TlsAcceptor,
+    (h1, h2): (S1, S2),
+    on_handshake: impl FnOnce(&rustls::ServerConnection),
+    metrics: &Metrics,
+) where
+    S1: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    S2: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    TokioExecutor: Http2ServerConnExec<S2::Future, Reply>,
+{
+    c.activity.saw_bytes();
+    let tls = match tokio::time::timeout(c.header, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(client = %c.peer, error = %e, "TLS handshake failed");
+            metrics.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Err(_) => {
+            metrics.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let alpn = tls.get_ref().1.alpn_protocol();
+    if alpn != Some(ACME_TLS_ALPN) {
+        on_handshake(tls.get_ref().1);
+    }
+    match alpn {
+        // TLS-ALPN-01 validation is the handshake itself; nothing more to serve.
+        Some(ACME_TLS_ALPN) => {}
+        Some(b"h2") => serve_h2(b, c, tls, Replay::default(), h2).await,
+        _ => {
+            let raw = duplicate(tls.get_ref().0);
+            serve_h1(b, c, tls, Replay::default(), raw, h1).await
+        }
+    }
+}
+
+async fn serve_h1<I, S>(b: &Builders, c: Conn, io: I, replay: Replay, raw: Option<std::net::TcpStream>, svc: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+{
+    let io = Watched::new(io, c.activity.clone(), replay);
+    let conn = b.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
+    drive(conn, c, Proto::H1, raw).await
+}
+
+async fn serve_h2<I, S>(b: &Builders, c: Conn, io: I, replay: Replay, svc: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    TokioExecutor: Http2ServerConnExec<S::Future, Reply>,
+{
+    let io = Watched::h2(io, c.activity.clone(), replay);
+    let conn = b.h2.serve_connection(TokioIo::new(io), svc);
+    drive(conn, c, Proto::H2, None).await
 }
 
 /// Connections other serving threads handed to this one (never, without a share).
@@ -232,20 +299,20 @@ struct ConnContext {
 /// connection's driver on every wake-up with one atomic load (a `CancellationToken` there would
 /// lock a mutex on every poll of the request path).
 #[derive(Default)]
-struct ConnSignals {
+pub(crate) struct ConnSignals {
     fired: AtomicBool,
     conns: std::sync::Mutex<Vec<Weak<ConnSignal>>>,
 }
 
 #[derive(Default)]
-struct ConnSignal {
+pub(crate) struct ConnSignal {
     flag: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl ConnSignals {
     /// A signal for a new connection (touched only at accept, not per request).
-    fn register(&self) -> Arc<ConnSignal> {
+    pub(crate) fn register(&self) -> Arc<ConnSignal> {
         let signal = Arc::new(ConnSignal::default());
         let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         if conns.len() >= 256 && conns.len().is_power_of_two() {
@@ -258,7 +325,7 @@ impl ConnSignals {
         signal
     }
 
-    fn fire(&self) {
+    pub(crate) fn fire(&self) {
         self.fired.store(true, Ordering::Release);
         let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
         for s in conns.iter().filter_map(Weak::upgrade) {
@@ -280,42 +347,10 @@ impl ConnSignal {
     }
 }
 
-/// Runs a connection; on shutdown asks it to finish in-flight requests and close
-/// (HTTP/1.1: after the current response; HTTP/2: GOAWAY).
-async fn drive<C, E>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr)
-where
-    C: std::future::Future<Output = Result<(), E>> + GracefulConnection,
-    E: std::fmt::Display,
-{
-    tokio::pin!(conn);
-    let mut closing = false;
-    let result = std::future::poll_fn(|cx| loop {
-        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        if !closing && signal.is_set(cx) {
-            closing = true;
-            conn.as_mut().graceful_shutdown();
-            continue;
-        }
-        return Poll::Pending;
-    })
-    .await;
-    if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// The header and idle deadlines of one HTTP/1.1 connection.
-struct Deadlines {
-    activity: Arc<Activity>,
-    header: Duration,
-    idle: Duration,
-    /// A duplicate handle of the socket, usable while hyper owns the stream: where a 408 can
-    /// be written (plain TCP only; TLS connections are closed without one), and what keeps the
-    /// socket open for a lingering close once hyper has let go of it.
-    raw: Option<std::net::TcpStream>,
-    plain: bool,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    H1,
+    H2,
 }
 
 fn duplicate(stream: &TcpStream) -> Option<std::net::TcpStream> {
@@ -356,20 +391,25 @@ async fn linger(raw: std::net::TcpStream) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-/// `drive` plus the HTTP/1.1 deadlines, checked on one timer per connection.
-async fn drive_h1<C, E>(conn: C, signal: &ConnSignal, peer: std::net::SocketAddr, deadlines: Deadlines)
+/// Runs a connection under its deadlines, checked on one timer per connection. On shutdown
+/// asks it to finish in-flight requests and close (HTTP/1.1: after the current response;
+/// HTTP/2: GOAWAY). `raw`: a duplicate handle of the socket that keeps it open for a lingering
+/// close once hyper has let go of it (HTTP/1.1).
+async fn drive<C, E>(conn: C, c: Conn, proto: Proto, raw: Option<std::net::TcpStream>)
 where
     C: std::future::Future<Output = Result<(), E>> + GracefulConnection,
     E: std::fmt::Display,
 {
     tokio::pin!(conn);
     let mut closing = false;
-    let mut timer = Box::pin(tokio::time::sleep(deadlines.header / 2));
+    // A head or an idle period may start at any moment: look again at least this often.
+    let step = c.header.min(c.idle) / 2;
+    let mut timer = Box::pin(tokio::time::sleep(step));
     let result = std::future::poll_fn(|cx| loop {
         if let Poll::Ready(r) = conn.as_mut().poll(cx) {
             return Poll::Ready(r);
         }
-        if !closing && signal.is_set(cx) {
+        if !closing && c.signal.is_set(cx) {
             closing = true;
             conn.as_mut().graceful_shutdown();
             continue;
@@ -381,34 +421,35 @@ where
             // Asked to close a while ago and the client still holds on: stop waiting.
             return Poll::Ready(Ok(()));
         }
-        let next = match deadlines.activity.verdict(deadlines.header, deadlines.idle) {
-            // A head may start at any moment: look again at least every half header timeout.
-            Verdict::Wait(d) => d.min(deadlines.header / 2),
-            Verdict::HeadTimeout => {
-                tracing::debug!(client = %peer, "request head not complete in time: 408");
-                if let Some(raw) = deadlines.raw.as_ref().filter(|_| deadlines.plain) {
-                    use std::io::Write;
-                    let _ = (&*raw).write(REQUEST_TIMEOUT);
-                    let _ = raw.shutdown(std::net::Shutdown::Both);
-                }
+        let next = match c.activity.verdict(c.header, c.idle) {
+            Verdict::Wait(d) => d.min(step),
+            Verdict::HeadTimeout if proto == Proto::H1 => {
+                tracing::debug!(client = %c.peer, "request head not complete in time: 408");
+                // The IO wrapper writes the 408 and ends the stream when hyper next reads
+                // (hyper's graceful shutdown would close at once, without an answer).
+                c.activity.expire();
                 closing = true;
-                conn.as_mut().graceful_shutdown();
-                deadlines.header
+                c.header
             }
-            Verdict::IdleTimeout => {
+            // HTTP/2: no stream opened in time, or idle: GOAWAY, then close.
+            Verdict::HeadTimeout | Verdict::IdleTimeout => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
-                deadlines.header
+                c.header
+            }
+            Verdict::WriteStalled => {
+                tracing::debug!(client = %c.peer, "client stopped reading its response; closing");
+                return Poll::Ready(Ok(()));
             }
         };
         timer.as_mut().reset(tokio::time::Instant::now() + next);
     })
     .await;
     if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+        tracing::debug!(client = %c.peer, error = %e, "connection ended with an error");
     }
-    // After a protocol switch the socket belongs to the tunnel.
-    if let Some(raw) = deadlines.raw.filter(|_| !deadlines.activity.is_upgraded()) {
+    // After a protocol switch the socket belongs to the tunnel; after a 408 it is done.
+    if let Some(raw) = raw.filter(|_| !c.activity.is_upgraded() && !c.activity.is_expired()) {
         Box::pin(linger(raw)).await;
     }
 }
@@ -442,29 +483,6 @@ where
 {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
         hyper::server::conn::http2::Connection::graceful_shutdown(self)
-    }
-}
-
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// True when a plain connection starts with the HTTP/2 preface (h2c prior knowledge, e.g.
-/// gRPC clients). Peeks without consuming; gives up (HTTP/1.1) after `timeout`.
-async fn is_h2c_preface(stream: &TcpStream, timeout: Duration) -> bool {
-    let mut buf = [0u8; 24];
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Ok(Ok(n)) => n,
-            _ => return false,
-        };
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return false;
-        }
-        if n == H2_PREFACE.len() {
-            return true;
-        }
-        // A prefix of the preface so far: wait for more bytes.
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

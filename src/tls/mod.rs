@@ -255,6 +255,16 @@ impl CertMap {
     }
 }
 
+/// True when a certificate for `names` is valid for `host` (lowercase, no port): an exact
+/// name, or a `*.` wildcard for exactly one more label (RFC 6125 §6.4.3).
+pub fn covers(names: &[String], host: &str) -> bool {
+    let parent = host.split_once('.').map(|(_, rest)| rest);
+    names.iter().any(|n| match n.strip_prefix("*.") {
+        Some(suffix) => parent == Some(suffix),
+        None => n.eq_ignore_ascii_case(host),
+    })
+}
+
 /// rustls resolver: TLS-ALPN-01 challenge certificates for `acme-tls/1`, else the live map.
 #[derive(Debug)]
 pub struct SniResolver {
@@ -326,5 +336,15 @@ mod tests {
         map.set_static(StaticCerts::new(vec![cert(&["static.example.net"])]));
         assert!(map.has("static.example.net"));
         assert!(!map.has("app.example.com"));
+    }
+
+    #[test]
+    fn covers_exact_names_and_one_wildcard_label() {
+        let names = vec!["a.example.com".to_owned(), "*.w.example.com".to_owned()];
+        assert!(covers(&names, "a.example.com"));
+        assert!(covers(&names, "x.w.example.com"));
+        assert!(!covers(&names, "w.example.com"));
+        assert!(!covers(&names, "x.y.w.example.com"));
+        assert!(!covers(&names, "b.example.com"));
     }
 }

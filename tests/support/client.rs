@@ -50,3 +50,13 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
     let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// An HTTP/2 prior-knowledge (h2c) connection to `addr`.
+pub async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}

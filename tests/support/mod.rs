@@ -6,3 +6,4 @@ pub mod gateway;
 pub mod origin;
 pub mod pki;
 pub mod raw_origin;
+pub mod tls_client;
