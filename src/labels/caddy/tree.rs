@@ -284,6 +284,10 @@ fn is_quoted_word(action: &str, i: usize) -> bool {
     action.split_whitespace().nth(i).is_some_and(|w| w.starts_with('"') || w.starts_with('`'))
 }
 
+/// The deepest label key accepted (`caddy.handle.reverse_proxy.transport.…`). Real Caddyfiles
+/// nest a handful of levels.
+pub(super) const MAX_DEPTH: usize = 32;
+
 /// A label tree node before names and order are parsed.
 struct RawNode {
     seg: String,
@@ -361,6 +365,18 @@ pub(super) fn parse_service(
         if segs.iter().any(String::is_empty) {
             ups.truncate(mark);
             return Err((key.clone(), format!("empty key segment; every {prefix} label of this service is ignored")));
+        }
+        if segs.len() > MAX_DEPTH {
+            // Building and reading the tree recurses once per level: an unbounded depth would
+            // overflow the stack, which no panic handler can catch.
+            ups.truncate(mark);
+            return Err((
+                key.clone(),
+                format!(
+                    "nested {} levels deep (at most {MAX_DEPTH}); every {prefix} label of this service is ignored",
+                    segs.len()
+                ),
+            ));
         }
         insert(&mut roots, &segs, "", key, tokens);
     }

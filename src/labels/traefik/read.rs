@@ -203,7 +203,11 @@ pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> 
             }
             ["http", "middlewares", name] => {
                 p(format!("middleware {name} needs a type, e.g. traefik.http.middlewares.{name}.stripprefix.prefixes"));
-                s.middlewares.entry((*name).to_owned()).or_default().broken = true;
+                let m = s.middlewares.entry((*name).to_owned()).or_default();
+                m.broken = true;
+                if m.key.is_empty() {
+                    m.key = key.clone();
+                }
             }
             ["tcp" | "udp", ..] => p("TCP/UDP routing is not supported by swarmgate; label ignored".into()),
             ["tls", ..] => p("TLS stores/options by label are not supported; certificates come from swarmgate's ACME issuer; label ignored".into()),
