@@ -309,7 +309,10 @@ impl Forwarder {
             };
             let reusable = sent && !response_head.close;
             *response.headers_mut() = response_head.headers;
-            *response.body_mut() = upstream::response_body(conn, length, reusable, endpoint, body.take());
+            *response.body_mut() = match upstream::response_body(conn, length, reusable, endpoint, body.take()) {
+                Ok(b) => b,
+                Err(e) => return Err(UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() }),
+            };
             return Ok(Forwarded { response, endpoint: idx, tunnel: None });
         }
         Err(last_err)

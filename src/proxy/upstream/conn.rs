@@ -245,6 +245,7 @@ impl UpstreamConn {
         self.deadline.as_mut().reset(Instant::now() + timeout);
         let mut head_written = 0;
         let mut response_started = false;
+        let mut interim = 0;
         std::future::poll_fn(|cx| loop {
             while head_written < head.len() {
                 match Pin::new(&mut self.io).poll_write(cx, &head[head_written..]) {
@@ -264,6 +265,10 @@ impl UpstreamConn {
                     }
                     if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                         // 100 Continue, 103 Early Hints: the final response follows.
+                        interim += 1;
+                        if interim > codec::MAX_INTERIM_RESPONSES {
+                            return Poll::Ready(Err(FramingError::TooManyInterim.into()));
+                        }
                         continue;
                     }
                     let sent = body.as_ref().is_none_or(|b| b.is_sent());
