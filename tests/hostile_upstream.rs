@@ -323,3 +323,22 @@ async fn a_bad_chunk_size_after_the_head_went_out_resets_the_http2_stream() {
         .expect("the stream ends, it does not hang");
     assert!(body.is_err(), "the client sees the body fail, not end cleanly");
 }
+
+#[tokio::test]
+async fn a_client_body_that_stalls_is_408_and_not_held_against_the_upstream() {
+    let origin = RawOrigin::start(|_| Reply::Send(ok_bytes("again"))).await;
+    let gw = gateway_with(&origin, "[limits]\nupstream_response_timeout = \"500ms\"\n").await;
+    // More stalls than the passive health check tolerates before it ejects an endpoint.
+    for _ in 0..4 {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(gw.http).await.unwrap();
+        let head = format!("POST /upload HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 100\r\n\r\nonly ten b");
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 408"), "a stalled upload is the client's fault: {text:?}");
+        assert!(started.elapsed() < Duration::from_secs(3), "answered at the timeout, took {:?}", started.elapsed());
+    }
+    route_still_works(&gw).await;
+}
