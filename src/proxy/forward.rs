@@ -39,6 +39,9 @@ pub enum UpstreamError {
     /// The client's request body failed before it was all sent.
     #[error("client request body: {0}")]
     ClientBody(String),
+    /// The client's request body stalled while the upstream waited for it.
+    #[error("client request body stalled for {0:?}")]
+    ClientStalled(Duration),
 }
 
 impl UpstreamError {
@@ -47,6 +50,7 @@ impl UpstreamError {
             UpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             UpstreamError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -318,6 +322,7 @@ impl Forwarder {
                     }
                     // The client broke its own request: not the endpoint's fault.
                     Err(ExchangeError::ClientBody(e)) => return Err(UpstreamError::ClientBody(e.to_string())),
+                    Err(ExchangeError::ClientStalled(t)) => return Err(UpstreamError::ClientStalled(t)),
                     Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         let reused = conn.reused;
@@ -368,7 +373,10 @@ impl Forwarder {
             };
             let reusable = sent && !response_head.close;
             *response.headers_mut() = response_head.headers;
-            *response.body_mut() = upstream::response_body(conn, length, reusable, endpoint, body.take());
+            *response.body_mut() = match upstream::response_body(conn, length, reusable, endpoint, body.take()) {
+                Ok(b) => b,
+                Err(e) => return Err(UpstreamError::Exchange { addr: endpoint.addr, reason: e.to_string() }),
+            };
             return Ok(Forwarded { response, endpoint: idx, tunnel: None });
         }
         Err(last_err)

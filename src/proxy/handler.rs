@@ -346,6 +346,7 @@ async fn route_request(
                     with_status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream for this route\n")
                 }
                 StatusCode::BAD_REQUEST => with_status(StatusCode::BAD_REQUEST, "request body incomplete\n"),
+                StatusCode::REQUEST_TIMEOUT => with_status(StatusCode::REQUEST_TIMEOUT, "request body timed out\n"),
                 _ => with_status(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
             }
         }

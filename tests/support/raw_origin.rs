@@ -43,6 +43,20 @@ pub enum Reply {
     /// body, then sends one chunk `<n> bytes` and the last chunk (an upstream that answers
     /// early and keeps reading, as echo and transcoding services do).
     HeadFirst(Vec<u8>),
+    /// After reading the whole request, plays these steps in order (a misbehaving upstream:
+    /// pauses mid-response, resets, never answers). The connection is closed after the last
+    /// step unless that step is `Hang`.
+    Steps(Vec<Step>),
+}
+
+/// One move of a [`Reply::Steps`] script.
+pub enum Step {
+    Write(Vec<u8>),
+    Sleep(std::time::Duration),
+    /// Aborts the connection with a TCP reset (linger 0), as a crashing process does.
+    Reset,
+    /// Holds the connection open and says nothing more, for ever.
+    Hang,
 }
 
 type Script = dyn Fn(&RawRequest) -> Reply + Send + Sync;
@@ -134,6 +148,7 @@ async fn serve(mut stream: TcpStream, conn: usize, script: Arc<Script>, seen: Ar
                 let _ = stream.write_all(&bytes).await;
                 return;
             }
+            Reply::Steps(steps) => return play(stream, steps).await,
             Reply::Close | Reply::Early(_) | Reply::HeadFirst(_) => return,
         }
     }
@@ -190,4 +205,27 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, req: &RawRequest) 
         }
     }
     Some(Vec::new())
+}
+
+async fn play(mut stream: TcpStream, steps: Vec<Step>) {
+    for step in steps {
+        match step {
+            Step::Write(bytes) => {
+                if stream.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Step::Sleep(d) => tokio::time::sleep(d).await,
+            Step::Reset => {
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+                return;
+            }
+            Step::Hang => {
+                // Keeps reading (so the peer is not reset) and never answers.
+                let mut sink = [0u8; 1024];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }

@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use super::codec::{BodyLength, ChunkedDecoder, Decoded};
+use super::codec::{BodyLength, ChunkedDecoder, Decoded, FramingError};
 use super::conn::{OutgoingBody, UpstreamConn};
 use crate::proxy::balancer::EndpointState;
 use crate::proxy::body::{BoxError, ProxyBody};
@@ -28,6 +28,8 @@ enum Remaining {
 pub struct UpstreamBody {
     /// `None` once the body ended (the connection went back to the pool or was closed).
     conn: Option<UpstreamConn>,
+    /// A frame decoded before the response was handed on (see `response_body`), served first.
+    first: Option<Frame<Bytes>>,
     remaining: Remaining,
     /// The connection may serve another request once this body is read.
     reusable: bool,
@@ -42,35 +44,56 @@ pub struct UpstreamBody {
 /// whole in the read buffer (the usual small response) is split off at once and the
 /// connection goes back to the pool before the response is even written to the client.
 /// `upload` is what is left of the request body, if the upstream answered before taking it.
+///
+/// A chunked body's first piece is decoded here when it arrived with the head: a malformed
+/// chunk size found now is an error the caller answers with 502, while the client has seen
+/// nothing. (Found later, once the head went out, it can only abort the client's response.)
 pub fn response_body(
     mut conn: UpstreamConn,
     length: BodyLength,
     reusable: bool,
     endpoint: &Arc<EndpointState>,
     upload: Option<OutgoingBody>,
-) -> ProxyBody {
+) -> Result<ProxyBody, FramingError> {
+    let mut first = None;
     let remaining = match length {
         BodyLength::Empty => {
             release(conn, reusable, endpoint);
-            return ProxyBody::empty();
+            return Ok(ProxyBody::empty());
         }
         BodyLength::Exact(n) if conn.buf.len() as u64 >= n => {
             let data = conn.buf.split_to(n as usize).freeze();
             release(conn, reusable, endpoint);
-            return ProxyBody::text(data);
+            return Ok(ProxyBody::text(data));
         }
         BodyLength::Exact(n) => Remaining::Exact(n),
-        BodyLength::Chunked => Remaining::Chunked(ChunkedDecoder::default()),
+        BodyLength::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
+            if !conn.buf.is_empty() {
+                first = match decoder.decode(&mut conn.buf)? {
+                    Decoded::Data(data) => Some(Frame::data(data)),
+                    Decoded::Trailers(trailers) => Some(Frame::trailers(trailers)),
+                    Decoded::End => {
+                        release(conn, reusable, endpoint);
+                        return Ok(ProxyBody::empty());
+                    }
+                    Decoded::NeedMore => None,
+                };
+            }
+            Remaining::Chunked(decoder)
+        }
         BodyLength::UntilClose => Remaining::UntilClose,
     };
     let upload = upload.filter(OutgoingBody::is_active);
-    ProxyBody::Http1(Box::new(UpstreamBody {
-        conn: Some(conn),
-        remaining,
-        reusable,
-        endpoint: endpoint.clone(),
-        upload,
-    }))
+    let mut body =
+        UpstreamBody { conn: Some(conn), first: None, remaining, reusable, endpoint: endpoint.clone(), upload };
+    if let Some(frame) = first {
+        if frame.is_trailers() {
+            body.finish();
+        }
+        body.first = Some(frame);
+    }
+    Ok(ProxyBody::Http1(Box::new(body)))
 }
 
 /// Returns a connection whose exchange is complete to its pool, if it can be reused.
@@ -105,6 +128,9 @@ impl Body for UpstreamBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(frame) = this.first.take() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
         loop {
             let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
             if let Some(upload) = this.upload.as_mut() {
@@ -164,12 +190,12 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.conn.is_none()
+        self.conn.is_none() && self.first.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
         match (&self.conn, &self.remaining) {
-            (None, _) => SizeHint::with_exact(0),
+            (None, _) if self.first.is_none() => SizeHint::with_exact(0),
             (Some(_), Remaining::Exact(left)) => SizeHint::with_exact(*left),
             _ => SizeHint::default(),
         }

@@ -14,6 +14,10 @@ use crate::proxy::hop_by_hop::{has_token, names_fields, remove_connection_named,
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most header fields taken in one response head (hyper's default is 100).
 pub const MAX_RESPONSE_HEADERS: usize = 128;
+/// Most interim (1xx) responses taken before the final one. Real servers send one or two
+/// (`100 Continue`, `103 Early Hints`); an upstream that keeps sending them is answered 502
+/// instead of keeping the request busy until the response timeout.
+pub const MAX_INTERIM_RESPONSES: usize = 32;
 /// Longest chunk-size line (size plus extensions) taken before the body is called malformed.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// Largest trailer section taken after the last chunk.
@@ -34,6 +38,8 @@ pub enum FramingError {
     InvalidContentLength,
     #[error("malformed chunked body")]
     MalformedChunk,
+    #[error("more than {MAX_INTERIM_RESPONSES} interim (1xx) responses")]
+    TooManyInterim,
 }
 
 /// Appends an HTTP/1.1 request head to `dst`. `chunked` adds `Transfer-Encoding: chunked`

@@ -55,6 +55,10 @@ pub enum ExchangeError {
     /// No complete response head within the response timeout.
     #[error("no response head within {0:?}")]
     Timeout(Duration),
+    /// The response timeout passed while the upstream was waiting for more of the client's
+    /// request body: the client's stall, not the upstream's.
+    #[error("the client's request body stalled for {0:?}")]
+    ClientStalled(Duration),
 }
 
 /// A request body on its way upstream.
@@ -67,6 +71,9 @@ pub struct OutgoingBody {
     state: Upload,
     /// Bytes went out since the caller last asked (see `take_progress`).
     progressed: bool,
+    /// The last send stopped because the client had sent nothing more (not because the
+    /// upstream's socket was full).
+    waiting_on_client: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -81,7 +88,14 @@ enum Upload {
 
 impl OutgoingBody {
     pub fn new(body: Incoming, chunked: bool) -> Self {
-        OutgoingBody { body, chunked, pending: Bytes::new(), state: Upload::Streaming, progressed: false }
+        OutgoingBody {
+            body,
+            chunked,
+            pending: Bytes::new(),
+            state: Upload::Streaming,
+            progressed: false,
+            waiting_on_client: false,
+        }
     }
 
     pub fn is_chunked(&self) -> bool {
@@ -96,6 +110,11 @@ impl OutgoingBody {
     /// Still going: neither sent nor stopped.
     pub fn is_active(&self) -> bool {
         self.state != Upload::Stopped && !self.is_sent()
+    }
+
+    /// Still going, and held up by the client rather than by the upstream.
+    pub fn is_waiting_on_client(&self) -> bool {
+        self.is_active() && self.waiting_on_client
     }
 
     fn take_progress(&mut self) -> bool {
@@ -121,7 +140,10 @@ impl OutgoingBody {
                         self.pending.advance(n);
                         self.progressed = true;
                     }
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        self.waiting_on_client = false;
+                        return Poll::Pending;
+                    }
                 }
             }
             if self.state == Upload::Ended {
@@ -156,7 +178,10 @@ impl OutgoingBody {
                         self.pending = Bytes::from_static(b"0\r\n\r\n");
                     }
                 }
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    self.waiting_on_client = true;
+                    return Poll::Pending;
+                }
             }
         }
     }
@@ -245,6 +270,7 @@ impl UpstreamConn {
         self.deadline.as_mut().reset(Instant::now() + timeout);
         let mut head_written = 0;
         let mut response_started = false;
+        let mut interim = 0;
         std::future::poll_fn(|cx| loop {
             while head_written < head.len() {
                 match Pin::new(&mut self.io).poll_write(cx, &head[head_written..]) {
@@ -253,7 +279,7 @@ impl UpstreamConn {
                     }
                     Poll::Ready(Ok(n)) => head_written += n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(ExchangeError::NotSent(e))),
-                    Poll::Pending => return self.poll_deadline(cx, timeout),
+                    Poll::Pending => return self.poll_deadline(cx, timeout, false),
                 }
             }
             if !self.buf.is_empty() {
@@ -264,6 +290,10 @@ impl UpstreamConn {
                     }
                     if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS {
                         // 100 Continue, 103 Early Hints: the final response follows.
+                        interim += 1;
+                        if interim > codec::MAX_INTERIM_RESPONSES {
+                            return Poll::Ready(Err(FramingError::TooManyInterim.into()));
+                        }
                         continue;
                     }
                     let sent = body.as_ref().is_none_or(|b| b.is_sent());
@@ -306,14 +336,21 @@ impl UpstreamConn {
                     Poll::Pending => {}
                 }
             }
-            return self.poll_deadline(cx, timeout);
+            let client_stalled = body.as_ref().is_some_and(|b| b.is_waiting_on_client());
+            return self.poll_deadline(cx, timeout, client_stalled);
         })
         .await
     }
 
-    /// Pending until the response deadline passes.
-    fn poll_deadline<T>(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<Result<T, ExchangeError>> {
+    /// Pending until the response deadline passes; then whose fault the silence is.
+    fn poll_deadline<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        timeout: Duration,
+        client_stalled: bool,
+    ) -> Poll<Result<T, ExchangeError>> {
         match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) if client_stalled => Poll::Ready(Err(ExchangeError::ClientStalled(timeout))),
             Poll::Ready(()) => Poll::Ready(Err(ExchangeError::Timeout(timeout))),
             Poll::Pending => Poll::Pending,
         }
