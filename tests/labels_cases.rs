@@ -1638,35 +1638,3 @@ fn access_control_that_cannot_be_applied_fails_closed() {
     }
     assert!(get(&table, "fine.example.com", "/").is_some());
 }
-
-/// A Caddy label key nested thousands of levels deep overflowed the stack while its tree was
-/// built (an abort no panic handler catches). It is refused with a problem naming the label.
-#[test]
-fn a_caddy_key_nested_too_deep_is_a_problem_not_a_stack_overflow() {
-    let deep = format!("caddy.{}reverse_proxy", (0..5000).map(|i| format!("{i}_route.")).collect::<String>());
-    let t = std::thread::Builder::new()
-        .stack_size(2 << 20)
-        .spawn(move || {
-            run(&[
-                svc("deep", &[("caddy", "deep.example.com"), (deep.as_str(), "{{upstreams 80}}")]),
-                svc("ok", &[("caddy", "ok.example.com"), ("caddy.reverse_proxy", "{{upstreams 80}}")]),
-            ])
-        })
-        .unwrap()
-        .join()
-        .expect("translation must not overflow the stack");
-    assert!(t.problems.iter().any(|p| p.source == "deep" && p.message.contains("levels deep")), "{:#?}", t.problems);
-    assert_eq!(hosts(only_route(&t, "ok")), ["ok.example.com"]);
-}
-
-/// A typeless Traefik middleware that collides with another service's definition: the problem
-/// names the label (it used to have an empty key).
-#[test]
-fn a_typeless_traefik_middleware_collision_names_its_label() {
-    let t = run(&[
-        svc("a", &[("traefik.enable", "true"), ("traefik.http.middlewares.mw", "")]),
-        svc("b", &[("traefik.enable", "true"), ("traefik.http.middlewares.mw.headers.customrequestheaders.X-A", "1")]),
-    ]);
-    assert!(t.problems.iter().all(|p| !p.key.is_empty()), "{:#?}", t.problems);
-    assert!(t.problems.iter().any(|p| p.source == "a" && p.key == "traefik.http.middlewares.mw"), "{:#?}", t.problems);
-}

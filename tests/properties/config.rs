@@ -173,8 +173,7 @@ const VALUES: &[&str] = &[
 
 /// A document of real sections and keys with hostile values, sometimes inside `[[routes]]`.
 fn document() -> impl Strategy<Value = String> {
-    // KNOWN: see `has_overflowing_duration`.
-    let value = select(VALUES).prop_filter("overflowing duration", |v| !has_overflowing_duration(v));
+    let value = select(VALUES);
     let pair = (select(KEYS), value).prop_map(|(k, v)| format!("{k} = {v}\n"));
     let section = (
         prop_oneof![select(SECTIONS).prop_map(|s| format!("[{s}]\n")), Just("[[routes]]\n".to_owned())],
@@ -238,27 +237,6 @@ fn mutate(text: &str, edits: &[Edit]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// KNOWN: the lead is rewriting duration parsing (issue 9, item 1): today a duration string
-/// over `u64::MAX` seconds panics in `Duration::from_secs_f64` (src/config/mod.rs
-/// `parse_duration`). Documents holding such a string are left out; remove this filter once
-/// that is fixed.
-fn has_overflowing_duration(text: &str) -> bool {
-    text.split('"').skip(1).step_by(2).any(|s| {
-        let s = s.trim();
-        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let scale = match unit.trim() {
-            "ms" => 1e-3,
-            "" | "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return false,
-        };
-        num.parse::<f64>().is_ok_and(|n| n * scale >= u64::MAX as f64)
-    })
-}
-
 /// Parses and validates; a refusal names a key (or says where the TOML broke).
 fn check(text: &str) -> Result<(), TestCaseError> {
     match Config::parse(text, Path::new("prop.toml")) {
@@ -283,7 +261,6 @@ proptest! {
 
     #[test]
     fn arbitrary_text_is_a_config_or_an_error(text in any::<String>()) {
-        prop_assume!(!has_overflowing_duration(&text));
         check(&text)?;
     }
 
@@ -295,7 +272,6 @@ proptest! {
     #[test]
     fn a_mutated_valid_file_is_a_config_or_an_error(edits in prop::collection::vec(edit(), 1..6)) {
         let text = mutate(VALID, &edits);
-        prop_assume!(!has_overflowing_duration(&text));
         check(&text)?;
     }
 }
