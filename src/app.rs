@@ -373,7 +373,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
 
     let settings = ListenerSettings {
         limits: cfg.limits.clone(),
-        connections: Arc::new(Semaphore::new(cfg.limits.max_connections)),
+        connections: Arc::new(Semaphore::new(crate::proxy::fdlimit::size_max_connections(cfg.limits.max_connections))),
     };
     let mut tasks = Vec::new();
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config(certs.clone(), challenges.clone()));

@@ -2,6 +2,7 @@
 
 pub mod balancer;
 pub mod body;
+pub mod fdlimit;
 pub mod forward;
 pub mod handler;
 pub mod health;

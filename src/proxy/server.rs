@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
+use super::fdlimit::Backoff;
 use super::handler::{handle, ConnInfo, ProxyState};
 use super::preface::{detect, Detected, Replay};
 use super::spread::{Placed, ThreadShare};
@@ -87,6 +88,7 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let signals = ConnSignals::default();
     let https = tls.is_some();
+    let (mut accept_backoff, mut refusals) = (Backoff::default(), Backoff::default());
     loop {
         let (stream, peer, counted) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -100,17 +102,24 @@ pub async fn serve(
                     None => (stream, peer, None),
                 },
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // EMFILE and friends: back off (exponentially) instead of spinning, and
+                    // say so once per interval, not once per attempt.
+                    let (wait, log) = accept_backoff.failed(std::time::Instant::now());
+                    if let Some(suppressed) = log {
+                        tracing::warn!(error = %e, suppressed, "accept failed; backing off");
+                    }
+                    tokio::time::sleep(wait).await;
                     continue;
                 }
             },
         };
+        accept_backoff.succeeded();
         let _ = stream.set_nodelay(true);
         let Ok(permit) = settings.connections.clone().try_acquire_owned() else {
             state.metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(client = %peer, "max_connections reached; refusing connection with 503");
+            if let Some(suppressed) = refusals.should_log(std::time::Instant::now()) {
+                tracing::warn!(client = %peer, suppressed, "max_connections reached; refusing connections with 503");
+            }
             tokio::spawn(refuse(stream));
             continue;
         };
