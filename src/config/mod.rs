@@ -419,7 +419,8 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     pub upstreams: Vec<String>,
     pub scheme: UpstreamScheme,
-    pub lb: LbPolicy,
+    /// `None`: swarmgate's default (p2c).
+    pub lb: Option<LbPolicy>,
     pub sticky_cookie: Option<String>,
     pub pass_host: Option<bool>,
     pub redirect_https: Option<bool>,
@@ -435,6 +436,10 @@ pub struct RouteConfig {
     pub redirect: Option<RedirectConfig>,
     /// TLS toward `scheme = "https"` upstreams: `{ ca, server_name, insecure_skip_verify }`.
     pub upstream_tls: Option<UpstreamTls>,
+    /// Header (`lb = "header"`) or query parameter (`lb = "query"`) whose value is hashed.
+    pub lb_key: Option<String>,
+    /// How `cookie`, `header` and `query` place a request without a value (default p2c).
+    pub lb_fallback: Option<LbPolicy>,
 }
 
 impl Config {
@@ -583,8 +588,11 @@ impl Config {
                     errors.push(ConfigError::new(key("auth.basic"), "entries are user:bcrypt-hash"));
                 }
             }
-            if r.lb != LbPolicy::Cookie && r.sticky_cookie.is_some() {
+            if r.lb != Some(LbPolicy::Cookie) && r.sticky_cookie.is_some() {
                 errors.push(ConfigError::new(key("sticky_cookie"), "only used with lb = \"cookie\""));
+            }
+            for (k, e) in r.lb.unwrap_or_default().problems(r.lb_key.as_deref(), r.lb_fallback) {
+                errors.push(ConfigError::new(key(k), e));
             }
             if let Some(rl) = &r.rate_limit {
                 if rl.average == 0 {
@@ -596,6 +604,11 @@ impl Config {
         for (i, cidr) in self.forwarding.trusted_proxies.iter().enumerate() {
             if let Err(e) = crate::model::parse_cidr(cidr) {
                 errors.push(ConfigError::new(format!("forwarding.trusted_proxies[{i}]"), e));
+            }
+        }
+        if let Some(p) = self.labels.default_lb {
+            for (_, e) in p.problems(None, None) {
+                errors.push(ConfigError::new("labels.default_lb", e));
             }
         }
         for (name, tls) in &self.labels.traefik_servers_transports {
@@ -657,7 +670,12 @@ impl RouteConfig {
         };
         let mut up = UpstreamSpec::new(target);
         up.scheme = self.scheme;
-        up.lb = self.lb;
+        up.lb = self.lb.unwrap_or_default();
+        if self.lb.is_some() {
+            up.lb_source = crate::model::LbSource::Config(format!("routes[{index}].lb"));
+        }
+        up.lb_key = self.lb_key.clone();
+        up.lb_fallback = self.lb_fallback;
         up.sticky_cookie = self.sticky_cookie.clone();
         up.pass_host = self.pass_host.unwrap_or(true);
         up.health = self.health.path.as_ref().map(|p| HealthCheck {
