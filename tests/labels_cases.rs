@@ -1775,9 +1775,11 @@ fn lb_caddy_bad_values_are_problems_and_the_reverse_proxy_is_not_served() {
         ("random_choose 1", "2 to 255"),
         ("random_choose many", "2 to 255"),
         ("header", "header field"),
+        ("header bad(name)", "not a header name"),
         ("query", "query parameter"),
         ("round_robin extra", "unexpected argument"),
         ("cookie a b c", "unexpected argument"),
+        ("cookie a;Domain=x", "not a cookie name"),
     ] {
         let t = run(&[caddy_svc("bad", Some(value))]);
         assert!(routes_of(&t, "bad").is_empty(), "{value}: {:#?}", t.routes);

@@ -858,4 +858,39 @@ mod tests {
             assert!(err.contains("idle_timeout"), "{bad}: {err}");
         }
     }
+
+    #[test]
+    fn lb_settings_are_checked_and_name_their_key() {
+        let route =
+            |extra: &str| format!("[[routes]]\nhosts = [\"a.example.com\"]\nupstreams = [\"127.0.0.1:1\"]\n{extra}\n");
+        let ok = Config::parse(
+            &(route("lb = \"header\"\nlb_key = \"X-User\"\nlb_fallback = \"first\"")
+                + &route("lb = { random_choose = 3 }")
+                + "[labels]\ndefault_lb = \"round_robin\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let up = ok.routes[0].to_spec(0).upstream().cloned().unwrap();
+        assert_eq!(
+            (up.lb, up.lb_key.as_deref(), up.lb_fallback),
+            (LbPolicy::Header, Some("X-User"), Some(LbPolicy::First))
+        );
+        assert_eq!(up.lb_source, crate::model::LbSource::Config("routes[0].lb".into()));
+        assert_eq!(ok.routes[1].lb, Some(LbPolicy::RandomChoose(3)));
+        assert_eq!(ok.labels.default_lb, Some(LbPolicy::RoundRobin));
+        for (extra, key, needle) in [
+            ("lb = \"header\"", "routes[0].lb_key", "needs the name"),
+            ("lb = \"header\"\nlb_key = \"bad name\"", "routes[0].lb_key", "not a header name"),
+            ("lb = \"round_robin\"\nlb_key = \"x\"", "routes[0].lb_key", "only used with"),
+            ("lb = \"random\"\nlb_fallback = \"first\"", "routes[0].lb_fallback", "only used with"),
+            ("lb = \"cookie\"\nlb_fallback = \"header\"", "routes[0].lb_fallback", "cannot be a fallback"),
+            ("lb = { random_choose = 1 }", "routes[0].lb", "at least 2"),
+            ("lb = \"fastest\"", "lb = \"fastest\"", "unknown variant"),
+        ] {
+            let err = Config::parse(&route(extra), Path::new("t.toml")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(needle), "{extra}: {err}");
+        }
+        let err = Config::parse("[labels]\ndefault_lb = \"query\"\n", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("labels.default_lb"), "{err}");
+    }
 }

@@ -514,10 +514,7 @@ impl UpstreamGroup {
         match policy {
             LbPolicy::RoundRobin => self.pick_rr(n, ok),
             LbPolicy::LeastConn => self.pick_least(n, ok, |e| u64::from(e.in_flight())),
-            LbPolicy::LeastTime => {
-                let now = now_ns();
-                self.pick_least(n, ok, |e| e.cost(now, EWMA_INITIAL_NS))
-            }
+            LbPolicy::LeastTime => self.pick_least_time(n, ok),
             LbPolicy::P2c => self.pick_p2c(n, ok),
             LbPolicy::Random => pick_random(n, ok),
             LbPolicy::RandomChoose(k) => self.pick_random_choose(n, ok, usize::from(k.max(1))),
@@ -593,6 +590,17 @@ impl UpstreamGroup {
         } else {
             b
         }
+    }
+
+    /// The cheapest endpoint by latency × in-flight, rotating among those within
+    /// [`P2C_TOLERANCE`] of the cheapest: strictly the cheapest would, like p2c before, send all
+    /// sequential traffic to whichever replica noise made look fastest.
+    fn pick_least_time(&self, n: usize, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let now = now_ns();
+        let cost = |i: usize| self.endpoints[i].cost(now, EWMA_INITIAL_NS);
+        let min = (0..n).filter(|&i| ok(i)).map(cost).min()?;
+        let start = self.rr.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| (start + k) % n).find(|&i| ok(i) && cost(i) <= min.saturating_mul(P2C_TOLERANCE))
     }
 
     /// `k` distinct live endpoints uniformly at random (selection sampling, no allocation),
@@ -910,6 +918,16 @@ mod tests {
         fastrand::seed(3);
         let idle = (0..300).filter(|_| g.pick(&PickContext::default(), 0) == Some(2)).count();
         assert!((150..=250).contains(&idle), "{idle}");
+    }
+
+    #[test]
+    fn least_time_rotates_among_close_costs_and_avoids_a_slow_one() {
+        let (_r, g) = group(LbPolicy::LeastTime, 3);
+        for (i, ms) in [1u64, 1, 20].into_iter().enumerate() {
+            serve(&g, i, ms * 1_000_000);
+        }
+        let picks: Vec<_> = (0..20).map(|_| g.pick(&PickContext::default(), 0).unwrap()).collect();
+        assert!(picks.contains(&0) && picks.contains(&1) && !picks.contains(&2), "{picks:?}");
     }
 
     #[test]

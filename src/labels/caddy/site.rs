@@ -1194,8 +1194,12 @@ fn caddy_lb_policy(c: &Block) -> Result<CaddyLb, String> {
         }
         Some("cookie") => {
             extra(3)?;
-            // Caddy's default cookie name.
-            lb.cookie = Some(args.get(1).map_or("lb", |n| n).to_owned());
+            // Caddy's default cookie name. The name goes into `Set-Cookie` as is.
+            let name = args.get(1).map_or("lb", |n| n);
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(format!("cookie {name:?}: not a cookie name (letters, digits, _ and -)"));
+            }
+            lb.cookie = Some(name.to_owned());
             if args.len() == 3 {
                 lb.notes.push(
                     "the secret is not used: the cookie holds swarmgate's own token for the endpoint, not Caddy's HMAC"
@@ -1229,5 +1233,9 @@ fn caddy_lb_policy(c: &Block) -> Result<CaddyLb, String> {
         lb.notes.extend(inner.notes);
         lb.fallback = Some(inner.policy);
     }
-    Ok(lb)
+    // The checks the file config makes too (a header field that is not a header name, …).
+    match lb.policy.problems(lb.key.as_deref(), lb.fallback).into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(lb),
+    }
 }
