@@ -89,7 +89,7 @@ fn pick(c: &mut Criterion) {
             .collect();
         for policy in [LbPolicy::P2c, LbPolicy::RoundRobin, LbPolicy::LeastConn, LbPolicy::IpHash] {
             let group = UpstreamGroup::new(&registry, &eps, policy, UpstreamScheme::Http, true, None, None);
-            let ctx = PickContext { client_ip: Some("192.0.2.1".parse().unwrap()), sticky: None };
+            let ctx = PickContext { client_ip: Some("192.0.2.1".parse().unwrap()), sticky: None, hash: None };
             g.bench_with_input(BenchmarkId::new(format!("{policy:?}"), n), &group, |b, group| {
                 b.iter(|| group.pick(&ctx, 0))
             });

@@ -41,9 +41,10 @@ pub fn render_table(table: &RouteTable) -> String {
             CompiledAction::Proxy(g) => {
                 let eps: Vec<String> = g.endpoints.iter().map(|e| e.addr.to_string()).collect();
                 format!(
-                    "proxy {:?} lb={:?} -> [{}]",
+                    "proxy {:?} lb={} ({}) -> [{}]",
                     g.scheme,
                     g.policy,
+                    s.upstream().map(|u| u.lb_source.to_string()).unwrap_or_default(),
                     if eps.is_empty() { "no endpoints: 503".to_owned() } else { eps.join(", ") }
                 )
             }

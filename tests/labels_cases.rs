@@ -236,13 +236,13 @@ fn native_unknown_key_and_bad_values_are_problems_and_no_half_route() {
         &[
             ("swarmgate.host", "bad.example.com"),
             ("swarmgate.port", "eighty"),
-            ("swarmgate.lb", "random"),
+            ("swarmgate.lb", "bogus"),
             ("swarmgate.hots", "typo.example.com"),
         ],
     )]);
     assert!(routes_of(&t, "bad").is_empty(), "{:#?}", t.routes);
     assert_problem(&t, "bad", "swarmgate.port", "not a port");
-    assert_problem(&t, "bad", "swarmgate.lb", "random");
+    assert_problem(&t, "bad", "swarmgate.lb", "bogus");
     assert_problem(&t, "bad", "swarmgate.hots", "unknown key");
 }
 
@@ -312,7 +312,7 @@ fn caddy_case_02_upstreams_port_targets_every_task_on_that_port() {
     let t = run(&[svc("api", &[("caddy", "api.example.com"), ("caddy.reverse_proxy", "{{upstreams 5000}}")])]);
     let r = only_route(&t, "api");
     assert_eq!(targets(r), [task("api", None, 5000)]);
-    assert_eq!(r.upstream().unwrap().lb, LbPolicy::P2c);
+    assert_eq!(r.upstream().unwrap().lb, LbPolicy::Random, "Caddy's default");
 }
 
 #[test]
@@ -1637,4 +1637,221 @@ fn access_control_that_cannot_be_applied_fails_closed() {
         assert!(matches!(action_at(&table, host, "/"), Some(Action::Proxy(_))), "{host}: the rest is served");
     }
     assert!(get(&table, "fine.example.com", "/").is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Balancing policy: each dialect's default, `[labels] default_lb`, and every accepted value.
+
+use swarmgate::model::LbSource;
+
+fn lb_of(t: &Translation, service: &str) -> (LbPolicy, LbSource) {
+    let up = only_route(t, service).upstream().unwrap().clone();
+    (up.lb, up.lb_source)
+}
+
+fn caddy_svc(name: &str, policy: Option<&str>) -> ServiceInput {
+    let host = format!("{name}.example.com");
+    let mut l = vec![("caddy", host.as_str()), ("caddy.reverse_proxy", "{{upstreams 80}}")];
+    if let Some(p) = policy {
+        l.push(("caddy.reverse_proxy.lb_policy", p));
+    }
+    svc(name, &l)
+}
+
+fn traefik_svc(name: &str, strategy: Option<&str>) -> ServiceInput {
+    let rule = format!("Host(`{name}.example.com`)");
+    let strategy_key = format!("traefik.http.services.{name}.loadbalancer.strategy");
+    let port_key = format!("traefik.http.services.{name}.loadbalancer.server.port");
+    let mut l =
+        vec![("traefik.enable", "true"), ("traefik.http.routers.r.rule", rule.as_str()), (port_key.as_str(), "80")];
+    if let Some(s) = strategy {
+        l.push((strategy_key.as_str(), s));
+    }
+    svc(name, &l)
+}
+
+fn native_svc(name: &str, lb: Option<&str>) -> ServiceInput {
+    let host = format!("{name}.example.com");
+    let mut l = vec![("swarmgate.host", host.as_str())];
+    if let Some(p) = lb {
+        l.push(("swarmgate.lb", p));
+    }
+    svc(name, &l)
+}
+
+#[test]
+fn lb_default_is_each_dialects_own() {
+    let t = run(&[caddy_svc("c", None), traefik_svc("t", None), native_svc("n", None)]);
+    assert_eq!(lb_of(&t, "c"), (LbPolicy::Random, LbSource::Dialect("caddy".into())));
+    assert_eq!(lb_of(&t, "t"), (LbPolicy::RoundRobin, LbSource::Dialect("traefik".into())));
+    assert_eq!(lb_of(&t, "n"), (LbPolicy::P2c, LbSource::Dialect("native".into())));
+    assert!(t.problems.is_empty(), "{:#?}", t.problems);
+}
+
+#[test]
+fn lb_labels_default_replaces_every_dialect_default_and_labels_still_win() {
+    let cfg = LabelsConfig { default_lb: Some(LbPolicy::LeastConn), ..Default::default() };
+    let t = translate(
+        &[
+            caddy_svc("c", None),
+            traefik_svc("t", None),
+            native_svc("n", None),
+            caddy_svc("c2", Some("first")),
+            traefik_svc("t2", Some("p2c")),
+            native_svc("n2", Some("round_robin")),
+        ],
+        &cfg,
+    );
+    for s in ["c", "t", "n"] {
+        assert_eq!(lb_of(&t, s), (LbPolicy::LeastConn, LbSource::LabelsDefault), "{s}");
+    }
+    assert_eq!(lb_of(&t, "c2"), (LbPolicy::First, LbSource::Label("caddy.reverse_proxy.lb_policy".into())));
+    assert_eq!(
+        lb_of(&t, "t2"),
+        (LbPolicy::P2c, LbSource::Label("traefik.http.services.t2.loadbalancer.strategy".into()))
+    );
+    assert_eq!(lb_of(&t, "n2"), (LbPolicy::RoundRobin, LbSource::Label("swarmgate.lb".into())));
+}
+
+#[test]
+fn lb_caddy_every_lb_policy_value() {
+    use LbPolicy::*;
+    // (value, policy, lb_key, fallback, sticky cookie name)
+    let cases: &[(&str, LbPolicy, Option<&str>, Option<LbPolicy>, Option<&str>)] = &[
+        ("random", Random, None, None, None),
+        ("round_robin", RoundRobin, None, None, None),
+        ("least_conn", LeastConn, None, None, None),
+        ("first", First, None, None, None),
+        ("ip_hash", IpHash, None, None, None),
+        ("client_ip_hash", ClientIpHash, None, None, None),
+        ("uri_hash", UriHash, None, None, None),
+        ("random_choose", RandomChoose(2), None, None, None),
+        ("random_choose 3", RandomChoose(3), None, None, None),
+        ("header X-Upstream", Header, Some("X-Upstream"), Some(Random), None),
+        ("query room", Query, Some("room"), Some(Random), None),
+        ("cookie", Cookie, None, Some(Random), Some("lb")),
+        ("cookie app_sticky", Cookie, None, Some(Random), Some("app_sticky")),
+    ];
+    for (i, (value, policy, key, fallback, cookie)) in cases.iter().enumerate() {
+        let name = format!("s{i}");
+        let t = run(&[caddy_svc(&name, Some(value))]);
+        no_problems_for(&t, &name);
+        let up = only_route(&t, &name).upstream().unwrap();
+        assert_eq!(up.lb, *policy, "{value}");
+        assert_eq!(up.lb_key.as_deref(), *key, "{value}");
+        assert_eq!(up.lb_fallback, *fallback, "{value}");
+        assert_eq!(up.sticky_cookie.as_deref(), *cookie, "{value}");
+        assert_eq!(up.lb_source, LbSource::Label("caddy.reverse_proxy.lb_policy".into()));
+    }
+}
+
+#[test]
+fn lb_caddy_fallback_block_and_nearest_mappings_with_a_note() {
+    let t = run(&[svc(
+        "f",
+        &[
+            ("caddy", "f.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ("caddy.reverse_proxy.lb_policy", "header X-Upstream"),
+            ("caddy.reverse_proxy.lb_policy.fallback", "first"),
+        ],
+    )]);
+    no_problems_for(&t, "f");
+    let up = only_route(&t, "f").upstream().unwrap();
+    assert_eq!((up.lb, up.lb_fallback), (LbPolicy::Header, Some(LbPolicy::First)));
+
+    // Served with the nearest policy, and a problem says what differs.
+    let t = run(&[caddy_svc("w", Some("weighted_round_robin 5 1")), caddy_svc("k", Some("cookie lb s3cret"))]);
+    assert_eq!(lb_of(&t, "w").0, LbPolicy::RoundRobin);
+    assert_problem(&t, "w", "caddy.reverse_proxy.lb_policy", "weights are not supported");
+    assert_eq!(lb_of(&t, "k").0, LbPolicy::Cookie);
+    assert_problem(&t, "k", "caddy.reverse_proxy.lb_policy", "secret is not used");
+}
+
+#[test]
+fn lb_caddy_bad_values_are_problems_and_the_reverse_proxy_is_not_served() {
+    for (value, needle) in [
+        ("bogus", "not a policy"),
+        ("random_choose 1", "2 to 255"),
+        ("random_choose many", "2 to 255"),
+        ("header", "header field"),
+        ("header bad(name)", "not a header name"),
+        ("query", "query parameter"),
+        ("round_robin extra", "unexpected argument"),
+        ("cookie a b c", "unexpected argument"),
+        ("cookie a;Domain=x", "not a cookie name"),
+    ] {
+        let t = run(&[caddy_svc("bad", Some(value))]);
+        assert!(routes_of(&t, "bad").is_empty(), "{value}: {:#?}", t.routes);
+        assert_problem(&t, "bad", "caddy.reverse_proxy.lb_policy", needle);
+    }
+    let t = run(&[svc(
+        "bad",
+        &[
+            ("caddy", "bad.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ("caddy.reverse_proxy.lb_policy", "cookie"),
+            ("caddy.reverse_proxy.lb_policy.fallback", "header X"),
+        ],
+    )]);
+    assert!(routes_of(&t, "bad").is_empty());
+    assert_problem(&t, "bad", "caddy.reverse_proxy.lb_policy", "fallback");
+}
+
+#[test]
+fn lb_traefik_every_strategy_value() {
+    for (value, policy) in [
+        ("wrr", LbPolicy::RoundRobin),
+        ("WRR", LbPolicy::RoundRobin),
+        ("p2c", LbPolicy::P2c),
+        ("hrw", LbPolicy::IpHash),
+        ("leasttime", LbPolicy::LeastTime),
+    ] {
+        let t = run(&[traefik_svc("s", Some(value))]);
+        no_problems_for(&t, "s");
+        assert_eq!(
+            lb_of(&t, "s"),
+            (policy, LbSource::Label("traefik.http.services.s.loadbalancer.strategy".into())),
+            "{value}"
+        );
+    }
+    let t = run(&[traefik_svc("bad", Some("fastest"))]);
+    assert!(routes_of(&t, "bad").is_empty(), "{:#?}", t.routes);
+    assert_problem(&t, "bad", "traefik.http.services.bad.loadbalancer.strategy", "fastest");
+}
+
+#[test]
+fn lb_traefik_sticky_cookie_places_new_clients_by_the_strategy() {
+    let sticky = |name: &str, strategy: Option<&str>| {
+        let mut s = traefik_svc(name, strategy);
+        s.labels.insert(format!("traefik.http.services.{name}.loadbalancer.sticky.cookie"), "true".into());
+        s
+    };
+    let t = run(&[sticky("a", None), sticky("b", Some("p2c"))]);
+    let a = only_route(&t, "a").upstream().unwrap();
+    assert_eq!((a.lb, a.lb_fallback), (LbPolicy::Cookie, Some(LbPolicy::RoundRobin)));
+    let b = only_route(&t, "b").upstream().unwrap();
+    assert_eq!((b.lb, b.lb_fallback), (LbPolicy::Cookie, Some(LbPolicy::P2c)));
+}
+
+#[test]
+fn lb_native_every_value() {
+    for p in LbPolicy::NAMED.into_iter().filter(|p| !p.needs_key()) {
+        let t = run(&[native_svc("n", Some(&p.to_string()))]);
+        no_problems_for(&t, "n");
+        assert_eq!(lb_of(&t, "n"), (p, LbSource::Label("swarmgate.lb".into())));
+    }
+    for bad in ["header", "query", "wrr", "Random"] {
+        let t = run(&[native_svc("n", Some(bad))]);
+        assert!(routes_of(&t, "n").is_empty());
+        assert_problem(&t, "n", "swarmgate.lb", bad);
+    }
+}
+
+#[test]
+fn lb_check_shows_the_effective_policy_and_its_source() {
+    let t = run(&[caddy_svc("c", None), traefik_svc("t", Some("p2c"))]);
+    let out = swarmgate::check::render_table(&table(&t));
+    assert!(out.contains("lb=random (caddy default)"), "{out}");
+    assert!(out.contains("lb=p2c (label traefik.http.services.t.loadbalancer.strategy)"), "{out}");
 }

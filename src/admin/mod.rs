@@ -75,7 +75,9 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
                     })).collect(),
                     _ => Vec::new(),
                 };
-                serde_json::json!({ "id": &*r.id, "spec": r.spec.redacted(), "endpoints": endpoints })
+                // The effective balancing policy and where it came from (label, dialect default, config).
+                let lb = r.spec.upstream().map(|u| serde_json::json!({ "policy": u.lb.to_string(), "source": u.lb_source.to_string() }));
+                serde_json::json!({ "id": &*r.id, "spec": r.spec.redacted(), "lb": lb, "endpoints": endpoints })
             }).collect::<Vec<_>>(),
         })),
         "/api/problems" => json(&serde_json::json!({ "problems": table.problems })),

@@ -420,7 +420,8 @@ pub struct RouteConfig {
     pub strip_prefix: bool,
     pub upstreams: Vec<String>,
     pub scheme: UpstreamScheme,
-    pub lb: LbPolicy,
+    /// `None`: swarmgate's default (p2c).
+    pub lb: Option<LbPolicy>,
     pub sticky_cookie: Option<String>,
     pub pass_host: Option<bool>,
     pub redirect_https: Option<bool>,
@@ -436,6 +437,10 @@ pub struct RouteConfig {
     pub redirect: Option<RedirectConfig>,
     /// TLS toward `scheme = "https"` upstreams: `{ ca, server_name, insecure_skip_verify }`.
     pub upstream_tls: Option<UpstreamTls>,
+    /// Header (`lb = "header"`) or query parameter (`lb = "query"`) whose value is hashed.
+    pub lb_key: Option<String>,
+    /// How `cookie`, `header` and `query` place a request without a value (default p2c).
+    pub lb_fallback: Option<LbPolicy>,
 }
 
 impl Config {
@@ -584,8 +589,11 @@ impl Config {
                     errors.push(ConfigError::new(key("auth.basic"), "entries are user:bcrypt-hash"));
                 }
             }
-            if r.lb != LbPolicy::Cookie && r.sticky_cookie.is_some() {
+            if r.lb != Some(LbPolicy::Cookie) && r.sticky_cookie.is_some() {
                 errors.push(ConfigError::new(key("sticky_cookie"), "only used with lb = \"cookie\""));
+            }
+            for (k, e) in r.lb.unwrap_or_default().problems(r.lb_key.as_deref(), r.lb_fallback) {
+                errors.push(ConfigError::new(key(k), e));
             }
             if let Some(rl) = &r.rate_limit {
                 if rl.average == 0 {
@@ -597,6 +605,11 @@ impl Config {
         for (i, cidr) in self.forwarding.trusted_proxies.iter().enumerate() {
             if let Err(e) = crate::model::parse_cidr(cidr) {
                 errors.push(ConfigError::new(format!("forwarding.trusted_proxies[{i}]"), e));
+            }
+        }
+        if let Some(p) = self.labels.default_lb {
+            for (_, e) in p.problems(None, None) {
+                errors.push(ConfigError::new("labels.default_lb", e));
             }
         }
         for (name, tls) in &self.labels.traefik_servers_transports {
@@ -658,7 +671,12 @@ impl RouteConfig {
         };
         let mut up = UpstreamSpec::new(target);
         up.scheme = self.scheme;
-        up.lb = self.lb;
+        up.lb = self.lb.unwrap_or_default();
+        if self.lb.is_some() {
+            up.lb_source = crate::model::LbSource::Config(format!("routes[{index}].lb"));
+        }
+        up.lb_key = self.lb_key.clone();
+        up.lb_fallback = self.lb_fallback;
         up.sticky_cookie = self.sticky_cookie.clone();
         up.pass_host = self.pass_host.unwrap_or(true);
         up.health = self.health.path.as_ref().map(|p| HealthCheck {
@@ -874,5 +892,40 @@ mod tests {
                 .to_string();
             assert!(err.contains("idle_timeout"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn lb_settings_are_checked_and_name_their_key() {
+        let route =
+            |extra: &str| format!("[[routes]]\nhosts = [\"a.example.com\"]\nupstreams = [\"127.0.0.1:1\"]\n{extra}\n");
+        let ok = Config::parse(
+            &(route("lb = \"header\"\nlb_key = \"X-User\"\nlb_fallback = \"first\"")
+                + &route("lb = { random_choose = 3 }")
+                + "[labels]\ndefault_lb = \"round_robin\"\n"),
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let up = ok.routes[0].to_spec(0).upstream().cloned().unwrap();
+        assert_eq!(
+            (up.lb, up.lb_key.as_deref(), up.lb_fallback),
+            (LbPolicy::Header, Some("X-User"), Some(LbPolicy::First))
+        );
+        assert_eq!(up.lb_source, crate::model::LbSource::Config("routes[0].lb".into()));
+        assert_eq!(ok.routes[1].lb, Some(LbPolicy::RandomChoose(3)));
+        assert_eq!(ok.labels.default_lb, Some(LbPolicy::RoundRobin));
+        for (extra, key, needle) in [
+            ("lb = \"header\"", "routes[0].lb_key", "needs the name"),
+            ("lb = \"header\"\nlb_key = \"bad name\"", "routes[0].lb_key", "not a header name"),
+            ("lb = \"round_robin\"\nlb_key = \"x\"", "routes[0].lb_key", "only used with"),
+            ("lb = \"random\"\nlb_fallback = \"first\"", "routes[0].lb_fallback", "only used with"),
+            ("lb = \"cookie\"\nlb_fallback = \"header\"", "routes[0].lb_fallback", "cannot be a fallback"),
+            ("lb = { random_choose = 1 }", "routes[0].lb", "at least 2"),
+            ("lb = \"fastest\"", "lb = \"fastest\"", "unknown variant"),
+        ] {
+            let err = Config::parse(&route(extra), Path::new("t.toml")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(needle), "{extra}: {err}");
+        }
+        let err = Config::parse("[labels]\ndefault_lb = \"query\"\n", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("labels.default_lb"), "{err}");
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Problem, RouteSpec};
+use crate::model::{LbPolicy, LbSource, Problem, RouteSpec};
 
 pub mod caddy;
 mod common;
@@ -60,6 +60,9 @@ pub struct LabelsConfig {
     /// entry `default` stands for Traefik's default transport (`--serverstransport.*`) and
     /// applies to `https` services that name none.
     pub traefik_servers_transports: BTreeMap<String, crate::model::UpstreamTls>,
+    /// One balancing policy for every label route that names none, replacing each dialect's
+    /// own default (Caddy `random`, Traefik round robin, native p2c). Labels still win.
+    pub default_lb: Option<LbPolicy>,
 }
 
 impl Default for LabelsConfig {
@@ -75,6 +78,7 @@ impl Default for LabelsConfig {
             entrypoint_http: "web".into(),
             entrypoint_https: "websecure".into(),
             traefik_servers_transports: BTreeMap::new(),
+            default_lb: None,
         }
     }
 }
@@ -106,22 +110,46 @@ pub fn translate(services: &[ServiceInput], cfg: &LabelsConfig) -> Translation {
     ordered.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     let mut out = Translation::default();
     if cfg.native {
+        let start = out.routes.len();
         guarded("native", &cfg.native_prefix, &ordered, &mut out, |svcs, out| {
             for svc in svcs {
                 native::translate(svc, &cfg.native_prefix, out);
             }
         });
+        apply_lb_default(&mut out.routes[start..], "native", LbPolicy::P2c, cfg.default_lb);
     }
     if cfg.caddy {
+        let start = out.routes.len();
         guarded("caddy", &cfg.caddy_prefix, &ordered, &mut out, |svcs, out| caddy::translate(svcs, cfg, out));
+        apply_lb_default(&mut out.routes[start..], "caddy", LbPolicy::Random, cfg.default_lb);
     }
     if cfg.traefik {
+        let start = out.routes.len();
         guarded("traefik", "traefik", &ordered, &mut out, |svcs, out| traefik::translate(svcs, cfg, out));
+        apply_lb_default(&mut out.routes[start..], "traefik", LbPolicy::RoundRobin, cfg.default_lb);
     }
     // One problem per (service, key, message): the same label can be met on several paths.
     let mut seen = BTreeSet::new();
     out.problems.retain(|p| seen.insert(p.clone()));
     out
+}
+
+/// Gives the routes of one dialect whose labels name no policy that dialect's default, or the
+/// operator's `[labels] default_lb` instead, so a stack moved from Caddy or Traefik balances as
+/// it did there. A sticky policy without an explicit fallback places new clients the same way
+/// (Caddy's fallback is `random`; Traefik's sticky cookie sits on top of the strategy).
+fn apply_lb_default(routes: &mut [RouteSpec], dialect: &str, own: LbPolicy, operator: Option<LbPolicy>) {
+    for up in routes.iter_mut().filter_map(RouteSpec::upstream_mut) {
+        if up.lb_source == LbSource::Builtin {
+            (up.lb, up.lb_source) = match operator {
+                Some(p) => (p, LbSource::LabelsDefault),
+                None => (own, LbSource::Dialect(dialect.to_owned())),
+            };
+        }
+        if up.lb_fallback.is_none() && up.lb.uses_fallback() {
+            up.lb_fallback = Some(operator.filter(|p| p.can_fall_back_to()).unwrap_or(own));
+        }
+    }
 }
 
 /// Runs one dialect's translator so that a bug in it (a panic on some label nobody foresaw)

@@ -14,7 +14,7 @@
 //! | `scheme` | upstream scheme: `http`, `https`, `h2c` | http |
 //! | `tls` | `auto` (ACME), `off` (plain HTTP only), `internal` (self-signed), or a static certificate name | auto |
 //! | `redirect_https` | plain-HTTP requests get 308 to https | true once a certificate exists |
-//! | `lb` | `round_robin`, `least_conn`, `p2c`, `ip_hash`, `cookie` | p2c |
+//! | `lb` | `p2c`, `round_robin`, `random`, `least_conn`, `least_time`, `first`, `ip_hash`, `client_ip_hash`, `uri_hash`, `cookie` | p2c (or `[labels] default_lb`) |
 //! | `sticky_cookie` | cookie name for `lb=cookie` | `swarmgate_sticky` |
 //! | `pass_host` | forward the client's Host header | true |
 //! | `health.path`, `health.interval` | active health check | off; 10s |
@@ -40,6 +40,10 @@ use crate::model::{
 };
 
 /// Keys a route understands (besides the `headers.request.` / `headers.response.` families).
+/// The values `lb` takes (policies that need no key).
+const NATIVE_LB: &str =
+    "p2c, round_robin, random, least_conn, least_time, first, ip_hash, client_ip_hash, uri_hash, cookie";
+
 const KEYS: &[&str] = &[
     "host",
     "port",
@@ -157,7 +161,7 @@ fn build(
     let mut scheme = UpstreamScheme::Http;
     let mut tls = TlsPolicy::Auto;
     let mut redirect_https = None;
-    let mut lb = LbPolicy::default();
+    let mut lb: Option<(Label<'_>, LbPolicy)> = None;
     let mut sticky_cookie = None;
     let mut pass_host = true;
     let mut health_path: Option<String> = None;
@@ -223,13 +227,9 @@ fn build(
                 Ok(b) => redirect_https = Some(b),
                 Err(e) => bad(l, e),
             },
-            "lb" => match v {
-                "round_robin" => lb = LbPolicy::RoundRobin,
-                "least_conn" => lb = LbPolicy::LeastConn,
-                "p2c" => lb = LbPolicy::P2c,
-                "ip_hash" => lb = LbPolicy::IpHash,
-                "cookie" => lb = LbPolicy::Cookie,
-                _ => bad(l, format!("{v:?} is not round_robin, least_conn, p2c, ip_hash or cookie")),
+            "lb" => match LbPolicy::from_name(v).filter(|p| !p.needs_key()) {
+                Some(p) => lb = Some((*l, p)),
+                None => bad(l, format!("{v:?} is not one of {NATIVE_LB}")),
             },
             "sticky_cookie" => {
                 if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
@@ -327,7 +327,7 @@ fn build(
         };
         problems.push(Problem::new(&svc.name, key, "host is required (comma-separated host names)"));
     }
-    if let (Some((l, _)), true) = (&sticky_cookie, lb != LbPolicy::Cookie) {
+    if let (Some((l, _)), true) = (&sticky_cookie, lb.as_ref().map(|x| x.1) != Some(LbPolicy::Cookie)) {
         problems.push(Problem::new(&svc.name, l.key, "only used with lb = cookie"));
     }
     if let (Some((l, _)), None) = (&health_interval, &health_path) {
@@ -352,7 +352,11 @@ fn build(
         UpstreamSpec::new(UpstreamTarget::Tasks(vec![TaskTarget { service: svc.name.clone(), network, port }]));
     up.scheme = scheme;
     up.tls = upstream_tls;
-    up.lb = lb;
+    // Without the label the source stays `Builtin`: `labels::translate` fills in the default.
+    if let Some((l, p)) = lb {
+        up.lb = p;
+        up.lb_source = crate::model::LbSource::Label(l.key.to_owned());
+    }
     up.sticky_cookie = sticky_cookie.map(|(_, n)| n);
     up.pass_host = pass_host;
     up.health = health_path

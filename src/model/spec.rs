@@ -155,18 +155,165 @@ pub enum UpstreamScheme {
     H2c,
 }
 
-/// Balancing policy across a route's endpoints.
+/// Balancing policy across a route's endpoints. The file key `lb` and `[labels] default_lb`
+/// take these names (`"round_robin"`, …; `{ random_choose = 3 }`); each label dialect maps its
+/// own spelling onto them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LbPolicy {
     RoundRobin,
+    /// Fewest requests in flight (ties rotate).
     LeastConn,
-    /// Power of two choices over peak-EWMA latency × in-flight.
+    /// Power of two choices over peak-EWMA latency × in-flight; random between the two when
+    /// their costs are close, so light traffic still reaches every endpoint.
     #[default]
     P2c,
+    /// Rendezvous hash of the connecting peer's IP.
     IpHash,
-    /// Sticky by cookie; falls back to p2c for a new client.
+    /// Sticky by cookie; a client without one is placed by [`UpstreamSpec::lb_fallback`].
     Cookie,
+    /// Uniformly random (Caddy's default).
+    Random,
+    /// The first available endpoint in address order (primary/secondary failover).
+    First,
+    /// Rendezvous hash of the client IP: the leftmost `X-Forwarded-For` address when the peer
+    /// is a trusted proxy, else the peer (Caddy `client_ip_hash`).
+    ClientIpHash,
+    /// Rendezvous hash of the request's path and query.
+    UriHash,
+    /// Rendezvous hash of the request header named by [`UpstreamSpec::lb_key`]; without the
+    /// header, the fallback decides.
+    Header,
+    /// Rendezvous hash of the query parameter named by [`UpstreamSpec::lb_key`].
+    Query,
+    /// `n` endpoints at random, the one with fewest requests in flight (Caddy `random_choose`).
+    RandomChoose(u8),
+    /// Lowest latency × in-flight over all endpoints (Traefik `leasttime`).
+    LeastTime,
+}
+
+impl LbPolicy {
+    /// Policies that need [`UpstreamSpec::lb_key`] (a header or parameter name).
+    pub fn needs_key(self) -> bool {
+        matches!(self, LbPolicy::Header | LbPolicy::Query)
+    }
+
+    /// Policies that place a request without their value (no cookie, no header) by a fallback.
+    pub fn uses_fallback(self) -> bool {
+        matches!(self, LbPolicy::Cookie | LbPolicy::Header | LbPolicy::Query)
+    }
+
+    /// Policies that may place a request whose sticky value is missing: those that need nothing
+    /// from the request but its peer address.
+    pub fn can_fall_back_to(self) -> bool {
+        !matches!(self, LbPolicy::Cookie | LbPolicy::Header | LbPolicy::Query | LbPolicy::UriHash)
+    }
+}
+
+impl LbPolicy {
+    /// Every policy that takes no argument, by its name (what `Display` writes).
+    pub const NAMED: [LbPolicy; 12] = [
+        LbPolicy::P2c,
+        LbPolicy::RoundRobin,
+        LbPolicy::Random,
+        LbPolicy::LeastConn,
+        LbPolicy::LeastTime,
+        LbPolicy::First,
+        LbPolicy::IpHash,
+        LbPolicy::ClientIpHash,
+        LbPolicy::UriHash,
+        LbPolicy::Header,
+        LbPolicy::Query,
+        LbPolicy::Cookie,
+    ];
+
+    /// The policy called `name` (exact, lower case), for labels that spell policies as
+    /// swarmgate does.
+    pub fn from_name(name: &str) -> Option<LbPolicy> {
+        Self::NAMED.into_iter().find(|p| p.to_string() == name)
+    }
+
+    /// What is wrong with this policy given its key and fallback, as (`lb`, `lb_key` or
+    /// `lb_fallback`; message). Shared by the file config and the labels, so both refuse alike.
+    pub fn problems(self, key: Option<&str>, fallback: Option<LbPolicy>) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        match (self.needs_key(), key) {
+            (true, None) => {
+                out.push(("lb_key", format!("lb {self} needs the name of the header or parameter to hash")))
+            }
+            (true, Some(k)) if self == LbPolicy::Header && http::HeaderName::try_from(k).is_err() => {
+                out.push(("lb_key", format!("{k:?} is not a header name")))
+            }
+            (true, Some("")) => out.push(("lb_key", "is empty".to_owned())),
+            (false, Some(_)) => out.push(("lb_key", format!("only used with lb header or query, not {self}"))),
+            _ => {}
+        }
+        if let LbPolicy::RandomChoose(n) = self {
+            if n < 2 {
+                out.push(("lb", "random_choose needs at least 2 choices".to_owned()));
+            }
+        }
+        match fallback {
+            Some(f) if !self.uses_fallback() => out
+                .push(("lb_fallback", format!("only used with lb cookie, header or query, not {self} (fallback {f})"))),
+            Some(f) if !f.can_fall_back_to() => {
+                out.push(("lb_fallback", format!("{f} cannot be a fallback: it needs a value the request may lack")))
+            }
+            Some(f) => out.extend(f.problems(None, None)),
+            None => {}
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for LbPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LbPolicy::RoundRobin => "round_robin",
+            LbPolicy::LeastConn => "least_conn",
+            LbPolicy::P2c => "p2c",
+            LbPolicy::IpHash => "ip_hash",
+            LbPolicy::Cookie => "cookie",
+            LbPolicy::Random => "random",
+            LbPolicy::First => "first",
+            LbPolicy::ClientIpHash => "client_ip_hash",
+            LbPolicy::UriHash => "uri_hash",
+            LbPolicy::Header => "header",
+            LbPolicy::Query => "query",
+            LbPolicy::RandomChoose(n) => return write!(f, "random_choose {n}"),
+            LbPolicy::LeastTime => "least_time",
+        })
+    }
+}
+
+/// Where a route's balancing policy came from, shown by `swarmgate check` and `/api/routes` so
+/// an operator can tell a policy somebody asked for from one nobody chose.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbSource {
+    /// swarmgate's own default (p2c): a file route without `lb`.
+    #[default]
+    Builtin,
+    /// The label dialect's default (`caddy`: random, `traefik`: round robin, `native`: p2c).
+    Dialect(String),
+    /// `[labels] default_lb`, which replaces every dialect's default.
+    LabelsDefault,
+    /// Set by this label.
+    Label(String),
+    /// Set by this config key (`routes[0].lb`).
+    Config(String),
+}
+
+impl std::fmt::Display for LbSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LbSource::Builtin => f.write_str("default"),
+            LbSource::Dialect(d) => write!(f, "{d} default"),
+            LbSource::LabelsDefault => f.write_str("config labels.default_lb"),
+            LbSource::Label(k) => write!(f, "label {k}"),
+            LbSource::Config(k) => write!(f, "config {k}"),
+        }
+    }
 }
 
 /// Active health check settings.
@@ -221,6 +368,15 @@ pub struct UpstreamSpec {
     pub pass_host: bool,
     /// How to talk TLS to the endpoints; read only when `scheme` is `Https`.
     pub tls: UpstreamTls,
+    /// Header or query parameter hashed by `LbPolicy::Header` / `LbPolicy::Query`.
+    #[serde(default)]
+    pub lb_key: Option<String>,
+    /// How `Cookie`, `Header` and `Query` place a request that carries no value; `None` = p2c.
+    #[serde(default)]
+    pub lb_fallback: Option<LbPolicy>,
+    /// Where `lb` came from.
+    #[serde(default)]
+    pub lb_source: LbSource,
 }
 
 /// TLS toward an `https` upstream. The file key `upstream_tls = { ca, server_name,
@@ -256,6 +412,9 @@ impl UpstreamSpec {
             health: None,
             pass_host: true,
             tls: UpstreamTls::default(),
+            lb_key: None,
+            lb_fallback: None,
+            lb_source: LbSource::Builtin,
         }
     }
 }

@@ -598,7 +598,8 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                 up.sticky_cookie.clone(),
                 up.health.clone(),
             )
-            .with_rr_cursor(opts.states.rr_cursor(&spec.id));
+            .with_rr_cursor(opts.states.rr_cursor(&spec.id))
+            .with_lb_options(up.lb_key.as_deref(), up.lb_fallback);
             if up.scheme == UpstreamScheme::Https {
                 let addrs: Vec<_> = group.endpoints.iter().map(|e| e.addr).collect();
                 match opts.registry.tls.get(&up.tls, &addrs) {

@@ -301,7 +301,11 @@ async fn route_request(
     let client_upgrade = if upgrade { req.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
     let sticky_cookie_value =
         group.sticky_cookie.as_deref().and_then(|name| cookie_value(&req.headers, name)).map(str::to_owned);
-    let ctx = PickContext { client_ip: Some(conn.peer.ip()), sticky: sticky_cookie_value.as_deref() };
+    let ctx = PickContext {
+        client_ip: Some(conn.peer.ip()),
+        sticky: sticky_cookie_value.as_deref(),
+        hash: group.request_hash(&req.uri, &req.headers, conn.peer.ip(), conn.trusted),
+    };
 
     let method = req.method.clone();
     let mut headers = std::mem::take(&mut req.headers);

@@ -1,6 +1,7 @@
 //! A test origin on 127.0.0.1:0 speaking HTTP/1.1 and h2c. It records what it received and
 //! answers by path:
 //! - `/delay/<ms>`: waits, then 200
+//! - `/slow-on/<name>/<ms>`: the origin called `<name>` waits, the others answer at once
 //! - `/status/<code>`: that status
 //! - `/stream/<chunks>`: `chunks` chunks of 1 KiB, 50 ms apart
 //! - `/big/<MiB>`: that many MiB as fast as the client takes them; counts bytes handed to hyper
@@ -215,7 +216,11 @@ async fn answer(
         version,
         authority,
     });
-    let mut resp = if let Some(ms) = path.strip_prefix("/delay/") {
+    let slow_here = path.strip_prefix("/slow-on/").and_then(|r| r.split_once('/')).filter(|(n, _)| *n == name);
+    let mut resp = if let Some((_, ms)) = slow_here {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+        Response::new(full(format!("{name} slow")))
+    } else if let Some(ms) = path.strip_prefix("/delay/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
         Response::new(full(format!("{name} delayed")))
     } else if let Some(code) = path.strip_prefix("/status/") {

@@ -868,22 +868,22 @@ impl Interp<'_> {
             let arg1 = c.args.first().map(String::as_str);
             match c.name.as_str() {
                 "to" => {}
-                "lb_policy" => {
-                    up.lb = match arg1 {
-                        Some("round_robin") => LbPolicy::RoundRobin,
-                        Some("least_conn") => LbPolicy::LeastConn,
-                        Some("ip_hash") | Some("client_ip_hash") => LbPolicy::IpHash,
-                        Some("random") | Some("random_choose") => LbPolicy::P2c,
-                        Some("cookie") => {
-                            up.sticky_cookie = c.args.get(1).cloned();
-                            LbPolicy::Cookie
+                "lb_policy" => match caddy_lb_policy(c) {
+                    Ok(lb) => {
+                        for n in &lb.notes {
+                            self.problem(&c.origin, format!("lb_policy {}: {n}", c.args.join(" ")));
                         }
-                        other => {
-                            bad(self, format!("{other:?} is not supported (round_robin, least_conn, ip_hash, random, cookie)"));
-                            return None;
+                        (up.lb, up.lb_key, up.lb_fallback) = (lb.policy, lb.key, lb.fallback);
+                        up.lb_source = crate::model::LbSource::Label(c.origin.key.clone());
+                        if lb.policy == LbPolicy::Cookie {
+                            up.sticky_cookie = lb.cookie;
                         }
                     }
-                }
+                    Err(e) => {
+                        bad(self, e);
+                        return None;
+                    }
+                },
                 "health_uri" | "health_path" => match arg1 {
                     Some(p) if p.starts_with('/') => health_uri = Some(p.to_owned()),
                     _ => {
@@ -1132,4 +1132,110 @@ fn transport_tls(tls: &mut UpstreamTls, name: &str, args: &[String]) -> Result<(
         return Err("tls_insecure_skip_verify contradicts the trusted CA; give one".into());
     }
     Ok(())
+}
+
+/// A Caddy `lb_policy` as swarmgate runs it.
+#[derive(Debug, PartialEq)]
+struct CaddyLb {
+    policy: LbPolicy,
+    key: Option<String>,
+    fallback: Option<LbPolicy>,
+    cookie: Option<String>,
+    /// Where swarmgate differs from Caddy (reported, the route is served).
+    notes: Vec<String>,
+}
+
+/// The `lb_policy` values Caddy documents.
+const CADDY_LB: &str = "random, random_choose N, round_robin, weighted_round_robin, least_conn, first, ip_hash, \
+     client_ip_hash, uri_hash, header FIELD, query KEY, cookie [NAME [SECRET]]";
+
+/// Reads `lb_policy NAME [ARGS] [{ fallback POLICY }]`. Unknown names and missing arguments are
+/// errors (the caller does not serve the reverse_proxy: a mistyped `cookie` must not quietly
+/// lose stickiness); what swarmgate does differently from Caddy is a note.
+fn caddy_lb_policy(c: &Block) -> Result<CaddyLb, String> {
+    let args: Vec<&str> = c.args.iter().map(String::as_str).collect();
+    let mut lb = CaddyLb { policy: LbPolicy::Random, key: None, fallback: None, cookie: None, notes: Vec::new() };
+    let extra = |want: usize| match args.get(want..) {
+        Some(rest) if !rest.is_empty() => Err(format!("{}: unexpected argument {:?}", args[0], rest[0])),
+        _ => Ok(()),
+    };
+    lb.policy = match args.first().copied() {
+        Some("random") => LbPolicy::Random,
+        Some("random_choose") => {
+            extra(2)?;
+            let n = match args.get(1) {
+                None => 2,
+                Some(a) => a
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|n| *n >= 2)
+                    .ok_or_else(|| format!("random_choose {a:?}: needs a number from 2 to 255"))?,
+            };
+            LbPolicy::RandomChoose(n)
+        }
+        Some("weighted_round_robin") => {
+            lb.notes.push("weights are not supported (the tasks of {{upstreams}} have no fixed order to weigh); plain round_robin is used".into());
+            LbPolicy::RoundRobin
+        }
+        Some(name @ ("header" | "query")) => {
+            extra(2)?;
+            let key = args.get(1).ok_or_else(|| {
+                format!(
+                    "{name} needs the name of the {} to hash",
+                    if name == "header" { "header field" } else { "query parameter" }
+                )
+            })?;
+            lb.key = Some((*key).to_owned());
+            if name == "header" {
+                LbPolicy::Header
+            } else {
+                LbPolicy::Query
+            }
+        }
+        Some("cookie") => {
+            extra(3)?;
+            // Caddy's default cookie name. The name goes into `Set-Cookie` as is.
+            let name = args.get(1).map_or("lb", |n| n);
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(format!("cookie {name:?}: not a cookie name (letters, digits, _ and -)"));
+            }
+            lb.cookie = Some(name.to_owned());
+            if args.len() == 3 {
+                lb.notes.push(
+                    "the secret is not used: the cookie holds swarmgate's own token for the endpoint, not Caddy's HMAC"
+                        .into(),
+                );
+            }
+            LbPolicy::Cookie
+        }
+        Some(name) => {
+            extra(1)?;
+            match name {
+                "round_robin" => LbPolicy::RoundRobin,
+                "least_conn" => LbPolicy::LeastConn,
+                "first" => LbPolicy::First,
+                "ip_hash" => LbPolicy::IpHash,
+                "client_ip_hash" => LbPolicy::ClientIpHash,
+                "uri_hash" => LbPolicy::UriHash,
+                other => return Err(format!("{other:?} is not a policy swarmgate knows ({CADDY_LB})")),
+            }
+        }
+        None => return Err(format!("needs a policy ({CADDY_LB})")),
+    };
+    for f in &c.children {
+        if f.name != "fallback" || !lb.policy.uses_fallback() {
+            return Err(format!("{}: only cookie, header and query take a block, with `fallback POLICY`", f.name));
+        }
+        let inner = caddy_lb_policy(f)?;
+        if !inner.policy.can_fall_back_to() {
+            return Err(format!("fallback {}: a fallback must not need a value the request may lack", inner.policy));
+        }
+        lb.notes.extend(inner.notes);
+        lb.fallback = Some(inner.policy);
+    }
+    // The checks the file config makes too (a header field that is not a header name, …).
+    match lb.policy.problems(lb.key.as_deref(), lb.fallback).into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(lb),
+    }
 }

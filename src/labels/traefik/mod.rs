@@ -448,11 +448,16 @@ fn routes_for(
         }
         up.scheme = def.scheme;
         up.pass_host = def.pass_host;
+        // Without a strategy the source stays `Builtin`: `labels::translate` fills in the
+        // default (wrr). A sticky cookie sits on top of the strategy, which places new clients.
         if let Some(s) = def.strategy {
             up.lb = s;
+            up.lb_source = crate::model::LbSource::Label(format!("{}.loadbalancer.strategy", def.key));
         }
         if def.sticky {
+            up.lb_fallback = def.strategy;
             up.lb = LbPolicy::Cookie;
+            up.lb_source = crate::model::LbSource::Label(format!("{}.loadbalancer.sticky.cookie", def.key));
             up.sticky_cookie = def.cookie.clone();
         }
         up.health = def

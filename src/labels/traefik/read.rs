@@ -388,16 +388,20 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             Err(e) => bad(e),
         },
         ["loadbalancer", "healthcheck", ..] => ignored(p, &format!("healthcheck.{}", field[2..].join("."))),
-        ["loadbalancer", "strategy"] => match v.to_ascii_lowercase().as_str() {
-            "wrr" => {
-                d.strategy = Some(LbPolicy::RoundRobin);
+        // Traefik v3's strategies. `p2c` there compares in-flight requests only; swarmgate's
+        // also weighs latency (README). `hrw` is rendezvous hashing of the client IP, as
+        // swarmgate's ip_hash; `leasttime` is lowest response time × in-flight.
+        ["loadbalancer", "strategy"] => match v.trim().to_ascii_lowercase().as_str() {
+            s @ ("wrr" | "p2c" | "hrw" | "leasttime") => {
+                d.strategy = Some(match s {
+                    "wrr" => LbPolicy::RoundRobin,
+                    "p2c" => LbPolicy::P2c,
+                    "hrw" => LbPolicy::IpHash,
+                    _ => LbPolicy::LeastTime,
+                });
                 false
             }
-            "p2c" => {
-                d.strategy = Some(LbPolicy::P2c);
-                false
-            }
-            other => ignored(p, &format!("strategy {other}")),
+            other => bad(format!("strategy {other:?} is not one of wrr, p2c, hrw, leasttime")),
         },
         ["loadbalancer", "serverstransport"] if !v.trim().is_empty() => {
             d.servers_transport = Some(v.trim().to_owned());
