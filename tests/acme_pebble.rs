@@ -27,7 +27,7 @@ const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
 fn proxy_config(hosts: &[&str], upstream: SocketAddr) -> Config {
     let hosts = hosts.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", ");
     let text = format!(
-        "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n\n[[routes]]\nhosts = [{hosts}]\nupstreams = [\"{upstream}\"]\npass_host = true\ntls = \"auto\"\n"
+        "[listen]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n\n[docker]\nenabled = false\n\n[[routes]]\nhosts = [{hosts}]\nupstreams = [\"{upstream}\"]\npass_host = true\ntls = \"auto\"\n"
     );
     Config::parse(&text, Path::new("test.toml")).unwrap()
 }
@@ -395,6 +395,9 @@ ca_root = {ca_root:?}
 challenges = ["tls-alpn-01", "http-01"]
 backoff_min = "1s"
 backoff_max = "3s"
+
+[docker]
+enabled = false
 
 [[routes]]
 hosts = ["{name}"]

@@ -27,6 +27,9 @@ impl Gateway {
         } else {
             format!("[listen]\nhttp = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{toml}")
         };
+        // Never the machine's own engine unless the test asks for Docker: a real Swarm (or the
+        // services another suite left behind) must not leak routes into this one.
+        let text = if text.contains("[docker]") { text } else { format!("{text}\n[docker]\nenabled = false\n") };
         let mut cfg = match &path {
             Some(p) => {
                 std::fs::write(p, &text).unwrap();
