@@ -1717,7 +1717,8 @@ fn lb_labels_default_replaces_every_dialect_default_and_labels_still_win() {
 fn lb_caddy_every_lb_policy_value() {
     use LbPolicy::*;
     // (value, policy, lb_key, fallback, sticky cookie name)
-    let cases: &[(&str, LbPolicy, Option<&str>, Option<LbPolicy>, Option<&str>)] = &[
+    type Case<'a> = (&'a str, LbPolicy, Option<&'a str>, Option<LbPolicy>, Option<&'a str>);
+    let cases: &[Case] = &[
         ("random", Random, None, None, None),
         ("round_robin", RoundRobin, None, None, None),
         ("least_conn", LeastConn, None, None, None),
