@@ -564,9 +564,10 @@ impl UpstreamGroup {
         }
     }
 
-    /// The p2c decision between two live endpoints: an idle one is probed; otherwise the
-    /// cheaper, unless the costs are within [`P2C_TOLERANCE`] (then either, at random). An
-    /// endpoint without a sample is taken to be as fast as the other candidate.
+    /// The p2c decision between two live endpoints: one unused for a while is probed;
+    /// otherwise the cheaper, unless both are idle and their estimates are within
+    /// [`P2C_TOLERANCE`] (then either, at random). An endpoint without a sample is taken to be
+    /// as fast as the other candidate.
     fn choose_of_two(&self, a: usize, b: usize) -> usize {
         let (ea, eb) = (&self.endpoints[a], &self.endpoints[b]);
         let now = now_ns();
@@ -579,7 +580,10 @@ impl UpstreamGroup {
         let (la, lb) = (ea.estimate_ns(now), eb.estimate_ns(now));
         let (ca, cb) = (ea.cost(now, lb.unwrap_or(1)), eb.cost(now, la.unwrap_or(1)));
         let (lo, hi) = (ca.min(cb), ca.max(cb));
-        if hi <= lo.saturating_mul(P2C_TOLERANCE) {
+        // Only between two idle endpoints: with requests in flight the cost already differs by
+        // load, and a coin toss there would give a 2x slower replica half the traffic.
+        let idle = ea.in_flight() == 0 && eb.in_flight() == 0;
+        if idle && hi <= lo.saturating_mul(P2C_TOLERANCE) {
             if fastrand::bool() {
                 a
             } else {
@@ -876,6 +880,19 @@ mod tests {
         assert!((50..=150).contains(&first), "1 ms vs 1.5 ms are treated alike: {first}/200");
         serve(&g, 1, 10_000_000);
         assert!((0..200).all(|_| g.pick(&PickContext::default(), 0) == Some(0)), "10× slower is avoided");
+    }
+
+    /// Under load the coin toss is off: with requests in flight on both, a 1.5× slower
+    /// replica gets nothing p2c can avoid giving it (the toss would give it half).
+    #[test]
+    fn p2c_under_load_picks_the_cheaper_of_two_close_endpoints() {
+        fastrand::seed(11);
+        let (_r, g) = group(LbPolicy::P2c, 2);
+        serve(&g, 0, 1_000_000);
+        serve(&g, 1, 1_500_000);
+        let _busy = (g.endpoints[0].start(), g.endpoints[1].start());
+        let to_fast = (0..200).filter(|_| g.pick(&PickContext::default(), 0) == Some(0)).count();
+        assert_eq!(to_fast, 200, "both busy, 2 ms vs 3 ms of cost: the cheaper one every time");
     }
 
     #[test]
