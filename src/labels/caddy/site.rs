@@ -3,7 +3,6 @@
 //! directive order, each becoming a route. Problems name the label of the directive.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
 use std::time::Duration;
 
 use super::tree::{self, Block, Origin, UpstreamRef};
@@ -116,14 +115,7 @@ fn header_pattern(v: &str) -> ValueMatch {
 }
 
 fn parse_cidr(s: &str) -> Result<Predicate, String> {
-    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let net: IpAddr = ip.parse().map_err(|_| format!("{s:?} is not an IP address or CIDR"))?;
-    let max = if net.is_ipv4() { 32 } else { 128 };
-    let prefix_len = if len.is_empty() {
-        max
-    } else {
-        len.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?
-    };
+    let (net, prefix_len) = crate::model::parse_cidr(s)?;
     Ok(Predicate::ClientIp { net, prefix_len })
 }
 

@@ -7,8 +7,6 @@
 //! has explicit host names for the host index. A part without a `Host` is refused: labels may
 //! not create catch-all routes.
 
-use std::net::IpAddr;
-
 use crate::labels::common::label_host;
 use crate::model::{PathMatch, Predicate, ValueMatch};
 
@@ -274,14 +272,7 @@ fn path_arg(p: &str) -> Result<&str, String> {
 }
 
 fn client_ip(s: &str) -> Result<Predicate, String> {
-    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
-    let net: IpAddr = ip.trim().parse().map_err(|_| format!("ClientIP {s:?} is not an IP address or CIDR"))?;
-    let max = if net.is_ipv4() { 32 } else { 128 };
-    let prefix_len = if len.is_empty() {
-        max
-    } else {
-        len.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(|| format!("ClientIP {s:?}: bad prefix length"))?
-    };
+    let (net, prefix_len) = crate::model::parse_cidr(s).map_err(|e| format!("ClientIP {e}"))?;
     Ok(Predicate::ClientIp { net, prefix_len })
 }
 
