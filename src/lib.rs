@@ -13,5 +13,6 @@ pub mod discovery;
 pub mod duration;
 pub mod labels;
 pub mod model;
+pub mod password;
 pub mod proxy;
 pub mod tls;

@@ -57,3 +57,36 @@ async fn wrong_passwords_do_not_stall_other_requests() {
     assert!(waited < one_check, "an open request waited {waited:?} behind bcrypt checks of {one_check:?} each");
     assert_eq!(get_auth(addr, "locked.example.com", &basic("alice:right")).await, StatusCode::OK);
 }
+
+/// Hashes as `htpasswd -m` / `openssl passwd -apr1` and `htpasswd -s` make them verify through
+/// the proxy (the file config takes the same forms as Traefik's `basicauth.users`).
+#[tokio::test]
+async fn apache_md5_and_sha_hashes_let_the_right_password_in() {
+    let apr1 = "$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/"; // "test"
+    let sha = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g="; // "password"
+    let gw = Gateway::start(&format!(
+        "[listen]\nhttp = \"127.0.0.1:0\"\n\
+         [[routes]]\nhosts = [\"locked.example.com\"]\nrespond = {{ body = \"in\" }}\n\
+         auth.basic = [\"alice:{apr1}\", \"bob:{sha}\"]\n"
+    ))
+    .await;
+    let host = "locked.example.com";
+    assert_eq!(get_auth(gw.http, host, &basic("alice:test")).await, StatusCode::OK);
+    assert_eq!(get_auth(gw.http, host, &basic("alice:test")).await, StatusCode::OK, "cached");
+    assert_eq!(get_auth(gw.http, host, &basic("bob:password")).await, StatusCode::OK);
+    for wrong in ["alice:Test", "alice:password", "bob:test", "carol:test"] {
+        assert_eq!(get_auth(gw.http, host, &basic(wrong)).await, StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+}
+
+#[test]
+fn a_plain_text_password_in_the_config_is_an_error_naming_the_key() {
+    let err = swarmgate::config::Config::parse(
+        "[[routes]]\nhosts = [\"a.example.com\"]\nrespond = { body = \"x\" }\nauth.basic = [\"alice:hunter2\"]\n",
+        std::path::Path::new("t.toml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("routes[0].auth.basic") && err.contains("not a supported hash"), "{err}");
+    assert!(!err.contains("hunter2"), "the error must not echo the password: {err}");
+}

@@ -262,20 +262,53 @@ fn native_bad_named_route_leaves_default_and_other_routes() {
 }
 
 #[test]
-fn native_refuses_catch_all_host_and_non_bcrypt_auth() {
+fn native_refuses_catch_all_host_and_plain_text_passwords() {
     let t = run(&[
         svc("open", &[("swarmgate.host", "*")]),
-        svc(
-            "md5",
-            &[
-                ("swarmgate.host", "md5.example.com"),
-                ("swarmgate.auth.basic", "bob:$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/"),
-            ],
-        ),
+        svc("plain", &[("swarmgate.host", "plain.example.com"), ("swarmgate.auth.basic", "bob:hunter2")]),
     ]);
     assert!(t.routes.is_empty(), "{:#?}", t.routes);
     assert_problem(&t, "open", "swarmgate.host", "catch-all");
-    assert_problem(&t, "md5", "swarmgate.auth.basic", "bcrypt");
+    assert_problem(&t, "plain", "swarmgate.auth.basic", "not a supported hash");
+}
+
+/// `htpasswd -m`/`-s` hashes (Traefik's own documentation uses `$apr1$`) are taken by the
+/// native and Traefik dialects; Caddy verifies bcrypt only, so its labels still refuse them.
+#[test]
+fn apache_md5_and_sha_hashes_are_taken_by_native_and_traefik_refused_by_caddy() {
+    const DOCS: &str = "$apr1$H6uskkkW$IgXLP6ewTrSuBkTrqE8wj/"; // "test", from Traefik's docs
+    const SHA: &str = "{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M="; // "test"
+    let t = run(&[
+        svc("n", &[("swarmgate.host", "n.example.com"), ("swarmgate.auth.basic", &format!("a:{DOCS},b:{SHA}"))]),
+        svc(
+            "t",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.t.rule", "Host(`t.example.com`)"),
+                ("traefik.http.routers.t.middlewares", "auth"),
+                ("traefik.http.middlewares.auth.basicauth.users", &format!("test:{DOCS}")),
+                ("traefik.http.services.t.loadbalancer.server.port", "80"),
+            ],
+        ),
+        svc(
+            "c",
+            &[("caddy", "c.example.com"), ("caddy.reverse_proxy", "{{upstreams 80}}"), ("caddy.basic_auth.test", DOCS)],
+        ),
+    ]);
+    for (service, users) in [("n", vec![("a", DOCS), ("b", SHA)]), ("t", vec![("test", DOCS)])] {
+        let r = only_route(&t, service);
+        let found = r.middlewares.iter().find_map(|m| match m {
+            Middleware::BasicAuth { users, .. } => Some(users.clone()),
+            _ => None,
+        });
+        let found = found.unwrap_or_else(|| panic!("{service}: no basic auth in {:#?}", r.middlewares));
+        for (u, h) in users {
+            assert_eq!(found.get(u).map(String::as_str), Some(h), "{service}");
+            assert!(swarmgate::password::verify("test", h), "{service}: {h} must verify \"test\"");
+        }
+    }
+    assert!(t.routes.iter().all(|r| !r.hosts.iter().any(|h| h == "c.example.com")), "{:#?}", t.routes);
+    assert_problem(&t, "c", "caddy.basic_auth", "bcrypt only");
 }
 
 #[test]

@@ -361,7 +361,7 @@ pub struct HeadersConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
-    /// `user:bcrypt-hash` entries.
+    /// `user:hash` entries (bcrypt, Apache MD5 `$apr1$`, `{SHA}`).
     pub basic: Vec<String>,
     pub realm: Option<String>,
 }
@@ -585,8 +585,14 @@ impl Config {
                 _ => {}
             }
             for entry in &r.auth.basic {
-                if !entry.contains(':') {
-                    errors.push(ConfigError::new(key("auth.basic"), "entries are user:bcrypt-hash"));
+                match entry.split_once(':') {
+                    Some((user, hash)) if !user.is_empty() => {
+                        if let Err(e) = crate::password::scheme(hash.trim()) {
+                            errors.push(ConfigError::new(key("auth.basic"), format!("user {user}: {e}")));
+                        }
+                    }
+                    _ => errors
+                        .push(ConfigError::new(key("auth.basic"), "entries are user:hash (bcrypt, $apr1$ or {SHA})")),
                 }
             }
             if r.lb != Some(LbPolicy::Cookie) && r.sticky_cookie.is_some() {
@@ -732,7 +738,7 @@ impl RouteConfig {
                 .basic
                 .iter()
                 .filter_map(|e| e.split_once(':'))
-                .map(|(u, h)| (u.to_owned(), h.to_owned()))
+                .map(|(u, h)| (u.to_owned(), h.trim().to_owned()))
                 .collect();
             spec.middlewares.push(Middleware::BasicAuth {
                 realm: self.auth.realm.clone().unwrap_or_else(|| "restricted".into()),

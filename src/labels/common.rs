@@ -1,6 +1,7 @@
 //! Small parsers shared by the three dialects. All pure; errors are messages the caller turns
 //! into a `Problem` naming the label key.
 
+use crate::password::is_bcrypt;
 use std::time::Duration;
 
 /// Checks and normalises one host name from a label: lower-case, no trailing dot, ASCII only,
@@ -56,36 +57,41 @@ pub(crate) fn header_value(value: &str) -> Result<(), String> {
     http::HeaderValue::from_str(value).map(|_| ()).map_err(|_| format!("{value:?} is not a valid header value"))
 }
 
-/// A bcrypt hash as basic auth needs it. Caddy also accepts the hash base64-encoded; that form
-/// is decoded here. Other algorithms (Apache MD5 `$apr1$`, SHA1, argon2) are refused: a route
-/// is never served without the authentication its labels ask for.
+/// A bcrypt hash as Caddy's `basic_auth` takes it (Caddy verifies bcrypt only). Caddy also
+/// accepts the hash base64-encoded; that form is decoded here. Anything else is refused: a
+/// route is never served without the authentication its labels ask for.
 pub(crate) fn bcrypt_hash(hash: &str) -> Result<String, String> {
+    let h = decode_base64_hash(hash);
+    if is_bcrypt(&h) {
+        return Ok(h);
+    }
+    Err("not a bcrypt hash (Caddy's basic_auth takes bcrypt only: $2a$/$2b$/$2y$…; make one with `caddy hash-password`)"
+        .into())
+}
+
+/// A hash in any form [`crate::password`] verifies (bcrypt, Apache MD5 `$apr1$`, `{SHA}`), as
+/// Traefik's `basicauth.users` and the native labels take it.
+pub(crate) fn password_hash(hash: &str) -> Result<String, String> {
+    let h = decode_base64_hash(hash);
+    crate::password::scheme(&h).map(|_| h)
+}
+
+/// The hash trimmed, or base64-decoded when it is a base64-encoded bcrypt hash.
+fn decode_base64_hash(hash: &str) -> String {
     use base64::Engine;
     let hash = hash.trim();
-    if is_bcrypt(hash) {
-        return Ok(hash.to_owned());
-    }
-    if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(hash) {
-        if let Ok(s) = String::from_utf8(decoded) {
-            // `caddy hash-password | base64` encodes the trailing newline too: a hash that
-            // keeps it is accepted but never matches any password.
-            let s = s.trim();
-            if is_bcrypt(s) {
-                return Ok(s.to_owned());
+    if !is_bcrypt(hash) {
+        if let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(hash) {
+            if let Ok(s) = String::from_utf8(decoded) {
+                // `caddy hash-password | base64` encodes the trailing newline too: a hash that
+                // keeps it is accepted but never matches any password.
+                if is_bcrypt(s.trim()) {
+                    return s.trim().to_owned();
+                }
             }
         }
     }
-    if hash.starts_with("$apr1$") || hash.starts_with("{SHA}") {
-        return Err(
-            "only bcrypt hashes are supported (Apache MD5/SHA1 are not); make one with `htpasswd -nbB user password`"
-                .into(),
-        );
-    }
-    Err("not a bcrypt hash (expected $2a$/$2b$/$2y$…; make one with `htpasswd -nbB user password`)".into())
-}
-
-fn is_bcrypt(h: &str) -> bool {
-    (h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") || h.starts_with("$2x$")) && h.len() >= 59
+    hash.to_owned()
 }
 
 /// Traefik's `normalize`: runs of characters that are not letters or digits become one `-`,

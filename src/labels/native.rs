@@ -20,7 +20,7 @@
 //! | `health.path`, `health.interval` | active health check | off; 10s |
 //! | `network` | Swarm network whose task IPs are used | the proxy's shared networks |
 //! | `headers.request.<Name>`, `headers.response.<Name>` | set a header (empty value removes it) | — |
-//! | `auth.basic`, `auth.realm` | `user:bcrypt-hash[,…]`; realm | —; `restricted` |
+//! | `auth.basic`, `auth.realm` | `user:hash[,…]` (bcrypt, `$apr1$`, `{SHA}`); realm | —; `restricted` |
 //! | `priority` | higher wins between overlapping routes | 0 (longest path first) |
 //! | `retries` | extra attempts on another task for idempotent requests (0-8) | — |
 //! | `upstream_tls.ca` | with `scheme=https`: absolute path of a PEM CA file to trust instead of the system roots | system roots |
@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::common::{
-    bcrypt_hash, header_name, header_value, label_host, parse_bool, parse_duration, tls_ca_path, tls_server_name,
+    header_name, header_value, label_host, parse_bool, parse_duration, password_hash, tls_ca_path, tls_server_name,
 };
 use super::{ServiceInput, Translation};
 use crate::model::{
@@ -264,13 +264,13 @@ fn build(
             "auth.basic" => {
                 for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
                     match entry.split_once(':') {
-                        Some((user, hash)) if !user.is_empty() => match bcrypt_hash(hash) {
+                        Some((user, hash)) if !user.is_empty() => match password_hash(hash) {
                             Ok(h) => {
                                 users.insert(user.to_owned(), h);
                             }
                             Err(e) => bad(l, format!("user {user}: {e}")),
                         },
-                        _ => bad(l, "entries are user:bcrypt-hash, comma-separated".into()),
+                        _ => bad(l, "entries are user:hash (bcrypt, $apr1$ or {SHA}), comma-separated".into()),
                     }
                 }
                 if users.is_empty() {

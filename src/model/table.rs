@@ -101,8 +101,27 @@ impl CompiledHeaders {
 /// `Authorization` values already verified for a route. bcrypt is deliberately slow (tens of
 /// ms), so each distinct credential is verified once for as long as the route's users are
 /// unchanged (kept across tables by `RouteStates`). Bounded: at most 1,024 entries.
+///
+/// It holds a keyed SHA-256 of each accepted value, never the value (a base64 password): a core
+/// dump or a heap read shows no credential, and the key, random per process, keeps the digests
+/// from being matched against a table of precomputed ones.
 #[derive(Debug, Default)]
-pub struct AuthCache(dashmap::DashSet<Box<[u8]>>);
+pub struct AuthCache(dashmap::DashSet<[u8; 32]>);
+
+impl AuthCache {
+    fn digest(value: &[u8]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        static KEY: std::sync::LazyLock<[u8; 32]> = std::sync::LazyLock::new(|| {
+            let mut k = [0u8; 32];
+            if getrandom::fill(&mut k).is_err() {
+                // No OS randomness (never seen on Linux): the digest still hides the password.
+                k.iter_mut().for_each(|b| *b = fastrand::u8(..));
+            }
+            k
+        });
+        Sha256::new().chain_update(*KEY).chain_update(value).finalize().into()
+    }
+}
 
 /// Basic auth with its cache of accepted credentials.
 #[derive(Debug)]
@@ -129,7 +148,7 @@ impl BasicAuth {
         let Some(value) = authorization else {
             return false;
         };
-        if self.accepted.0.contains(value.as_bytes()) {
+        if self.accepted.0.contains(&AuthCache::digest(value.as_bytes())) {
             return true;
         }
         let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) else {
@@ -152,10 +171,10 @@ impl BasicAuth {
             return false;
         };
         let password = password.to_owned();
-        let verify = move || hashes.iter().any(|h| bcrypt::verify(&password, h).unwrap_or(false));
+        let verify = move || hashes.iter().any(|h| crate::password::verify(&password, h));
         let ok = tokio::task::spawn_blocking(verify).await.unwrap_or(false);
         if ok && self.accepted.0.len() < 1024 {
-            self.accepted.0.insert(value.as_bytes().into());
+            self.accepted.0.insert(AuthCache::digest(value.as_bytes()));
         }
         ok
     }

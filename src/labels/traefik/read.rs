@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::labels::common::{bcrypt_hash, header_name, header_value, parse_bool, parse_duration};
+use crate::labels::common::{header_name, header_value, parse_bool, parse_duration, password_hash};
 use crate::labels::ServiceInput;
 use crate::model::{HeaderEdits, LbPolicy, Middleware, Problem, UpstreamScheme};
 
@@ -568,7 +568,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
                 Some((k, v)) => {
                     for entry in list(v) {
                         match entry.split_once(':') {
-                            Some((u, h)) if !u.is_empty() => match bcrypt_hash(h) {
+                            Some((u, h)) if !u.is_empty() => match password_hash(h) {
                                 Ok(h) => {
                                     users.insert(u.to_owned(), h);
                                 }
