@@ -1889,3 +1889,99 @@ fn lb_check_shows_the_effective_policy_and_its_source() {
     assert!(out.contains("lb=random (caddy default)"), "{out}");
     assert!(out.contains("lb=p2c (label traefik.http.services.t.loadbalancer.strategy)"), "{out}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Traefik details that used to drop whole services.
+
+fn traefik(name: &str, extra: &[(&str, &str)]) -> ServiceInput {
+    let rule = format!("traefik.http.routers.{name}.rule");
+    let host = format!("Host(`{name}.example.com`)");
+    let port = format!("traefik.http.services.{name}.loadbalancer.server.port");
+    let mut l: Vec<(&str, &str)> = vec![("traefik.enable", "true"), (&rule, &host), (&port, "80")];
+    l.extend_from_slice(extra);
+    svc(name, &l)
+}
+
+#[test]
+fn traefik_sticky_true_is_a_sticky_cookie() {
+    let t = run(&[traefik("s", &[("traefik.http.services.s.loadbalancer.sticky", "true")])]);
+    no_problems_for(&t, "s");
+    assert_eq!(only_route(&t, "s").upstream().unwrap().lb, LbPolicy::Cookie);
+}
+
+#[test]
+fn traefik_http_and_https_entry_point_names_are_accepted() {
+    let t = run(&[
+        traefik("plain", &[("traefik.http.routers.plain.entrypoints", "http")]),
+        traefik(
+            "secure",
+            &[("traefik.http.routers.secure.entrypoints", "https"), ("traefik.http.routers.secure.tls", "true")],
+        ),
+        traefik("odd", &[("traefik.http.routers.odd.entrypoints", "lan")]),
+    ]);
+    no_problems_for(&t, "plain");
+    no_problems_for(&t, "secure");
+    assert_eq!(only_route(&t, "plain").entrypoints, Entrypoints { http: true, https: false });
+    assert!(only_route(&t, "secure").entrypoints.https);
+    assert_problem(&t, "odd", "traefik.http.routers.odd.entrypoints", "entrypoint_http");
+    // An operator who named the HTTPS listener `http` (odd, but theirs) is not second-guessed.
+    let cfg = LabelsConfig { entrypoint_https: "http".into(), ..Default::default() };
+    let t = translate(&[traefik("x", &[("traefik.http.routers.x.entrypoints", "http")])], &cfg);
+    assert_eq!(only_route(&t, "x").entrypoints, Entrypoints { http: false, https: true });
+}
+
+#[test]
+fn traefik_v1_labels_are_named_with_their_v2_form() {
+    let t = run(&[svc(
+        "old_app",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.frontend.rule", "Host:old.example.com;PathPrefix:/api"),
+            ("traefik.port", "8080"),
+        ],
+    )]);
+    assert_problem(
+        &t,
+        "old_app",
+        "traefik.frontend.rule",
+        "traefik.http.routers.old-app.rule=Host(`old.example.com`) && PathPrefix(`/api`)",
+    );
+    assert_problem(&t, "old_app", "traefik.port", "traefik.http.services.old-app.loadbalancer.server.port=8080");
+    assert!(!has_problem(&t, "old_app", "traefik.port", "unknown"));
+}
+
+#[test]
+fn traefik_constraint_label_is_honoured_when_configured() {
+    let services = [
+        traefik("public", &[("traefik.constraint-label", "traefik-public")]),
+        traefik("internal", &[("traefik.constraint-label", "internal")]),
+        traefik("unlabelled", &[]),
+    ];
+    // Not configured: the label changes nothing and is not "unknown".
+    let t = run(&services);
+    for s in ["public", "internal", "unlabelled"] {
+        no_problems_for(&t, s);
+        only_route(&t, s);
+    }
+    let cfg = LabelsConfig { traefik_constraint: Some("traefik-public".into()), ..Default::default() };
+    let t = translate(&services, &cfg);
+    only_route(&t, "public");
+    no_problems_for(&t, "public");
+    assert!(routes_of(&t, "internal").is_empty() && routes_of(&t, "unlabelled").is_empty());
+    assert_problem(&t, "internal", "traefik.constraint-label", "traefik_constraint");
+    assert_problem(&t, "unlabelled", "traefik.constraint-label", "missing");
+}
+
+#[test]
+fn traefik_dashboard_routers_point_at_swarmgates_admin_listener() {
+    let t = run(&[svc(
+        "dash",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.dash.rule", "Host(`traefik.example.com`)"),
+            ("traefik.http.routers.dash.service", "api@internal"),
+        ],
+    )]);
+    assert!(routes_of(&t, "dash").is_empty());
+    assert_problem(&t, "dash", "traefik.http.routers.dash.service", "admin listener");
+}

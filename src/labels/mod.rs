@@ -63,6 +63,9 @@ pub struct LabelsConfig {
     /// One balancing policy for every label route that names none, replacing each dialect's
     /// own default (Caddy `random`, Traefik round robin, native p2c). Labels still win.
     pub default_lb: Option<LbPolicy>,
+    /// Traefik: route only services whose `traefik.constraint-label` equals this (Traefik's
+    /// `constraints=Label(`traefik.constraint-label`, `…`)`). None: the label changes nothing.
+    pub traefik_constraint: Option<String>,
 }
 
 impl Default for LabelsConfig {
@@ -79,6 +82,7 @@ impl Default for LabelsConfig {
             entrypoint_https: "websecure".into(),
             traefik_servers_transports: BTreeMap::new(),
             default_lb: None,
+            traefik_constraint: None,
         }
     }
 }

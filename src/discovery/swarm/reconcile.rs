@@ -116,8 +116,27 @@ pub fn reconcile(
     labels: &LabelsConfig,
 ) -> ProviderSnapshot {
     let inputs: Vec<ServiceInput> = services.iter().map(service_input).collect();
-    let translation = crate::labels::translate(&inputs, labels);
+    let mut translation = crate::labels::translate(&inputs, labels);
+    translation.problems.extend(services.iter().filter_map(|s| container_label_problem(s, labels)));
     resolve(translation, services, tasks, networks, selection)
+}
+
+/// Routing labels under `ContainerSpec.Labels` (a stack file's `labels:` where `deploy.labels:`
+/// was meant) do nothing, in swarmgate as in caddy-docker-proxy and Traefik's Swarm provider:
+/// say so, naming the first such label, instead of leaving the service silently unrouted.
+fn container_label_problem(s: &Service, cfg: &LabelsConfig) -> Option<Problem> {
+    let prefixes = [
+        (cfg.native, format!("{}.", cfg.native_prefix)),
+        (cfg.caddy, cfg.caddy_prefix.clone()),
+        (cfg.traefik, "traefik.".to_owned()),
+    ];
+    let routing = |k: &str| prefixes.iter().any(|(on, p)| *on && k.starts_with(p.as_str()));
+    let key = s.spec.task_template.container_spec.labels.keys().find(|k| routing(k))?;
+    Some(Problem::new(
+        &s.spec.name,
+        key,
+        "is a container label (ContainerSpec.Labels): routing labels must be service labels; in a stack file, move them under deploy.labels",
+    ))
 }
 
 /// Replace every `UpstreamTarget::Tasks` by the `Static` endpoints of the routable tasks.
@@ -540,6 +559,22 @@ mod tests {
         assert_eq!(diff_summary(&a, &a), None);
         let empty = ProviderSnapshot::default();
         assert!(diff_summary(&empty, &a).unwrap().contains("added [svc/web]"));
+    }
+
+    /// A stack file's `labels:` (container labels) instead of `deploy.labels:` is the most
+    /// common reason a service "does nothing": it is a problem naming the label.
+    #[test]
+    fn routing_labels_on_the_container_are_a_problem_not_silence() {
+        let services = r#"[{"ID": "a1", "Spec": {"Name": "app", "Labels": {},
+                "TaskTemplate": {"ContainerSpec": {"Image": "x", "Labels": {"caddy": "app.example.com", "caddy.reverse_proxy": "{{upstreams 80}}"}}}}},
+            {"ID": "b1", "Spec": {"Name": "other", "Labels": {},
+                "TaskTemplate": {"ContainerSpec": {"Image": "x", "Labels": {"com.example.team": "web"}}}}}]"#;
+        let snap = snapshot_from_json(services, None, &NetworkSelection::Any, &LabelsConfig::default()).unwrap();
+        assert!(snap.routes.is_empty());
+        assert_eq!(snap.problems.len(), 1, "{:#?}", snap.problems);
+        let p = &snap.problems[0];
+        assert_eq!((p.source.as_str(), p.key.as_str()), ("app", "caddy"));
+        assert!(p.message.contains("deploy.labels"), "{}", p.message);
     }
 
     #[test]

@@ -71,6 +71,31 @@ pub struct ServiceSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default, deserialize_with = "nullable")]
     pub endpoint_spec: EndpointSpec,
+    /// Only the container labels are read: routing labels put there by mistake (a stack
+    /// file's `labels:` instead of `deploy.labels:`) are reported, never used.
+    #[serde(default, deserialize_with = "nullable", skip_serializing_if = "TaskTemplate::is_empty")]
+    pub task_template: TaskTemplate,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TaskTemplate {
+    #[serde(default, deserialize_with = "nullable")]
+    pub container_spec: ContainerSpec,
+}
+
+impl TaskTemplate {
+    fn is_empty(&self) -> bool {
+        self.container_spec.labels.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerSpec {
+    /// Container labels (a stack file's service-level `labels:`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,6 +47,37 @@ struct Index {
 }
 
 /// Translates every service's traefik labels.
+/// Entry point names real stacks use for the two listeners besides Traefik's `web` and
+/// `websecure`: accepted out of the box unless the other listener is configured to be called so.
+const HTTP_ALIASES: &[&str] = &["web", "http", "insecure"];
+const HTTPS_ALIASES: &[&str] = &["websecure", "https", "secure", "web-secure"];
+
+fn is_alias(name: &str, other_listener: &str, aliases: &[&str]) -> bool {
+    !name.eq_ignore_ascii_case(other_listener) && aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+}
+
+/// Traefik's `--providers.swarm.constraints=Label(`traefik.constraint-label`, `X`)` as
+/// `[labels] traefik_constraint = "X"`: when set, only services whose label equals it are
+/// routed (the others get a problem saying why); when unset, the label changes nothing, as in
+/// a Traefik without constraints.
+fn constraint_allows(svc: &ServiceInput, p: &SvcLabels, cfg: &LabelsConfig, problems: &mut Vec<Problem>) -> bool {
+    let Some(want) = &cfg.traefik_constraint else {
+        return true;
+    };
+    let (key, msg) = match &p.constraint {
+        Some((_, v)) if v == want => return true,
+        Some((k, v)) => {
+            (k.clone(), format!("{v:?} does not match [labels] traefik_constraint = {want:?}; traefik labels ignored"))
+        }
+        None => (
+            "traefik.constraint-label".to_owned(),
+            format!("missing, and [labels] traefik_constraint = {want:?} is set; traefik labels ignored"),
+        ),
+    };
+    problems.push(Problem::new(&svc.name, &key, msg));
+    false
+}
+
 pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mut Translation) {
     let mut parsed: Vec<SvcLabels> = Vec::with_capacity(services.len());
     for svc in services {
@@ -56,7 +87,10 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
         .iter()
         .zip(&parsed)
         .map(|(svc, p)| {
-            let on = p.any && p.enable.unwrap_or(cfg.exposed_by_default);
+            let mut on = p.any && p.enable.unwrap_or(cfg.exposed_by_default);
+            if on && !constraint_allows(svc, p, cfg, &mut out.problems) {
+                on = false;
+            }
             if p.any && !on && p.enable.is_none() && (!p.routers.is_empty() || !p.services.is_empty()) {
                 out.problems.push(Problem::new(
                     &svc.name,
@@ -292,6 +326,13 @@ fn routes_for(
         let svc_name = match &r.service {
             Some((_, s)) => match local_ref(s) {
                 Some(n) => n,
+                None if s.eq_ignore_ascii_case("api@internal") || s.eq_ignore_ascii_case("dashboard@internal") => {
+                    problem(
+                        &svc_key,
+                        format!("{s} is Traefik's own dashboard; swarmgate's dashboard and API are on its admin listener ([listen] admin), not a router; router {name} not served"),
+                    );
+                    continue;
+                }
                 None => {
                     problem(
                         &svc_key,
@@ -332,15 +373,17 @@ fn routes_for(
         let mut eps = Entrypoints { http: r.entrypoints.is_none(), https: r.entrypoints.is_none() };
         if let Some((k, names)) = &r.entrypoints {
             for n in names {
-                if n.eq_ignore_ascii_case(&cfg.entrypoint_http) {
+                if n.eq_ignore_ascii_case(&cfg.entrypoint_http) || is_alias(n, &cfg.entrypoint_https, HTTP_ALIASES) {
                     eps.http = true;
-                } else if n.eq_ignore_ascii_case(&cfg.entrypoint_https) {
+                } else if n.eq_ignore_ascii_case(&cfg.entrypoint_https)
+                    || is_alias(n, &cfg.entrypoint_http, HTTPS_ALIASES)
+                {
                     eps.https = true;
                 } else {
                     problem(
                         k,
                         format!(
-                            "entry point {n} does not exist here (known: {}, {})",
+                            "entry point {n} does not exist here (known: {}, {} and their common aliases; [labels] entrypoint_http / entrypoint_https name others)",
                             cfg.entrypoint_http, cfg.entrypoint_https
                         ),
                     );

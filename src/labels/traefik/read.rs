@@ -93,6 +93,8 @@ pub(super) struct MwDef {
 pub(super) struct SvcLabels {
     pub(super) any: bool,
     pub(super) enable: Option<bool>,
+    /// `traefik.constraint-label` (the dockerswarm.rocks convention), with its key.
+    pub(super) constraint: Option<(String, String)>,
     pub(super) network: Option<String>,
     pub(super) routers: BTreeMap<String, RouterDef>,
     pub(super) services: BTreeMap<String, ServiceDef>,
@@ -128,6 +130,34 @@ pub(super) fn list(v: &str) -> Vec<String> {
 }
 
 /// Reads one service's labels into definitions, reporting keys it cannot place.
+/// Traefik v1 labels (`traefik.frontend.rule=Host:a.example.com`, `traefik.port=80`) are not
+/// read (v1 is end-of-life, and its rule syntax differs); the problem gives the v2 label to
+/// write instead, filled in where the value allows it.
+fn v1_hint(rest: &str, v: &str, service: &str) -> String {
+    let name = crate::labels::common::normalize_name(service);
+    let v2 = match rest {
+        "frontend.rule" => {
+            let rule = v
+                .split(';')
+                .map(|part| match part.split_once(':') {
+                    Some((m, args)) => {
+                        let args: Vec<String> = args.split(',').map(|a| format!("`{}`", a.trim())).collect();
+                        format!("{}({})", m.trim(), args.join(", "))
+                    }
+                    None => part.to_owned(),
+                })
+                .collect::<Vec<_>>()
+                .join(" && ");
+            format!("traefik.http.routers.{name}.rule={rule}")
+        }
+        "port" => format!("traefik.http.services.{name}.loadbalancer.server.port={v}"),
+        "protocol" => format!("traefik.http.services.{name}.loadbalancer.server.scheme={v}"),
+        "frontend.entrypoints" => format!("traefik.http.routers.{name}.entrypoints={v}"),
+        _ => "the traefik.http.routers.* / traefik.http.services.* labels".to_owned(),
+    };
+    format!("Traefik v1 label, not read (v1 is end-of-life); the v2 form is {v2}")
+}
+
 pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> SvcLabels {
     let mut s = SvcLabels::default();
     let mut docker_net: Option<String> = None;
@@ -165,6 +195,8 @@ pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> 
                     s.enable = Some(false);
                 }
             },
+            ["constraint-label"] => s.constraint = Some((key.clone(), v.to_owned())),
+            ["frontend" | "backend" | "port" | "protocol" | "weight", ..] => p(v1_hint(rest, v, &svc.name)),
             ["swarm", "network"] => swarm_net = Some(v.to_owned()),
             ["docker", "network"] => docker_net = Some(v.to_owned()),
             ["swarm" | "docker", "lbswarm"] => {
@@ -354,7 +386,8 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             }
             Err(e) => bad(e),
         },
-        ["loadbalancer", "sticky", "cookie"] => match parse_bool(v) {
+        // Traefik v2's short form: `sticky=true` is a sticky cookie with the default name.
+        ["loadbalancer", "sticky"] | ["loadbalancer", "sticky", "cookie"] => match parse_bool(v) {
             Ok(b) => {
                 d.sticky = b;
                 false
@@ -408,7 +441,7 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             false
         }
         ["loadbalancer", "responseforwarding" | "serverstransport", ..] => ignored(p, field[1]),
-        _ => bad(format!("unknown service field {} (loadbalancer.server.port/scheme, passhostheader, sticky.cookie[.name], healthcheck.path/interval, strategy)", field.join("."))),
+        _ => bad(format!("unknown service field {} (loadbalancer.server.port/scheme, passhostheader, sticky[.cookie[.name]], healthcheck.path/interval, strategy)", field.join("."))),
     };
     d.broken |= broken;
 }
