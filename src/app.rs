@@ -82,7 +82,7 @@ pub struct Publisher {
     ready: Arc<AtomicBool>,
     /// Per-route state that survives table swaps (see `RouteStates`).
     route_states: RouteStates,
-    /// Wakes the DNS refresher when the file routes change.
+    /// Wakes the DNS refresher when the file routes change or the labels name a new address.
     dns_wake: tokio::sync::Notify,
 }
 
@@ -96,16 +96,26 @@ impl Publisher {
 
     /// Replaces the Swarm snapshot and publishes.
     pub fn set_swarm(&self, snapshot: Arc<ProviderSnapshot>) {
-        self.sources.lock().unwrap_or_else(|e| e.into_inner()).swarm = snapshot;
+        let new_names = {
+            let mut s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+            let covered = s.dns.covers(&crate::discovery::dns::names_in(&snapshot.routes));
+            s.swarm = snapshot;
+            !covered
+        };
         self.publish();
+        if new_names {
+            self.dns_wake.notify_one();
+        }
     }
 
-    /// Looks up every DNS name among the file routes' upstreams (concurrently, each bounded by
+    /// Looks up every DNS name among the upstreams of file and label routes (concurrently, each bounded by
     /// `timeout`) and publishes if any answer changed. The lock is not held while waiting.
     pub async fn refresh_dns(&self, timeout: Duration) {
         let (names, cache) = {
             let s = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-            (crate::discovery::dns::names_in(&s.file), s.dns.clone())
+            let mut names = crate::discovery::dns::names_in(&s.file);
+            names.extend(crate::discovery::dns::names_in(&s.swarm.routes));
+            (names, s.dns.clone())
         };
         if names.is_empty() && cache == DnsCache::default() {
             return;
@@ -131,8 +141,10 @@ impl Publisher {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         sources.generation += 1;
         let (file, dns_problems) = sources.dns.apply(&sources.file);
-        let specs: Vec<RouteSpec> = file.into_iter().chain(sources.swarm.routes.iter().cloned()).collect();
-        let problems: Vec<Problem> = sources.swarm.problems.iter().cloned().chain(dns_problems).collect();
+        let (swarm, swarm_dns_problems) = sources.dns.apply(&sources.swarm.routes);
+        let specs: Vec<RouteSpec> = file.into_iter().chain(swarm).collect();
+        let problems: Vec<Problem> =
+            sources.swarm.problems.iter().cloned().chain(dns_problems).chain(swarm_dns_problems).collect();
         let statics = self.state.certs.statics();
         let static_names = statics.names();
         let opts = CompileOptions {

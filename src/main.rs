@@ -152,20 +152,21 @@ fn check(
     } else {
         None
     };
-    // DNS names among the file upstreams, looked up as `run` would.
+    // DNS names among the file and label upstreams, looked up as `run` would.
     let file = cfg.route_specs();
-    let names = swarmgate::discovery::dns::names_in(&file);
+    let (swarm_routes, mut problems) = swarm.map(|s| (s.routes, s.problems)).unwrap_or_default();
+    let mut names = swarmgate::discovery::dns::names_in(&file);
+    names.extend(swarmgate::discovery::dns::names_in(&swarm_routes));
     let dns = if names.is_empty() {
         swarmgate::discovery::dns::DnsCache::default()
     } else {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(swarmgate::discovery::dns::DnsCache::default().refreshed(&names, cfg.dns.timeout.0))
     };
-    let (mut specs, mut problems) = dns.apply(&file);
-    if let Some(snapshot) = swarm {
-        specs.extend(snapshot.routes);
-        problems.extend(snapshot.problems);
-    }
+    let (mut specs, file_problems) = dns.apply(&file);
+    let (labelled, label_problems) = dns.apply(&swarm_routes);
+    specs.extend(labelled);
+    problems.extend(file_problems.into_iter().chain(label_problems));
     let table = swarmgate::check::compile_for_check(&specs, problems);
     print!("{}", swarmgate::check::render_table(&table));
     Ok(table.problems.is_empty())

@@ -1985,3 +1985,45 @@ fn traefik_dashboard_routers_point_at_swarmgates_admin_listener() {
     assert!(routes_of(&t, "dash").is_empty());
     assert_problem(&t, "dash", "traefik.http.routers.dash.service", "admin listener");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Upstreams named by address: another service, or a fixed host.
+
+#[test]
+fn caddy_and_traefik_upstreams_by_address_become_names_for_discovery() {
+    let t = run(&[
+        svc("front", &[("caddy", "f.example.com"), ("caddy.reverse_proxy", "http://whoami:80 core:30160")]),
+        svc("ip", &[("caddy", "i.example.com"), ("caddy.reverse_proxy", "h2c://10.0.0.5")]),
+        traefik("tr", &[("traefik.http.services.tr.loadbalancer.server.url", "https://portainer:9443")]),
+    ]);
+    for s in ["front", "ip", "tr"] {
+        no_problems_for(&t, s);
+    }
+    let names = |s: &str| match &only_route(&t, s).upstream().unwrap().target {
+        UpstreamTarget::Names(n) => n.clone(),
+        other => panic!("{s}: {other:?}"),
+    };
+    assert_eq!(names("front"), [("whoami".to_string(), 80), ("core".to_string(), 30160)]);
+    assert_eq!(names("ip"), [("10.0.0.5".to_string(), 80)]);
+    assert_eq!(only_route(&t, "ip").upstream().unwrap().scheme, UpstreamScheme::H2c);
+    assert_eq!(names("tr"), [("portainer".to_string(), 9443)]);
+    assert_eq!(only_route(&t, "tr").upstream().unwrap().scheme, UpstreamScheme::Https);
+}
+
+#[test]
+fn labels_may_not_point_at_the_proxys_own_host() {
+    let t = run(&[
+        svc("a", &[("caddy", "a.example.com"), ("caddy.reverse_proxy", "127.0.0.1:2375")]),
+        svc("b", &[("caddy", "b.example.com"), ("caddy.reverse_proxy", "http://169.254.169.254")]),
+        svc("c", &[("caddy", "c.example.com"), ("caddy.reverse_proxy", "localhost:9100")]),
+        traefik("d", &[("traefik.http.services.d.loadbalancer.server.url", "http://[::1]:8080")]),
+        svc("e", &[("caddy", "e.example.com"), ("caddy.reverse_proxy", "http://x:80/path")]),
+    ]);
+    assert!(t.routes.is_empty(), "{:#?}", t.routes);
+    for s in ["a", "b"] {
+        assert_problem(&t, s, "caddy.reverse_proxy", "loopback, link-local");
+    }
+    assert_problem(&t, "c", "caddy.reverse_proxy", "localhost is refused");
+    assert_problem(&t, "d", "traefik.http.services.d.loadbalancer.server.url", "loopback");
+    assert_problem(&t, "e", "caddy.reverse_proxy", "without a path");
+}

@@ -361,3 +361,27 @@ fn rolling_update_start_first_under_load_loses_no_request() {
 fn rolling_update_stop_first_under_load_loses_no_request() {
     rolling_update_under_load("stop", "stop-first");
 }
+
+/// `caddy.reverse_proxy=http://<other service>:8080` (a stack's front naming its backend) is
+/// balanced across the other service's tasks, as `{{upstreams}}` would be for its own: both
+/// replicas answer, which a lookup of the name (the VIP) would not show.
+#[test]
+fn a_label_naming_another_service_balances_across_that_services_tasks() {
+    let _serial = serial();
+    let mut scope = Scope::new("byname");
+    let net = scope.overlay_network("net");
+    let image = scope.origin_image("v1");
+    let host = format!("{}front.test", scope.name(""));
+    let backend = scope.service("backend", &origin_args(&net, "2", &labels(&[]), &image));
+    let site = format!("http://{host}");
+    let upstream = format!("http://{backend}:8080");
+    let front_labels = labels(&[
+        ("caddy", &site),
+        ("caddy.reverse_proxy", &upstream),
+        ("caddy.reverse_proxy.lb_policy", "round_robin"),
+    ]);
+    // The labelled service itself runs nothing: only its labels matter.
+    scope.service("front", &origin_args(&net, "0", &front_labels, &image));
+    let gate = scope.swarmgate(&net);
+    wait_pool(&gate, &host, &task_names(&backend, 2), Duration::from_secs(30));
+}

@@ -1,5 +1,5 @@
-//! DNS names of file-config upstreams (`app.internal:8080`, `tasks.app:80`), resolved off the
-//! async runtime and again periodically.
+//! DNS names of upstreams (file config `app.internal:8080`, `tasks.app:80`; labels naming an
+//! address that is not a Swarm service), resolved off the async runtime and again periodically.
 //!
 //! Config validation only checks the syntax: a blocking lookup while loading (or in an async
 //! task) stalls every connection on that thread, and a name that does not resolve *yet* is not
@@ -62,6 +62,12 @@ pub async fn lookup((host, port): &Name, timeout: Duration) -> Result<Vec<Socket
 }
 
 impl DnsCache {
+    /// True when every name has been looked up at least once (a new name needs a lookup now,
+    /// not at the next periodic refresh).
+    pub fn covers(&self, names: &BTreeSet<Name>) -> bool {
+        names.iter().all(|n| self.entries.contains_key(n))
+    }
+
     /// Resolves every name concurrently and returns the cache they give: names no longer
     /// wanted are dropped, a failed lookup keeps the previous addresses.
     pub async fn refreshed(&self, names: &BTreeSet<Name>, timeout: Duration) -> DnsCache {
@@ -87,7 +93,12 @@ impl DnsCache {
             .iter()
             .cloned()
             .map(|mut spec| {
-                let (source, key) = (spec.provenance.source(), format!("{}.upstreams", spec.provenance));
+                let key = match &spec.provenance {
+                    crate::model::Provenance::Service { key, .. } => key.clone(),
+                    other => format!("{other}.upstreams"),
+                };
+                let source = spec.provenance.source();
+                let from_labels = matches!(spec.provenance, crate::model::Provenance::Service { .. });
                 if let Some(up) = spec.upstream_mut() {
                     if let UpstreamTarget::Names(names) = &up.target {
                         let mut endpoints = Vec::new();
@@ -97,7 +108,17 @@ impl DnsCache {
                                 problems.push(p);
                             }
                             let addrs = entry.map(|e| e.addrs.as_slice()).unwrap_or(&[]);
-                            endpoints.extend(addrs.iter().map(|a| Endpoint { addr: *a, task: String::new() }));
+                            let (ok, local): (Vec<&SocketAddr>, Vec<&SocketAddr>) = addrs
+                                .iter()
+                                .partition(|a| !from_labels || !crate::labels::common::is_host_local(a.ip()));
+                            if !local.is_empty() {
+                                problems.push(Problem::new(
+                                    &source,
+                                    &key,
+                                    format!("{}:{} resolves to host-local address(es) {local:?}, which labels may not reach; left out", name.0, name.1),
+                                ));
+                            }
+                            endpoints.extend(ok.into_iter().map(|a| Endpoint { addr: *a, task: String::new() }));
                         }
                         up.target = UpstreamTarget::Static(endpoints);
                     }
@@ -165,5 +186,21 @@ mod tests {
         let (resolved, problems) = failing.apply(&specs);
         assert!(endpoints(&resolved[0]).contains(&"127.0.0.1:8080".to_string()));
         assert!(problems.iter().any(|p| p.message.contains("keeping its last")), "{problems:?}");
+    }
+
+    /// A label may name a DNS name, but not one that leads to the proxy's own host: file routes
+    /// (the operator's) may, label routes (anyone who deploys) may not.
+    #[tokio::test]
+    async fn label_routes_never_get_host_local_addresses_from_dns() {
+        let mut labelled = spec(&[("localhost", 2375), ("192.0.2.10", 80)]);
+        labelled.provenance = Provenance::Service { service: "evil".into(), key: "caddy.reverse_proxy".into() };
+        let specs = [spec(&[("localhost", 2375)]), labelled];
+        let cache = DnsCache::default().refreshed(&names_in(&specs), Duration::from_secs(5)).await;
+        let (resolved, problems) = cache.apply(&specs);
+        assert!(endpoints(&resolved[0]).contains(&"127.0.0.1:2375".to_string()), "the file route keeps it");
+        assert_eq!(endpoints(&resolved[1]), ["192.0.2.10:80"]);
+        let p = problems.iter().find(|p| p.source == "evil").expect("a problem for the label route");
+        assert_eq!(p.key, "caddy.reverse_proxy");
+        assert!(p.message.contains("host-local"), "{p:?}");
     }
 }

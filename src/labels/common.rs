@@ -94,6 +94,64 @@ fn decode_base64_hash(hash: &str) -> String {
     hash.to_owned()
 }
 
+/// Loopback, link-local (cloud metadata at 169.254.169.254) or unspecified: addresses a label
+/// may not send traffic to, whether written as such or resolved from a name.
+pub(crate) fn is_host_local(ip: std::net::IpAddr) -> bool {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.is_link_local() || v4.is_loopback() || v4.is_unspecified(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local(),
+    }
+}
+
+/// An upstream a label names by address rather than by `{{upstreams}}`:
+/// `[http|https|h2c://]host[:port]` (Caddy's `reverse_proxy other:8080`, Traefik's
+/// `loadbalancer.server.url`). The port defaults by scheme. A host that is a Swarm service
+/// (or its name inside the same stack) is balanced over that service's tasks by discovery; any
+/// other name is looked up off the request path. Loopback, link-local and unspecified
+/// addresses are refused: anyone who can deploy a service writes labels, and they must not
+/// reach the proxy's own host-local ports (the admin listener, a Docker socket proxy) or cloud
+/// metadata endpoints through it.
+pub(crate) fn fixed_upstream(s: &str) -> Result<(crate::model::UpstreamScheme, String, u16), String> {
+    use crate::model::UpstreamScheme;
+    let (scheme, rest) = match s.split_once("://") {
+        Some((sch, rest)) => match sch.to_ascii_lowercase().as_str() {
+            "http" => (UpstreamScheme::Http, rest),
+            "https" => (UpstreamScheme::Https, rest),
+            "h2c" => (UpstreamScheme::H2c, rest),
+            other => return Err(format!("{s:?}: scheme {other} is not http, https or h2c")),
+        },
+        None => (UpstreamScheme::Http, s),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('/') || rest.contains('?') || rest.contains('@') {
+        return Err(format!("{s:?}: an upstream is scheme://host:port, without a path, query or user"));
+    }
+    let default_port = if scheme == UpstreamScheme::Https { 443 } else { 80 };
+    let with_port = if rest.parse::<std::net::Ipv6Addr>().is_ok() {
+        format!("[{rest}]:{default_port}")
+    } else if rest.ends_with(']') || !rest.contains(':') {
+        format!("{rest}:{default_port}")
+    } else {
+        rest.to_owned()
+    };
+    let (host, port) = match crate::config::parse_upstream(&with_port)? {
+        crate::config::UpstreamAddr::Ip(a) => {
+            let ip = a.ip().to_canonical();
+            if is_host_local(ip) {
+                return Err(format!("{s:?}: loopback, link-local and unspecified addresses are refused from labels"));
+            }
+            (ip.to_string(), a.port())
+        }
+        crate::config::UpstreamAddr::Name(h, p) => {
+            if h == "localhost" || h.ends_with(".localhost") {
+                return Err(format!("{s:?}: localhost is refused from labels"));
+            }
+            (h, p)
+        }
+    };
+    Ok((scheme, host, port))
+}
+
 /// Traefik's `normalize`: runs of characters that are not letters or digits become one `-`,
 /// leading and trailing ones are dropped (`mystack_whoami` → `mystack-whoami`).
 pub(crate) fn normalize_name(name: &str) -> String {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::model::{LbPolicy, LbSource, Problem, RouteSpec};
 
 pub mod caddy;
-mod common;
+pub(crate) mod common;
 mod native;
 pub mod traefik;
 

@@ -166,6 +166,7 @@ pub fn resolve(
     let mut resolved: HashMap<TargetKey<'_>, Vec<(IpAddr, &str)>> = HashMap::new();
     let mut unknown_services: BTreeSet<String> = BTreeSet::new();
 
+    services_named_by_address(&mut routes, &by_name, &mut problems);
     for route in &mut routes {
         let Some(up) = route.upstream_mut() else {
             continue;
@@ -233,6 +234,48 @@ pub fn resolve(
     // Stable order: equal clusters give equal snapshots whatever order the engine listed them in.
     routes.sort_by(|a, b| a.id.cmp(&b.id));
     ProviderSnapshot { routes, problems, global }
+}
+
+/// A label upstream given by address (`reverse_proxy whoami:80`, Traefik `server.url`) whose
+/// host is a Swarm service, by its name or by its short name inside the labelled service's own
+/// stack (`whoami` for `shop_whoami`, as Docker's DNS resolves it there), is balanced across
+/// that service's tasks like `{{upstreams}}`: per task, drained, never through the VIP. Other
+/// names stay names, looked up off the request path by the publisher's resolver.
+fn services_named_by_address(
+    routes: &mut [crate::model::RouteSpec],
+    by_name: &HashMap<&str, &Service>,
+    problems: &mut Vec<Problem>,
+) {
+    for route in routes {
+        let crate::model::Provenance::Service { service: own, key } = &route.provenance else {
+            continue;
+        };
+        let (own, key) = (own.clone(), key.clone());
+        let ns = by_name.get(own.as_str()).and_then(|s| s.stack_namespace()).map(str::to_owned);
+        let Some(up) = route.upstream_mut() else {
+            continue;
+        };
+        let UpstreamTarget::Names(names) = &up.target else {
+            continue;
+        };
+        let find = |host: &str| -> Option<String> {
+            let scoped = ns.as_ref().map(|ns| format!("{ns}_{host}"));
+            [Some(host.to_owned()), scoped].into_iter().flatten().find(|n| by_name.contains_key(n.as_str()))
+        };
+        let targets: Vec<Option<TaskTarget>> = names
+            .iter()
+            .map(|(host, port)| find(host).map(|service| TaskTarget { service, network: None, port: *port }))
+            .collect();
+        match targets.iter().filter(|t| t.is_some()).count() {
+            0 => {}
+            n if n == targets.len() => up.target = UpstreamTarget::Tasks(targets.into_iter().flatten().collect()),
+            _ => problems.push(Problem::new(
+                &own,
+                &key,
+                "upstreams mix Swarm service names with other addresses; all are looked up by DNS (service names then reach the VIP, not the tasks): split them",
+            )),
+        }
+    }
 }
 
 fn stranded_problem(svc: &Service, network: Option<&str>, selection: &NetworkSelection, stranded: &[&Task]) -> Problem {
@@ -559,6 +602,36 @@ mod tests {
         assert_eq!(diff_summary(&a, &a), None);
         let empty = ProviderSnapshot::default();
         assert!(diff_summary(&empty, &a).unwrap().contains("added [svc/web]"));
+    }
+
+    /// `reverse_proxy http://whoami:8080` inside stack `shop` means the service `shop_whoami`:
+    /// its running task IPs, not a lookup. A name that is no service stays a name (DNS later).
+    #[test]
+    fn an_upstream_naming_a_service_goes_to_its_tasks() {
+        let services = r#"[
+            {"ID": "f1", "Spec": {"Name": "shop_front", "Labels": {"com.docker.stack.namespace": "shop",
+                "caddy": "f.example.com", "caddy.reverse_proxy": "http://whoami:8080"}}},
+            {"ID": "w1", "Spec": {"Name": "shop_whoami", "Labels": {"com.docker.stack.namespace": "shop"}}},
+            {"ID": "o1", "Spec": {"Name": "outside", "Labels": {"caddy": "o.example.com", "caddy.reverse_proxy": "db.internal:5000"}}}]"#;
+        let tasks = r#"[
+            {"ID": "t1", "ServiceID": "w1", "Status": {"State": "running"}, "DesiredState": "running",
+             "NetworksAttachments": [{"Network": {"ID": "n1", "Spec": {"Name": "shop_default"}}, "Addresses": ["10.0.9.3/24"]}]},
+            {"ID": "t2", "ServiceID": "w1", "Status": {"State": "running"}, "DesiredState": "running",
+             "NetworksAttachments": [{"Network": {"ID": "n1", "Spec": {"Name": "shop_default"}}, "Addresses": ["10.0.9.4/24"]}]}]"#;
+        let snap = snapshot_from_json(services, Some(tasks), &NetworkSelection::Any, &LabelsConfig::default()).unwrap();
+        assert!(snap.problems.is_empty(), "{:#?}", snap.problems);
+        let target = |host: &str| {
+            let r = snap.routes.iter().find(|r| r.hosts.iter().any(|h| h == host)).unwrap();
+            r.upstream().unwrap().target.clone()
+        };
+        match target("f.example.com") {
+            UpstreamTarget::Static(eps) => {
+                let addrs: Vec<String> = eps.iter().map(|e| e.addr.to_string()).collect();
+                assert_eq!(addrs, ["10.0.9.3:8080", "10.0.9.4:8080"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(target("o.example.com"), UpstreamTarget::Names(vec![("db.internal".into(), 5000)]));
     }
 
     /// A stack file's `labels:` (container labels) instead of `deploy.labels:` is the most

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::tree::{self, Block, Origin, UpstreamRef};
 use crate::labels::common::{
-    bcrypt_hash, header_name, header_value, label_host, parse_duration, tls_ca_path, tls_server_name,
+    bcrypt_hash, fixed_upstream, header_name, header_value, label_host, parse_duration, tls_ca_path, tls_server_name,
 };
 use crate::labels::ServiceInput;
 use crate::model::{
@@ -832,14 +832,37 @@ impl Interp<'_> {
                 None => literal.push((origin.clone(), t.clone())),
             }
         }
-        for (o, t) in &literal {
-            self.problem(o, format!("reverse_proxy to fixed address {t} is not supported from labels; use {{{{upstreams PORT}}}} (the service's own tasks)"));
-        }
-        if targets.is_empty() {
-            self.skip(b, "reverse_proxy has no {{upstreams}}; skipped");
-            return None;
-        }
-        let mut up = UpstreamSpec::new(UpstreamTarget::Tasks(targets));
+        let target = if targets.is_empty() {
+            let mut names = Vec::new();
+            for (o, t) in &literal {
+                match fixed_upstream(t) {
+                    Ok((scheme, host, port)) => {
+                        if !schemes.contains(&scheme) {
+                            schemes.push(scheme);
+                        }
+                        if !names.contains(&(host.clone(), port)) {
+                            names.push((host, port));
+                        }
+                    }
+                    Err(e) => {
+                        self.problem(o, format!("reverse_proxy {e}; this reverse_proxy is not served"));
+                        self.failed.insert(b.id);
+                        return None;
+                    }
+                }
+            }
+            if names.is_empty() {
+                self.skip(b, "reverse_proxy names no upstream; skipped");
+                return None;
+            }
+            UpstreamTarget::Names(names)
+        } else {
+            for (o, t) in &literal {
+                self.problem(o, format!("reverse_proxy mixes {{{{upstreams}}}} with the fixed address {t}, which is left out; give it a reverse_proxy of its own"));
+            }
+            UpstreamTarget::Tasks(targets)
+        };
+        let mut up = UpstreamSpec::new(target);
         up.scheme = schemes[0];
         if schemes.len() > 1 {
             self.problem(

@@ -213,7 +213,7 @@ fn resolve_service(
     services: &[&ServiceInput],
     parsed: &[SvcLabels],
     idx: &Index,
-) -> Result<(Vec<TaskTarget>, ServiceDef), String> {
+) -> Result<(UpstreamTarget, ServiceDef), String> {
     let target = |j: usize, d: &ServiceDef| -> Result<TaskTarget, String> {
         let port = match d.port {
             Some(p) => p,
@@ -247,8 +247,12 @@ fn resolve_service(
     // Identical definitions merge (Traefik appends their servers); the local one comes first.
     let mut group: Vec<usize> = if parsed[i].services.contains_key(name) { vec![i] } else { Vec::new() };
     group.extend(owners.iter().copied().filter(|&j| j != i && parsed[j].services[name] == def));
+    if let Some(url) = &def.url {
+        // Merged definitions are identical, so they name the same address.
+        return Ok((UpstreamTarget::Names(vec![url.clone()]), def));
+    }
     let targets = group.into_iter().map(|j| target(j, &parsed[j].services[name])).collect::<Result<Vec<_>, _>>()?;
-    Ok((targets, def))
+    Ok((UpstreamTarget::Tasks(targets), def))
 }
 
 fn routes_for(
@@ -351,7 +355,7 @@ fn routes_for(
             match &implicit_service {
                 Some(def) if svc_name == default_name && !p.services.contains_key(&svc_name) => {
                     match svc.ports.as_slice() {
-                    [port] => Ok((vec![TaskTarget { service: svc.name.clone(), network: p.network.clone(), port: *port }], def.clone())),
+                    [port] => Ok((UpstreamTarget::Tasks(vec![TaskTarget { service: svc.name.clone(), network: p.network.clone(), port: *port }]), def.clone())),
                     _ => Err(format!(
                         "port is missing: set traefik.http.services.<name>.loadbalancer.server.port (service {} publishes {} ports)",
                         svc.name,
@@ -475,7 +479,7 @@ fn routes_for(
             }
         }
         let priority = r.priority.filter(|p| *p != 0).unwrap_or(rule_text.len() as i64);
-        let mut up = UpstreamSpec::new(UpstreamTarget::Tasks(targets));
+        let mut up = UpstreamSpec::new(targets);
         let transport_key = format!("{}.loadbalancer.serverstransport", def.key);
         match servers_transport(&def, cfg) {
             Ok((tls, note)) => {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::labels::common::{header_name, header_value, parse_bool, parse_duration, password_hash};
+use crate::labels::common::{fixed_upstream, header_name, header_value, parse_bool, parse_duration, password_hash};
 use crate::labels::ServiceInput;
 use crate::model::{HeaderEdits, LbPolicy, Middleware, Problem, UpstreamScheme};
 
@@ -44,6 +44,8 @@ pub(super) struct ServiceDef {
     pub(super) broken: bool,
     /// `loadbalancer.serverstransport`, as written (`name` or `name@provider`).
     pub(super) servers_transport: Option<String>,
+    /// `loadbalancer.server.url`: an address instead of the service's own tasks.
+    pub(super) url: Option<(String, u16)>,
 }
 
 impl PartialEq for ServiceDef {
@@ -58,6 +60,7 @@ impl PartialEq for ServiceDef {
             self.health_interval,
             self.strategy,
             &self.servers_transport,
+            &self.url,
         ) == (
             o.port,
             o.scheme,
@@ -68,6 +71,7 @@ impl PartialEq for ServiceDef {
             o.health_interval,
             o.strategy,
             &o.servers_transport,
+            &o.url,
         )
     }
 }
@@ -377,7 +381,14 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             }
             _ => bad(format!("{v:?} is not http, https or h2c")),
         },
-        ["loadbalancer", "server", "url"] => bad("server.url (a fixed address) is not supported: routes go to the service's own tasks".into()),
+        ["loadbalancer", "server", "url"] => match fixed_upstream(v) {
+            Ok((scheme, host, port)) => {
+                d.scheme = scheme;
+                d.url = Some((host, port));
+                false
+            }
+            Err(e) => bad(e),
+        },
         ["loadbalancer", "server", "weight" | "preservepath"] => ignored(p, &format!("server.{}", field[2])),
         ["loadbalancer", "passhostheader"] => match parse_bool(v) {
             Ok(b) => {
