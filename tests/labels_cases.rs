@@ -2027,3 +2027,41 @@ fn labels_may_not_point_at_the_proxys_own_host() {
     assert_problem(&t, "d", "traefik.http.services.d.loadbalancer.server.url", "loopback");
     assert_problem(&t, "e", "caddy.reverse_proxy", "without a path");
 }
+
+/// `HostRegexp(`{host:.+}`)` and host-less rules (a catch-all "default backend") are served
+/// only when the operator allows label catch-alls; otherwise the problem names the setting.
+#[test]
+fn traefik_catch_all_rules_need_allow_catch_all() {
+    let services = [
+        svc(
+            "fallback",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.fallback.rule", "HostRegexp(`{host:.+}`)"),
+                ("traefik.http.routers.fallback.priority", "1"),
+                ("traefik.http.services.fallback.loadbalancer.server.port", "80"),
+            ],
+        ),
+        svc(
+            "api",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.api.rule", "PathPrefix(`/api`)"),
+                ("traefik.http.services.api.loadbalancer.server.port", "80"),
+            ],
+        ),
+    ];
+    let t = run(&services);
+    assert!(t.routes.is_empty(), "{:#?}", t.routes);
+    assert_problem(&t, "fallback", "traefik.http.routers.fallback.rule", "allow_catch_all");
+    assert_problem(&t, "api", "traefik.http.routers.api.rule", "allow_catch_all");
+    let cfg = LabelsConfig { allow_catch_all: true, ..Default::default() };
+    let t = translate(&services, &cfg);
+    assert_eq!(hosts(only_route(&t, "fallback")), ["*"]);
+    assert_eq!(hosts(only_route(&t, "api")), ["*"]);
+    no_problems_for(&t, "fallback");
+    // A catch-all alone serves whatever host no other route claims.
+    let t = translate(&services[..1], &cfg);
+    let tbl = table(&t);
+    assert!(get(&tbl, "anything.example.net", "/").is_some(), "the catch-all serves an unclaimed host");
+}

@@ -66,6 +66,10 @@ pub struct LabelsConfig {
     /// Traefik: route only services whose `traefik.constraint-label` equals this (Traefik's
     /// `constraints=Label(`traefik.constraint-label`, `…`)`). None: the label changes nothing.
     pub traefik_constraint: Option<String>,
+    /// Traefik: rules without `Host` and match-everything `HostRegexp`s become a default route
+    /// for hosts no other route claims. Off by default: anyone who deploys a service writes
+    /// labels, and such a route captures every unclaimed name pointed at the cluster.
+    pub allow_catch_all: bool,
 }
 
 impl Default for LabelsConfig {
@@ -83,6 +87,7 @@ impl Default for LabelsConfig {
             traefik_servers_transports: BTreeMap::new(),
             default_lb: None,
             traefik_constraint: None,
+            allow_catch_all: false,
         }
     }
 }

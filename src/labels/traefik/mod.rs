@@ -315,7 +315,7 @@ fn routes_for(
                 }
             },
         };
-        let (parts, notes) = match rule::parse(&rule_text).and_then(|e| rule::parts(&e)) {
+        let (parts, notes) = match rule::parse(&rule_text).and_then(|e| rule::parts(&e, cfg.allow_catch_all)) {
             Ok(x) => x,
             Err(e) => {
                 problem(&rule_key, format!("{e}; router not served"));

@@ -332,6 +332,17 @@ fn matcher_predicate(name: &str, a: &[String]) -> Result<Predicate, String> {
     })
 }
 
+/// Patterns real stacks use for "any host": `{host:.+}` (v2), `.+`, `.*`, `^.+$`.
+fn matches_every_host(re: &str) -> bool {
+    let body = re.trim().strip_prefix('^').unwrap_or(re.trim());
+    let body = body.strip_suffix('$').unwrap_or(body);
+    let body = match body.strip_prefix('{').and_then(|b| b.strip_suffix('}')) {
+        Some(inner) => inner.split_once(':').map_or("", |(_, p)| p),
+        None => body,
+    };
+    matches!(body, ".+" | ".*" | "(.+)" | "(.*)" | "[^/]+" | "[a-z0-9.-]+")
+}
+
 /// `HostRegexp(`^[a-z0-9-]+\.example\.com$`)` → `*.example.com` when the pattern is "one label
 /// under a fixed domain" (the only regex a host index can serve). The note says when the
 /// regex allowed more than one label, since only one is served.
@@ -384,7 +395,9 @@ fn host_regexp(re: &str) -> Result<(String, Option<String>), String> {
 }
 
 /// The routes a rule needs, plus notes on how it was read.
-pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String> {
+/// `catch_all`: `[labels] allow_catch_all` — a rule without `Host` (or with a match-everything
+/// `HostRegexp`) may become a default route for every host no other route claims.
+pub(crate) fn parts(rule: &Expr, catch_all: bool) -> Result<(Vec<RulePart>, Vec<String>), String> {
     let mut notes = Vec::new();
     let mut out: Vec<RulePart> = Vec::new();
     for conj in dnf(rule)? {
@@ -398,9 +411,16 @@ pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String>
                     let hs = if name == "host" {
                         args.iter().map(|h| label_host(h)).collect::<Result<Vec<_>, _>>()?
                     } else {
-                        let (h, note) = host_regexp(&args[0])?;
-                        notes.extend(note);
-                        vec![h]
+                        if matches_every_host(&args[0]) {
+                            if !catch_all {
+                                return Err(format!("HostRegexp(`{}`) matches every host name; labels create such a default route only with [labels] allow_catch_all = true", args[0]));
+                            }
+                            vec!["*".to_owned()]
+                        } else {
+                            let (h, note) = host_regexp(&args[0])?;
+                            notes.extend(note);
+                            vec![h]
+                        }
                     };
                     hosts = Some(match hosts {
                         None => hs,
@@ -426,8 +446,10 @@ pub(crate) fn parts(rule: &Expr) -> Result<(Vec<RulePart>, Vec<String>), String>
             notes.push("an alternative of the rule requires two different Host values at once and can never match; it is left out".into());
             continue;
         }
-        let Some(hosts) = hosts else {
-            return Err("every alternative of the rule needs a Host(`…`) matcher: labels may not create routes for every host name (no open proxy)".into());
+        let hosts = match hosts {
+            Some(h) => h,
+            None if catch_all => vec!["*".to_owned()],
+            None => return Err("every alternative of the rule needs a Host(`…`) matcher: labels create routes for every host name only with [labels] allow_catch_all = true".into()),
         };
         let predicate = match preds.len() {
             0 => None,
@@ -458,7 +480,7 @@ mod tests {
     use super::*;
 
     fn one(rule: &str) -> RulePart {
-        let (p, _) = parts(&parse(rule).unwrap()).unwrap();
+        let (p, _) = parts(&parse(rule).unwrap(), false).unwrap();
         assert_eq!(p.len(), 1, "{p:?}");
         p.into_iter().next().unwrap()
     }
@@ -486,7 +508,7 @@ mod tests {
     #[test]
     fn alternatives_become_separate_parts() {
         let (p, _) =
-            parts(&parse("Host(`a.com`) && Path(`/x`) || Host(`b.com`) && Header(`X`, `1`)").unwrap()).unwrap();
+            parts(&parse("Host(`a.com`) && Path(`/x`) || Host(`b.com`) && Header(`X`, `1`)").unwrap(), false).unwrap();
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].path, PathMatch::Exact("/x".into()));
         assert_eq!(p[1].hosts, ["b.com"]);
@@ -494,9 +516,9 @@ mod tests {
 
     #[test]
     fn a_rule_without_host_is_refused() {
-        assert!(parts(&parse("PathPrefix(`/`)").unwrap()).is_err());
-        assert!(parts(&parse("Host(`a.com`) || Path(`/x`)").unwrap()).is_err());
-        assert!(parts(&parse("Host(`*`)").unwrap()).is_err());
+        assert!(parts(&parse("PathPrefix(`/`)").unwrap(), false).is_err());
+        assert!(parts(&parse("Host(`a.com`) || Path(`/x`)").unwrap(), false).is_err());
+        assert!(parts(&parse("Host(`*`)").unwrap(), false).is_err());
     }
 
     #[test]
@@ -512,6 +534,6 @@ mod tests {
     fn host_regexp_one_label_becomes_wildcard() {
         assert_eq!(one(r"HostRegexp(`^[a-z0-9-]+\.example\.com$`)").hosts, ["*.example.com"]);
         assert_eq!(one("HostRegexp(`{sub:[a-z]+}.example.com`)").hosts, ["*.example.com"]);
-        assert!(parts(&parse("HostRegexp(`^(foo|bar)\\.com$`)").unwrap()).is_err());
+        assert!(parts(&parse("HostRegexp(`^(foo|bar)\\.com$`)").unwrap(), false).is_err());
     }
 }
