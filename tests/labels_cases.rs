@@ -2065,3 +2065,37 @@ fn traefik_catch_all_rules_need_allow_catch_all() {
     let tbl = table(&t);
     assert!(get(&tbl, "anything.example.net", "/").is_some(), "the catch-all serves an unclaimed host");
 }
+
+/// Traefik ranks routers by priority across hosts; swarmgate lets an exact host beat a
+/// wildcard. Where that changes who serves a name, the exact router says so.
+#[test]
+fn traefik_priority_that_would_route_differently_is_reported() {
+    let t = run(&[
+        svc(
+            "wild",
+            &[
+                ("traefik.enable", "true"),
+                ("traefik.http.routers.wild.rule", "HostRegexp(`^[a-z0-9-]+\\.example\\.com$`)"),
+                ("traefik.http.services.wild.loadbalancer.server.port", "80"),
+            ],
+        ),
+        traefik("app", &[("traefik.http.routers.app.rule", "Host(`app.example.com`)")]),
+        traefik(
+            "pinned",
+            &[
+                ("traefik.http.routers.pinned.rule", "Host(`pinned.example.com`)"),
+                ("traefik.http.routers.pinned.priority", "1000"),
+            ],
+        ),
+    ]);
+    assert_problem(
+        &t,
+        "app",
+        "traefik.http.routers.app",
+        "Traefik would send app.example.com to traefik.http.routers.wild",
+    );
+    no_problems_for(&t, "pinned");
+    no_problems_for(&t, "wild");
+    let tbl = table(&t);
+    assert_eq!(get(&tbl, "app.example.com", "/").as_deref(), Some(only_route(&t, "app").id.as_str()));
+}

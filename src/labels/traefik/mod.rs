@@ -123,8 +123,71 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
         p.services.keys().for_each(|n| idx.services.entry(n.clone()).or_default().push(i));
         p.middlewares.keys().for_each(|n| idx.middlewares.entry(n.clone()).or_default().push(i));
     }
+    let first = out.routes.len();
     for (i, _) in enabled.iter().enumerate().filter(|(_, on)| **on) {
         routes_for(i, services, &parsed, &idx, cfg, out);
+    }
+    let problems = priority_disagreements(&out.routes[first..]);
+    out.problems.extend(problems);
+}
+
+/// Traefik orders all routers by priority (by default the rule's length), whatever their
+/// hosts, so a longer `HostRegexp` router wins a name over a shorter `Host` one. swarmgate
+/// gives an exact host precedence over a wildcard (and both over a catch-all), as Caddy and
+/// nginx do. Where the two orders disagree for a name, the exact router is still the one
+/// served, and this says so on it, with the priority that makes Traefik agree.
+fn priority_disagreements(routes: &[crate::model::RouteSpec]) -> Vec<Problem> {
+    let covers = |pattern: &str, host: &str| {
+        pattern == "*"
+            || pattern.strip_prefix("*.").is_some_and(|d| {
+                host.strip_suffix(d)
+                    .and_then(|l| l.strip_suffix('.'))
+                    .is_some_and(|l| !l.is_empty() && !l.contains('.'))
+            })
+    };
+    // Only wildcard and catch-all routers can take a name from an exact one: usually few.
+    let wides: Vec<&crate::model::RouteSpec> =
+        routes.iter().filter(|r| r.hosts.iter().any(|h| h.starts_with('*'))).collect();
+    let mut out = Vec::new();
+    if wides.is_empty() {
+        return out;
+    }
+    for exact in routes {
+        let path = path_text(&exact.path);
+        for wide in wides.iter().filter(|w| w.priority > exact.priority && w.path.matches(path)) {
+            let Some((pattern, host)) = wide
+                .hosts
+                .iter()
+                .find_map(|p| exact.hosts.iter().find(|h| !h.starts_with('*') && covers(p, h)).map(|h| (p, h)))
+            else {
+                continue;
+            };
+            let (
+                crate::model::Provenance::Service { service, key },
+                crate::model::Provenance::Service { key: wide_key, .. },
+            ) = (&exact.provenance, &wide.provenance)
+            else {
+                continue;
+            };
+            out.push(Problem::new(
+                service,
+                key,
+                format!(
+                    "Traefik would send {host} to {wide_key} ({pattern}, priority {} > {}); swarmgate serves it here (an exact host beats a wildcard); set this router's priority above {} to make both agree",
+                    wide.priority, exact.priority, wide.priority
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// A path the route matches, to test whether another route's path covers it.
+fn path_text(p: &crate::model::PathMatch) -> &str {
+    match p {
+        crate::model::PathMatch::Prefix(s)
+        | crate::model::PathMatch::RawPrefix(s)
+        | crate::model::PathMatch::Exact(s) => s,
     }
 }
 
