@@ -77,10 +77,52 @@ pub fn render_table(table: &RouteTable) -> String {
     if table.problems.is_empty() {
         let _ = writeln!(out, "no problems");
     } else {
-        let _ = writeln!(out, "{} problem(s):", table.problems.len());
+        let errors = table.problems.iter().filter(|p| p.is_error()).count();
+        let _ = writeln!(
+            out,
+            "{} problem(s): {errors} error(s), {} warning(s):",
+            table.problems.len(),
+            table.problems.len() - errors
+        );
         for p in &table.problems {
-            let _ = writeln!(out, "  {p}");
+            let level = if p.is_error() { "error" } else { "warning" };
+            let _ = writeln!(out, "  {level}: {p}");
         }
     }
     out
+}
+
+/// Output of `swarmgate check`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// The table for scripts: every route as the admin API shows it (secrets redacted) with its
+/// resolved endpoints, effective policy and HTTP/HTTPS behaviour, then every problem.
+pub fn render_json(table: &RouteTable) -> String {
+    let routes: Vec<serde_json::Value> = table
+        .routes
+        .iter()
+        .map(|r| {
+            let endpoints: Vec<String> = match &r.action {
+                CompiledAction::Proxy(g) => g.endpoints.iter().map(|e| e.addr.to_string()).collect(),
+                _ => Vec::new(),
+            };
+            let policy = match &r.action {
+                CompiledAction::Proxy(g) => Some(g.policy.to_string()),
+                _ => None,
+            };
+            serde_json::json!({
+                "id": r.id.to_string(),
+                "spec": r.spec.redacted(),
+                "endpoints": endpoints,
+                "lb": policy,
+                "redirect_https": format!("{:?}", r.redirect_https),
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "routes": routes, "problems": table.problems });
+    serde_json::to_string_pretty(&doc).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

@@ -26,10 +26,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Validate a config file and print the route table it compiles to (exit 1 on errors).
-    /// With --services (JSON from `docker service inspect …`) and optionally --tasks (JSON from
-    /// the engine's `/tasks`), or with --docker (the live engine), also show the routes and
-    /// problems the Swarm labels produce, without changing anything.
+    /// Validate a config file and print the route table it compiles to. Exit 1 when a problem
+    /// drops or changes a route (an error); warnings (labels that change nothing served) print
+    /// but exit 0 unless --strict. With --services (JSON from `docker service inspect …`) and
+    /// optionally --tasks (JSON from the engine's `/tasks`), or with --docker (the live
+    /// engine), also show the routes and problems the Swarm labels produce, without changing
+    /// anything. --format json prints one JSON document for scripts.
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
@@ -39,6 +41,11 @@ enum Command {
         tasks: Option<PathBuf>,
         #[arg(long)]
         docker: bool,
+        /// Exit 1 on warnings too.
+        #[arg(long)]
+        strict: bool,
+        #[arg(long, value_enum, default_value_t = swarmgate::check::Format::Text)]
+        format: swarmgate::check::Format,
     },
     /// Print the version.
     Version,
@@ -68,8 +75,8 @@ fn main() -> ExitCode {
             println!("swarmgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config, services, tasks, docker } => {
-            match check(config.as_ref(), services.as_ref(), tasks.as_ref(), docker) {
+        Command::Check { config, services, tasks, docker, strict, format } => {
+            match check(config.as_ref(), services.as_ref(), tasks.as_ref(), docker, strict, format) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
@@ -118,6 +125,8 @@ fn check(
     services: Option<&PathBuf>,
     tasks: Option<&PathBuf>,
     docker: bool,
+    strict: bool,
+    format: swarmgate::check::Format,
 ) -> anyhow::Result<bool> {
     let cfg = match load(path) {
         Ok(c) => c,
@@ -168,6 +177,9 @@ fn check(
     specs.extend(labelled);
     problems.extend(file_problems.into_iter().chain(label_problems));
     let table = swarmgate::check::compile_for_check(&specs, problems);
-    print!("{}", swarmgate::check::render_table(&table));
-    Ok(table.problems.is_empty())
+    match format {
+        swarmgate::check::Format::Text => print!("{}", swarmgate::check::render_table(&table)),
+        swarmgate::check::Format::Json => println!("{}", swarmgate::check::render_json(&table)),
+    }
+    Ok(!table.problems.iter().any(|p| strict || p.is_error()))
 }

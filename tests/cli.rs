@@ -128,6 +128,48 @@ fn check_reports_a_huge_duration_label_instead_of_panicking() {
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
 }
 
+/// `check` can gate a deploy: a label that changes nothing served (a warning) prints but exits
+/// 0, `--strict` makes it fatal, an error exits 1; `--format json` is one document a script
+/// can read, with each problem's severity.
+#[test]
+fn check_exits_1_on_errors_only_unless_strict_and_speaks_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, labels: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!(r#"[{{"ID": "x1", "Spec": {{"Name": "app", "Labels": {{{labels}}}}}}}]"#))
+            .unwrap();
+        path
+    };
+    let good = r#""traefik.enable": "true", "traefik.http.routers.app.rule": "Host(`app.example.org`)",
+        "traefik.http.services.app.loadbalancer.server.port": "80""#;
+    let warned = write("warned.json", &format!(r#"{good}, "traefik.swarm.lbswarm": "true""#));
+    let broken = write("broken.json", &format!(r#"{good}, "traefik.http.routers.app.entrypoints": "nowhere""#));
+    let run = |args: &[&str], services: &std::path::Path| {
+        let out = Command::new(BIN).arg("check").args(args).arg("--services").arg(services).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, stdout) = run(&[], &warned);
+    assert!(stdout.contains("warning: app: traefik.swarm.lbswarm"), "{stdout}");
+    assert!(stdout.contains("hosts=app.example.org"), "{stdout}");
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(run(&["--strict"], &warned).0, Some(1));
+    let (code, stdout) = run(&[], &broken);
+    assert!(stdout.contains("error: app: traefik.http.routers.app.entrypoints"), "{stdout}");
+    assert_eq!(code, Some(1), "{stdout}");
+
+    let (code, stdout) = run(&["--format", "json"], &warned);
+    assert_eq!(code, Some(0));
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect(&stdout);
+    let routes = doc["routes"].as_array().expect("routes");
+    assert!(routes.iter().any(|r| r["spec"]["hosts"][0] == "app.example.org"), "{doc:#}");
+    let p = &doc["problems"][0];
+    assert_eq!(
+        (p["key"].as_str(), p["severity"].as_str()),
+        (Some("traefik.swarm.lbswarm"), Some("warning")),
+        "{doc:#}"
+    );
+}
+
 /// No bcrypt hash, credential header value, Authorization or Cookie reaches `/api/*` or any
 /// log line, even at `trace`. Runs the binary so every log line (ours and the libraries') is
 /// captured.

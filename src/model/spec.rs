@@ -601,11 +601,34 @@ pub struct Problem {
     /// The label key or config key at fault.
     pub key: String,
     pub message: String,
+    #[serde(default)]
+    pub severity: Severity,
+}
+
+/// Whether a problem drops or changes what is served (`error`: a route, directive, middleware
+/// or upstream is not served as written) or only says that something has no effect here or
+/// behaves as documented but differently from the dialect's origin (`warning`). `swarmgate
+/// check` exits 1 on errors only, unless `--strict`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warning,
 }
 
 impl Problem {
     pub fn new(source: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem { source: source.into(), key: key.into(), message: message.into() }
+        Problem { source: source.into(), key: key.into(), message: message.into(), severity: Severity::Error }
+    }
+
+    /// A problem that changes nothing that is served (see [`Severity`]).
+    pub fn warning(source: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem { severity: Severity::Warning, ..Problem::new(source, key, message) }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 }
 

@@ -217,9 +217,11 @@ fn global_options(services: &[&ServiceInput], globals: &[Block], out: &mut Trans
                     "{name} is a site directive but this service has no site address label; add e.g. `{}=example.com`",
                     opt.origin.key.split('.').next().unwrap_or("caddy")
                 ))),
-                name => out.problems.push(problem(format!(
-                    "global option {name} is not supported; ignored (supported: email, acme_ca)"
-                ))),
+                name => out.problems.push(Problem::warning(
+                    svc,
+                    &opt.origin.key,
+                    format!("global option {name} is not supported; ignored (supported: email, acme_ca)"),
+                )),
             }
         }
     }

@@ -137,6 +137,12 @@ impl Interp<'_> {
         self.problems.push(p);
     }
 
+    /// Reports something that changes nothing served (see `Severity::Warning`).
+    pub(super) fn warn(&mut self, o: &Origin, msg: impl Into<String>) {
+        let p = Problem::warning(self.svc(o), &o.key, msg);
+        self.problems.push(p);
+    }
+
     /// Reports a directive that is skipped and remembers it so it is not merged.
     fn skip(&mut self, b: &Block, msg: impl Into<String>) {
         self.problem(&b.origin, msg);
@@ -168,7 +174,7 @@ impl Interp<'_> {
                 Some("80") => true,
                 Some("443") | None => plain,
                 Some(p) => {
-                    self.problem(
+                    self.warn(
                         &site.origin,
                         format!("site address {raw:?}: port {p} ignored; swarmgate serves sites on its configured HTTP/HTTPS listeners"),
                     );
@@ -323,7 +329,7 @@ impl Interp<'_> {
             return Err(Fatal);
         }
         for c in &b.children {
-            self.problem(
+            self.warn(
                 &c.origin,
                 format!(
                     "tls option {} is not supported; ignored (certificates come from swarmgate's ACME issuer)",
@@ -337,7 +343,7 @@ impl Interp<'_> {
             [a] if a == "off" => Ok(TlsPolicy::Off),
             [a] if a == "force_automate" => Ok(TlsPolicy::Auto),
             [a] if a.contains('@') && !a.starts_with('@') => {
-                self.problem(&b.origin, format!("per-site ACME email {a} is not used; swarmgate has one ACME account (set caddy.email or [acme] email)"));
+                self.warn(&b.origin, format!("per-site ACME email {a} is not used; swarmgate has one ACME account (set caddy.email or [acme] email)"));
                 Ok(TlsPolicy::Auto)
             }
             [c, k] if !c.contains('@') => {
@@ -674,7 +680,7 @@ impl Interp<'_> {
                 &b.origin,
                 "encode: compression is not applied by swarmgate; responses pass through as the upstream sends them",
             ),
-            "log" | "skip_log" | "log_skip" => self.problem(
+            "log" | "skip_log" | "log_skip" => self.warn(
                 &b.origin,
                 format!("{}: ignored; swarmgate's access log is configured globally ([log] access)", b.name),
             ),
@@ -886,7 +892,7 @@ impl Interp<'_> {
                 "lb_policy" => match caddy_lb_policy(c) {
                     Ok(lb) => {
                         for n in &lb.notes {
-                            self.problem(&c.origin, format!("lb_policy {}: {n}", c.args.join(" ")));
+                            self.warn(&c.origin, format!("lb_policy {}: {n}", c.args.join(" ")));
                         }
                         (up.lb, up.lb_key, up.lb_fallback) = (lb.policy, lb.key, lb.fallback);
                         up.lb_source = crate::model::LbSource::Label(c.origin.key.clone());
@@ -975,7 +981,7 @@ impl Interp<'_> {
                         return None;
                     }
                 },
-                other => self.problem(
+                other => self.warn(
                     &c.origin,
                     format!("reverse_proxy {other}: not supported; ignored (swarmgate's own timeouts, passive health and retries apply)"),
                 ),

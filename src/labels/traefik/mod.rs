@@ -74,7 +74,7 @@ fn constraint_allows(svc: &ServiceInput, p: &SvcLabels, cfg: &LabelsConfig, prob
             format!("missing, and [labels] traefik_constraint = {want:?} is set; traefik labels ignored"),
         ),
     };
-    problems.push(Problem::new(&svc.name, &key, msg));
+    problems.push(Problem::warning(&svc.name, &key, msg));
     false
 }
 
@@ -92,7 +92,7 @@ pub(super) fn translate(services: &[&ServiceInput], cfg: &LabelsConfig, out: &mu
                 on = false;
             }
             if p.any && !on && p.enable.is_none() && (!p.routers.is_empty() || !p.services.is_empty()) {
-                out.problems.push(Problem::new(
+                out.problems.push(Problem::warning(
                     &svc.name,
                     "traefik.enable",
                     "traefik labels ignored: traefik.enable is not true and exposed_by_default is off",
@@ -169,7 +169,7 @@ fn priority_disagreements(routes: &[crate::model::RouteSpec]) -> Vec<Problem> {
             else {
                 continue;
             };
-            out.push(Problem::new(
+            out.push(Problem::warning(
                 service,
                 key,
                 format!(

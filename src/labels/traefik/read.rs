@@ -166,8 +166,11 @@ pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> 
     let mut s = SvcLabels::default();
     let mut docker_net: Option<String> = None;
     let mut swarm_net: Option<String> = None;
+    // Errors (`p`) and warnings (`w`, for what changes nothing served) go to one list.
+    let sink = std::cell::RefCell::new(std::mem::take(problems));
     for (key, value) in &svc.labels {
-        let mut p = |msg: String| problems.push(Problem::new(&svc.name, key, msg));
+        let mut p = |msg: String| sink.borrow_mut().push(Problem::new(&svc.name, key, msg));
+        let mut w = |msg: String| sink.borrow_mut().push(Problem::warning(&svc.name, key, msg));
         let is_ours = key.len() >= 8 && key.as_bytes()[..8].eq_ignore_ascii_case(b"traefik.");
         if !is_ours {
             // Most labels belong to someone else; only look closer at near-misses of `traefik.`.
@@ -205,7 +208,7 @@ pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> 
             ["docker", "network"] => docker_net = Some(v.to_owned()),
             ["swarm" | "docker", "lbswarm"] => {
                 if parse_bool(v) == Ok(true) {
-                    p("lbswarm is not used: swarmgate balances across the task IPs itself (draining, per-task health); the label is ignored".into());
+                    w("lbswarm is not used: swarmgate balances across the task IPs itself (draining, per-task health); the label is ignored".into());
                 }
             }
             ["http", "routers", name, field @ ..] => {
@@ -213,14 +216,14 @@ pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> 
                 if r.key.is_empty() {
                     r.key = orig[..4].join(".");
                 }
-                router_field(r, field, key, v, &mut p);
+                router_field(r, field, key, v, &mut p, &mut w);
             }
             ["http", "services", name, field @ ..] => {
                 let d = s.services.entry((*name).to_owned()).or_insert_with(|| ServiceDef { pass_host: true, ..Default::default() });
                 if d.key.is_empty() {
                     d.key = orig[..4].join(".");
                 }
-                service_field(d, field, v, &mut p);
+                service_field(d, field, v, &mut p, &mut w);
             }
             ["http", "middlewares", name, kind, field @ ..] => {
                 let m = s.middlewares.entry((*name).to_owned()).or_default();
@@ -246,11 +249,12 @@ pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> 
                 }
             }
             ["tcp" | "udp", ..] => p("TCP/UDP routing is not supported by swarmgate; label ignored".into()),
-            ["tls", ..] => p("TLS stores/options by label are not supported; certificates come from swarmgate's ACME issuer; label ignored".into()),
+            ["tls", ..] => w("TLS stores/options by label are not supported; certificates come from swarmgate's ACME issuer; label ignored".into()),
             ["enabled"] => p("unknown label (did you mean traefik.enable?); ignored".into()),
-            _ => p("unknown traefik label; ignored (Traefik ignores it silently)".into()),
+            _ => w("unknown traefik label; ignored (Traefik ignores it silently)".into()),
         }
     }
+    *problems = sink.into_inner();
     s.network = match (swarm_net, docker_net) {
         (Some(sw), Some(d)) if sw != d => {
             problems.push(Problem::new(
@@ -266,7 +270,14 @@ pub(super) fn parse_service(svc: &ServiceInput, problems: &mut Vec<Problem>) -> 
     s
 }
 
-pub(super) fn router_field(r: &mut RouterDef, field: &[&str], key: &str, v: &str, p: &mut dyn FnMut(String)) {
+pub(super) fn router_field(
+    r: &mut RouterDef,
+    field: &[&str],
+    key: &str,
+    v: &str,
+    p: &mut dyn FnMut(String),
+    w: &mut dyn FnMut(String),
+) {
     let broken = |p: &mut dyn FnMut(String), msg: String| {
         p(format!("{msg}; router not served"));
         true
@@ -309,7 +320,7 @@ pub(super) fn router_field(r: &mut RouterDef, field: &[&str], key: &str, v: &str
         ["tls", "options"] => {
             let name = v.split('@').next().unwrap_or("").trim();
             if name.is_empty() || name.eq_ignore_ascii_case("default") {
-                p("tls.options is ignored: swarmgate uses its own TLS settings".into());
+                w("tls.options is ignored: swarmgate uses its own TLS settings".into());
                 false
             } else {
                 // Options may require client certificates (clientAuth): access control that
@@ -336,11 +347,11 @@ pub(super) fn router_field(r: &mut RouterDef, field: &[&str], key: &str, v: &str
             }
         }
         ["rulesyntax"] => {
-            p("ruleSyntax is ignored: rules are read in the v3 syntax (v2 matcher names are accepted)".into());
+            w("ruleSyntax is ignored: rules are read in the v3 syntax (v2 matcher names are accepted)".into());
             false
         }
         ["observability", ..] => {
-            p("observability options are ignored (swarmgate's access log and metrics cover every route)".into());
+            w("observability options are ignored (swarmgate's access log and metrics cover every route)".into());
             false
         }
         _ => broken(p, format!("unknown router field {} (rule, entrypoints, priority, middlewares, service, tls, tls.certresolver, tls.domains[n].main/sans)", field.join("."))),
@@ -348,13 +359,19 @@ pub(super) fn router_field(r: &mut RouterDef, field: &[&str], key: &str, v: &str
     r.broken |= bad;
 }
 
-pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut dyn FnMut(String)) {
+pub(super) fn service_field(
+    d: &mut ServiceDef,
+    field: &[&str],
+    v: &str,
+    p: &mut dyn FnMut(String),
+    w: &mut dyn FnMut(String),
+) {
     let mut bad = |msg: String| {
         p(format!("{msg}; service not usable"));
         true
     };
-    let ignored = |p: &mut dyn FnMut(String), what: &str| {
-        p(format!("{what} is not supported; ignored"));
+    let ignored = |w: &mut dyn FnMut(String), what: &str| {
+        w(format!("{what} is not supported; ignored"));
         false
     };
     let broken = match field {
@@ -389,7 +406,7 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             }
             Err(e) => bad(e),
         },
-        ["loadbalancer", "server", "weight" | "preservepath"] => ignored(p, &format!("server.{}", field[2])),
+        ["loadbalancer", "server", "weight" | "preservepath"] => ignored(w, &format!("server.{}", field[2])),
         ["loadbalancer", "passhostheader"] => match parse_bool(v) {
             Ok(b) => {
                 d.pass_host = b;
@@ -414,7 +431,7 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
                 false
             }
         }
-        ["loadbalancer", "sticky", "cookie", other] => ignored(p, &format!("sticky.cookie.{other}")),
+        ["loadbalancer", "sticky", "cookie", other] => ignored(w, &format!("sticky.cookie.{other}")),
         ["loadbalancer", "healthcheck", "path"] => {
             if v.starts_with('/') {
                 d.health_path = Some(v.to_owned());
@@ -431,7 +448,7 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             Ok(_) => bad("must be at least 100ms".into()),
             Err(e) => bad(e),
         },
-        ["loadbalancer", "healthcheck", ..] => ignored(p, &format!("healthcheck.{}", field[2..].join("."))),
+        ["loadbalancer", "healthcheck", ..] => ignored(w, &format!("healthcheck.{}", field[2..].join("."))),
         // Traefik v3's strategies. `p2c` there compares in-flight requests only; swarmgate's
         // also weighs latency (README). `hrw` is rendezvous hashing of the client IP, as
         // swarmgate's ip_hash; `leasttime` is lowest response time × in-flight.
@@ -451,7 +468,7 @@ pub(super) fn service_field(d: &mut ServiceDef, field: &[&str], v: &str, p: &mut
             d.servers_transport = Some(v.trim().to_owned());
             false
         }
-        ["loadbalancer", "responseforwarding" | "serverstransport", ..] => ignored(p, field[1]),
+        ["loadbalancer", "responseforwarding" | "serverstransport", ..] => ignored(w, field[1]),
         _ => bad(format!("unknown service field {} (loadbalancer.server.port/scheme, passhostheader, sticky[.cookie[.name]], healthcheck.path/interval, strategy)", field.join("."))),
     };
     d.broken |= broken;
@@ -466,7 +483,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
     let mut errs: Vec<Problem> = Vec::new();
     let mut notes: Vec<Problem> = Vec::new();
     let mut bad = |key: &str, msg: String| errs.push(Problem::new(svc, key, format!("{msg}; middleware not usable")));
-    let mut note = |key: &str, msg: String| notes.push(Problem::new(svc, key, msg));
+    let mut note = |key: &str, msg: String| notes.push(Problem::warning(svc, key, msg));
     let get = |f: &str| m.fields.iter().find(|x| x.0 == f).map(|x| (x.2.as_str(), x.3.as_str()));
     let known = |allowed: &[&str], prefixes: &[&str]| -> Vec<(String, String)> {
         m.fields
