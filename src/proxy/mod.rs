@@ -4,6 +4,7 @@ pub mod balancer;
 pub mod body;
 pub mod fdlimit;
 pub mod forward;
+pub mod h2stream;
 pub mod handler;
 pub mod health;
 pub mod hop_by_hop;
