@@ -14,6 +14,7 @@ pub mod route_state;
 pub mod server;
 pub mod spread;
 pub mod upstream;
+pub mod upstream_h2c;
 pub mod upstream_tls;
 pub mod watchdog;
 
