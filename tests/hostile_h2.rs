@@ -61,6 +61,7 @@ async fn rapid_reset_gets_goaway_and_spares_the_upstream() {
     assert!(c.seen.closed_within(Duration::from_secs(5)).await, "attacker still connected after {sent} resets");
     assert_eq!(c.seen.goaway(), Some(11), "GOAWAY ENHANCE_YOUR_CALM");
     let hits = a.hits();
+    eprintln!("rapid reset: {sent} streams sent and reset, {hits} reached the upstream");
     assert!(hits < 200, "{hits} of {sent} reset requests reached the upstream");
     assert_responsive(&gw).await;
 }
@@ -87,6 +88,7 @@ async fn settings_flood_without_reading_acks_stays_bounded() {
     let _ = tokio::time::timeout(Duration::from_secs(3), flood).await;
     assert_responsive(&gw).await;
     let grown = rss_kib().saturating_sub(rss_before);
+    eprintln!("SETTINGS flood: RSS grew by {grown} KiB");
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB during a SETTINGS flood");
     // Reading now drains what the socket buffers hold and then sees the end.
     let mut read = read.unwrap();
@@ -124,6 +126,7 @@ async fn continuation_flood_is_cut_off() {
     assert!(sent < 100_000, "the server read all {sent} CONTINUATION frames");
     assert_eq!(a.hits(), 0);
     let grown = rss_kib().saturating_sub(rss_before);
+    eprintln!("CONTINUATION flood: {sent} frames written before the close, RSS grew by {grown} KiB");
     assert!(grown < 64 * 1024, "RSS grew by {grown} KiB during a CONTINUATION flood");
     assert_responsive(&gw).await;
 }
@@ -195,6 +198,7 @@ async fn streams_beyond_the_advertised_limit_are_refused() {
     let in_flight = a.hits();
     assert!(in_flight <= limit as usize, "{in_flight} requests in flight upstream, limit {limit}");
     let refused = c.seen.rst.load(Ordering::SeqCst);
+    eprintln!("600 streams opened: {in_flight} reached the upstream, {refused} refused");
     assert!(refused >= 600 - limit as usize || c.seen.goaway().is_some(), "only {refused} streams refused");
     assert_responsive(&gw).await;
 }
@@ -226,6 +230,7 @@ async fn stream_whose_window_is_never_opened_is_reset_and_frees_the_upstream() {
             break;
         }
     }
+    eprintln!("withheld window: stream reset after {reset_after:?} (idle_timeout 1 s)");
     assert!(reset_after.is_some(), "the stalled stream was never reset");
     assert_eq!(c.seen.rst.load(Ordering::SeqCst), 1, "only the stalled stream is reset");
     assert!(!c.seen.is_closed(), "the connection itself stays up");
