@@ -243,3 +243,30 @@ async fn stream_whose_window_is_never_opened_is_reset_and_frees_the_upstream() {
     assert!(tokio::time::timeout(Duration::from_secs(3), released).await.is_ok(), "upstream response still held");
     assert_responsive(&gw).await;
 }
+
+/// An event stream whose upstream is silent for longer than the output-stall deadline is not
+/// a stalled client: the HTTP/2 stream stays open and the next event arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_upstream_stream_over_h2_is_not_cut() {
+    use http_body_util::BodyExt;
+    use support::raw_origin::{RawOrigin, Reply, Step};
+    let o = RawOrigin::start(|_| {
+        Reply::Steps(vec![
+            Step::Write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n".to_vec()),
+            Step::Sleep(Duration::from_millis(2500)),
+            Step::Write(b"7\r\nsecond\n\r\n0\r\n\r\n".to_vec()),
+        ])
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "[limits]\nidle_timeout = \"1s\"\n[[routes]]\nhosts = [\"{HOST}\"]\nupstreams = [\"{}\"]\n",
+        o.addr
+    ))
+    .await;
+    let mut tx = support::client::h2c(gw.http).await;
+    let req = http::Request::get(format!("http://{HOST}/events")).body(Full::new(Bytes::new())).unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await.expect("body in time");
+    assert_eq!(body.expect("stream not reset").to_bytes(), "first\nsecond\n");
+}
