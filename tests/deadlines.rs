@@ -118,3 +118,39 @@ async fn a_long_streamed_response_outlives_the_idle_deadline() {
         .unwrap();
     assert_eq!(resp.status(), 200, "the connection stays usable after the stream");
 }
+
+/// An HTTP/1.1 client that asks for a large response and never reads it: the proxy drops the
+/// connection at the output-stall deadline (`idle_timeout`), lets go of the upstream response
+/// (the origin sees its body dropped), and serves other clients meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h1_client_that_never_reads_is_dropped_and_the_upstream_released() {
+    let a = Origin::start("a").await;
+    let gw = Gateway::start(&format!(
+        "[limits]\nidle_timeout = \"1s\"\n[[routes]]\nhosts = [\"b.example.com\"]\nupstreams = [\"{}\"]\n",
+        a.addr
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    s.write_all(b"GET /big/1024 HTTP/1.1\r\nHost: b.example.com\r\n\r\n").await.unwrap();
+    let started = async {
+        while a.big_sent.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), started).await.expect("the response started");
+    assert_eq!(a.big_open.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let other = support::client::get(gw.http, "b.example.com", "/").await;
+    assert_eq!(other.status, 200, "another client is served meanwhile");
+    // Dropped at the deadline: the upstream body is let go of.
+    let released = async {
+        while a.big_open.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert!(tokio::time::timeout(Duration::from_secs(6), released).await.is_ok(), "upstream response still held");
+    // What the socket buffers hold, then the end (not 1 GiB).
+    let mut sink = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut sink)).await;
+    assert!(ended.is_ok(), "connection still open");
+    assert!(sink.len() < 256 * 1024 * 1024, "read {} bytes", sink.len());
+}

@@ -182,3 +182,41 @@ async fn ambiguous_request_framing_gets_400_and_smuggles_nothing() {
     }
     assert!(findings.is_empty(), "{findings:#?}");
 }
+
+/// RFC 9112 §5.2: obs-fold in a request is rejected with 400, on a bodiless GET as well, and
+/// nothing reaches the upstream.
+#[tokio::test]
+async fn obs_fold_in_a_request_head_gets_400() {
+    let a = support::origin::Origin::start("a").await;
+    let gw = Gateway::start(&format!("[[routes]]\nhosts = [\"f.example.com\"]\nupstreams = [\"{}\"]\n", a.addr)).await;
+    for head in [
+        "GET / HTTP/1.1\r\nHost: f.example.com\r\nX-A: 1\r\n 2\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: f.example.com\r\nX-A: 1\r\n\t2\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: f.example.com\r\n X-A: 1\r\n\r\n",
+    ] {
+        let out = support::client::raw(gw.http, head.as_bytes(), Duration::from_secs(3)).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{head:?} answered {out:?}");
+    }
+    assert_eq!(a.hits(), 0);
+}
+
+/// A head with bare LF line ends is accepted (RFC 9112 §2.2 allows it) but never forwarded as
+/// sent: the upstream receives a canonical CRLF head with the one Host the client gave.
+#[tokio::test]
+async fn bare_lf_request_head_reaches_the_upstream_as_canonical_crlf() {
+    use support::raw_origin::{RawOrigin, Reply};
+    let o = RawOrigin::start(|_| Reply::Send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())).await;
+    let gw = Gateway::start(&format!("[[routes]]\nhosts = [\"l.example.com\"]\nupstreams = [\"{}\"]\n", o.addr)).await;
+    let out =
+        support::client::raw(gw.http, b"GET /lf HTTP/1.1\nHost: l.example.com\nX-A: 1\n\n", Duration::from_secs(3))
+            .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    let seen = o.requests();
+    assert_eq!(seen.len(), 1);
+    let head = &seen[0].head;
+    assert!(head.starts_with("get /lf http/1.1\r\n"), "{head:?}");
+    assert!(!head.replace("\r\n", "").contains('\n'), "bare LF forwarded upstream: {head:?}");
+    let hosts: Vec<&str> = head.split("\r\n").filter(|l| l.starts_with("host:")).collect();
+    assert_eq!(hosts, ["host: l.example.com"], "{head:?}");
+    assert!(head.contains("\r\nx-a: 1"), "{head:?}");
+}

@@ -512,3 +512,23 @@ async fn admin_health_ready_and_metrics() {
     let routes: serde_json::Value = serde_json::from_str(&get(admin, "admin", "/api/routes").await.text()).unwrap();
     assert_eq!(routes["routes"][0]["spec"]["hosts"][0], "m.example.com");
 }
+
+/// An h2c upstream gets the client's host as `:authority` (what HTTP/2 servers read) and no
+/// second, different `Host` header; without `pass_host`, its own address, once.
+#[tokio::test]
+async fn h2c_upstream_sees_the_client_host_as_authority_and_no_conflicting_host() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let cfg = route("\"g.example.com\"", &[&a], "scheme = \"h2c\"")
+        + &route("\"own.example.com\"", &[&b], "scheme = \"h2c\"\npass_host = false");
+    let gw = Gateway::start(&cfg).await;
+    assert_eq!(get(gw.http, "g.example.com", "/x").await.status, StatusCode::OK);
+    let seen = &a.seen()[0];
+    assert_eq!(seen.version, http::Version::HTTP_2);
+    assert_eq!(seen.authority.as_deref(), Some("g.example.com"));
+    assert_eq!(seen.headers.get("host"), None, "{:?}", seen.headers);
+    assert_eq!(get(gw.http, "own.example.com", "/").await.status, StatusCode::OK);
+    let seen = &b.seen()[0];
+    assert_eq!(seen.authority.as_deref(), Some(b.addr.to_string().as_str()));
+    assert_eq!(seen.headers.get("host"), None, "{:?}", seen.headers);
+}

@@ -619,6 +619,10 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
             )
             .with_rr_cursor(opts.states.rr_cursor(&spec.id))
             .with_lb_options(up.lb_key.as_deref(), up.lb_fallback);
+            if up.scheme == UpstreamScheme::H2c {
+                let addrs: Vec<_> = group.endpoints.iter().map(|e| e.addr).collect();
+                group.h2c = opts.registry.h2c.get(&addrs).into();
+            }
             if up.scheme == UpstreamScheme::Https {
                 let addrs: Vec<_> = group.endpoints.iter().map(|e| e.addr).collect();
                 match opts.registry.tls.get(&up.tls, &addrs) {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 
 use super::upstream::PoolSettings;
+use super::upstream_h2c::{H2cClients, H2cEndpoint};
 use super::upstream_tls::{TlsClientSettings, TlsClients, TlsEndpoint};
 use crate::model::{Endpoint, HealthCheck, LbPolicy, UpstreamScheme};
 
@@ -286,6 +287,8 @@ pub struct EndpointRegistry {
     health: DashMap<(SocketAddr, String), Arc<AtomicBool>>,
     /// Clients for `https` upstreams, one per TLS profile, kept across swaps like the rest.
     pub tls: TlsClients,
+    /// Clients for `h2c` upstreams, one per endpoint, kept across swaps likewise.
+    pub h2c: H2cClients,
 }
 
 impl Default for EndpointRegistry {
@@ -306,6 +309,10 @@ impl EndpointRegistry {
             map: DashMap::new(),
             health: DashMap::new(),
             tls: TlsClients::new(TlsClientSettings {
+                connect_timeout: pool.connect_timeout,
+                idle_timeout: pool.idle_timeout,
+            }),
+            h2c: H2cClients::new(TlsClientSettings {
                 connect_timeout: pool.connect_timeout,
                 idle_timeout: pool.idle_timeout,
             }),
@@ -330,6 +337,7 @@ impl EndpointRegistry {
         self.map.retain(|_, state| Arc::strong_count(state) > 1);
         self.health.retain(|_, flag| Arc::strong_count(flag) > 1);
         self.tls.retain_used();
+        self.h2c.retain_used();
     }
 
     pub fn len(&self) -> usize {
@@ -374,6 +382,8 @@ pub struct UpstreamGroup {
     /// An `https` group's TLS client per endpoint (same order), chosen at table-build time;
     /// empty for other schemes.
     pub tls: Box<[Arc<TlsEndpoint>]>,
+    /// An `h2c` group's client per endpoint (same order), chosen at table-build time.
+    pub h2c: Box<[Arc<H2cEndpoint>]>,
     /// Header hashed by `LbPolicy::Header`, parsed at table-build time.
     lb_header: Option<http::HeaderName>,
     /// Query parameter hashed by `LbPolicy::Query`.
@@ -416,6 +426,7 @@ impl UpstreamGroup {
             health,
             rr: Arc::new(AtomicUsize::new(fastrand::usize(..usize::MAX / 2))),
             tls: Box::default(),
+            h2c: Box::default(),
             lb_header: None,
             lb_query: None,
             fallback: LbPolicy::P2c,

@@ -8,9 +8,7 @@ use std::time::Duration;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::balancer::{PickContext, UpstreamGroup};
 use super::body::{ProxyBody, ReclaimableBody};
@@ -56,11 +54,10 @@ impl UpstreamError {
     }
 }
 
-/// Upstream connection pools for cleartext protocols (HTTP/1.1 is swarmgate's own client, on
-/// each endpoint). `https` upstreams use the client of their TLS profile, which the route table
-/// holds (see `upstream_tls`). Pools are keyed by endpoint address inside.
+/// Forwarding settings. HTTP/1.1 is swarmgate's own client, on each endpoint; `h2c` and
+/// `https` upstreams use a client per endpoint, which the route table holds (see
+/// `upstream_h2c` and `upstream_tls`).
 pub struct Forwarder {
-    h2c: Client<HttpConnector, ReclaimableBody>,
     response_timeout: Duration,
     connect_timeout: Duration,
     add_via: bool,
@@ -72,15 +69,6 @@ impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Forwarder").finish_non_exhaustive()
     }
-}
-
-fn connector(limits: &Limits) -> HttpConnector {
-    let mut c = HttpConnector::new();
-    c.set_nodelay(true);
-    c.set_connect_timeout(Some(limits.upstream_connect_timeout.0));
-    c.set_keepalive(Some(Duration::from_secs(60)));
-    c.enforce_http(false);
-    c
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -161,18 +149,7 @@ pub struct ClientSide<'a> {
 
 impl Forwarder {
     pub fn new(limits: &Limits, forwarding: &ForwardingConfig) -> Self {
-        let mut b2 = Client::builder(TokioExecutor::new());
-        b2.pool_idle_timeout(limits.upstream_idle_timeout.0)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .http2_keep_alive_interval(Some(Duration::from_secs(30)))
-            .http2_adaptive_window(true)
-            .retry_canceled_requests(true)
-            .set_host(false);
-        let h2c = b2.build(connector(limits));
         Forwarder {
-            h2c,
             response_timeout: limits.upstream_response_timeout.0,
             connect_timeout: limits.upstream_connect_timeout.0,
             add_via: forwarding.via,
@@ -397,21 +374,19 @@ impl Forwarder {
         let mut exchange_retries_left = retries;
         let max_attempts = group.endpoints.len().clamp(1, 64) + retries as usize;
         let mut last_err = UpstreamError::NoEndpoint;
-        // TLS upstreams take the host from the URI (`:authority` over HTTP/2, `Host` over
-        // HTTP/1.1): never both, never two values.
+        // TLS and h2c upstreams take the host from the URI (`:authority` over HTTP/2, `Host`
+        // over HTTP/1.1): never both, never two values.
         let mut headers = headers;
-        let client_host = match group.scheme {
-            UpstreamScheme::Https => headers.remove(header::HOST).filter(|_| group.pass_host),
-            _ => None,
-        };
+        let client_host = headers.remove(header::HOST).filter(|_| group.pass_host);
         for _ in 0..max_attempts {
             let Some(idx) = group.pick(ctx, tried) else { break };
             tried |= 1u64 << idx.min(63);
             let endpoint = &group.endpoints[idx];
-            let tls = group.tls.get(idx);
-            let authority = match tls {
-                Some(tls) => tls.authority_for(client_host.as_ref()),
-                None => endpoint.authority.clone(),
+            let (tls, h2c) = (group.tls.get(idx), group.h2c.get(idx));
+            let authority = match (tls, h2c) {
+                (Some(tls), _) => tls.authority_for(client_host.as_ref()),
+                (None, Some(h2c)) => h2c.authorities.authority_for(client_host.as_ref()),
+                (None, None) => endpoint.authority.clone(),
             };
             let uri = Uri::builder()
                 .scheme(if group.scheme == UpstreamScheme::Https { "https" } else { "http" })
@@ -425,17 +400,12 @@ impl Forwarder {
             *req.method_mut() = method.clone();
             *req.uri_mut() = uri;
             *req.headers_mut() = headers.clone();
-            if !group.pass_host && group.scheme != UpstreamScheme::Https {
-                if let Ok(v) = HeaderValue::from_str(endpoint.authority.as_str()) {
-                    req.headers_mut().insert(header::HOST, v);
-                }
-            }
             let mut inflight = endpoint.start();
-            let request = match (group.scheme, tls) {
-                (UpstreamScheme::H2c, _) => self.h2c.request(req),
-                (UpstreamScheme::Https, Some(tls)) => tls.client.request(req),
-                // Never cleartext to an `https` upstream (the table always gives it a client);
-                // plain HTTP goes through `send`.
+            let request = match (group.scheme, tls, h2c) {
+                (UpstreamScheme::H2c, _, Some(h2c)) => h2c.client.request(req),
+                (UpstreamScheme::Https, Some(tls), _) => tls.client.request(req),
+                // Never cleartext to an `https` upstream (the table always gives each endpoint
+                // of `https` and `h2c` groups a client); plain HTTP goes through `send`.
                 _ => return Err(UpstreamError::NoEndpoint),
             };
             let result = tokio::time::timeout(self.response_timeout, request).await;

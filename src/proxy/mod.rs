@@ -4,6 +4,7 @@ pub mod balancer;
 pub mod body;
 pub mod fdlimit;
 pub mod forward;
+pub mod h2stream;
 pub mod handler;
 pub mod health;
 pub mod hop_by_hop;
@@ -13,6 +14,7 @@ pub mod route_state;
 pub mod server;
 pub mod spread;
 pub mod upstream;
+pub mod upstream_h2c;
 pub mod upstream_tls;
 pub mod watchdog;
 

@@ -16,7 +16,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::rt::bounds::Http2ServerConnExec;
 use hyper::service::{service_fn, HttpService};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::body::ProxyBody;
 use super::fdlimit::Backoff;
+use super::h2stream::StreamExec;
 use super::handler::{handle, ConnInfo, ProxyState};
 use super::preface::{detect, Detected, Replay};
 use super::spread::{Placed, ThreadShare};
@@ -46,7 +47,7 @@ pub(crate) struct Builders {
     /// hyper's own HTTP/1.1 server, without hyper-util's protocol-detecting wrapper: the
     /// listener already knows the protocol (ALPN, or the h2c preface).
     h1: hyper::server::conn::http1::Builder,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    h2: hyper::server::conn::http2::Builder<StreamExec>,
 }
 
 impl Builders {
@@ -63,14 +64,28 @@ impl Builders {
             // idle_memory.sh with 32 KiB bodies: 72 KiB per idle connection, 39 KiB with writev).
             .writev(true)
             .max_buf_size(limits.max_header_bytes.max(8192));
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20))
-            .max_header_list_size(limits.max_header_bytes as u32);
-        Builders { h1, h2 }
+        Builders { h1, h2: h2_builder(limits) }
     }
+}
+
+/// HTTP/2: each stream under the per-stream output-stall guard (`h2stream`), and the
+/// limits against hostile clients spelled out rather than left to library defaults
+/// (tests/hostile_h2.rs probes each).
+fn h2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<StreamExec> {
+    let mut h2 = hyper::server::conn::http2::Builder::new(StreamExec { limit: limits.idle_timeout.0 });
+    h2.timer(TokioTimer::new())
+        // Streams over this are refused with RST_STREAM REFUSED_STREAM.
+        .max_concurrent_streams(256)
+        // Rapid reset (CVE-2023-44487): streams the client resets before they are served;
+        // past this many at once, GOAWAY ENHANCE_YOUR_CALM.
+        .max_pending_accept_reset_streams(20)
+        // Streams the server had to reset for the client's errors; past this, GOAWAY.
+        .max_local_error_reset_streams(1024)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        // Also bounds CONTINUATION frames per header block (h2 derives the count from it).
+        .max_header_list_size(limits.max_header_bytes as u32);
+    h2
 }
 
 const OVERLOADED: &[u8] =
@@ -213,7 +228,7 @@ pub(crate) async fn serve_plain<S1, S2>(b: &Builders, c: Conn, stream: TcpStream
 where
     S1: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
     S2: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
-    TokioExecutor: Http2ServerConnExec<S2::Future, Reply>,
+    StreamExec: Http2ServerConnExec<S2::Future, Reply>,
 {
     match detect(stream, c.header, &c.activity).await {
         Detected::H2c(stream, replay) => serve_h2(b, c, stream, replay, h2).await,
@@ -243,7 +258,7 @@ async fn serve_tls<S1, S2>(
 ) where
     S1: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
     S2: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
-    TokioExecutor: Http2ServerConnExec<S2::Future, Reply>,
+    StreamExec: Http2ServerConnExec<S2::Future, Reply>,
 {
     c.activity.saw_bytes();
     let tls = match tokio::time::timeout(c.header, acceptor.accept(stream)).await {
@@ -287,7 +302,7 @@ async fn serve_h2<I, S>(b: &Builders, c: Conn, io: I, replay: Replay, svc: S)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
-    TokioExecutor: Http2ServerConnExec<S::Future, Reply>,
+    StreamExec: Http2ServerConnExec<S::Future, Reply>,
 {
     let io = Watched::h2(io, c.activity.clone(), replay);
     let conn = b.h2.serve_connection(TokioIo::new(io), svc);

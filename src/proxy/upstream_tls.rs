@@ -83,19 +83,38 @@ pub struct TlsEndpoint {
     pub connector: TlsConnector,
     /// For proxied requests: pooled, HTTP/2 when the upstream chose it by ALPN.
     pub client: Client<TlsConnector, ReclaimableBody>,
+    authorities: HostAuthorities,
+}
+
+impl std::fmt::Debug for TlsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let endpoint = &self.authorities.endpoint;
+        f.debug_struct("TlsEndpoint").field("profile", &self.key.tls).field("endpoint", endpoint).finish()
+    }
+}
+
+impl TlsEndpoint {
+    /// The URI authority for a request with `Host: host` (`None`: not passed on).
+    pub fn authority_for(&self, host: Option<&HeaderValue>) -> Authority {
+        self.authorities.authority_for(host)
+    }
+}
+
+/// The URI authorities an endpoint's client (whose connector dials the endpoint whatever the
+/// URI says) puts on requests; each is also a keep-alive pool of its own.
+#[derive(Debug)]
+pub struct HostAuthorities {
     /// `ip:port` of the endpoint: the authority when the client's host is not passed on.
     endpoint: Authority,
     /// Request hosts seen, as authorities (bounded by [`MAX_AUTHORITIES`]).
     authorities: DashMap<HeaderValue, Authority>,
 }
 
-impl std::fmt::Debug for TlsEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsEndpoint").field("profile", &self.key.tls).field("endpoint", &self.endpoint).finish()
+impl HostAuthorities {
+    pub fn new(endpoint: Authority) -> Self {
+        HostAuthorities { endpoint, authorities: DashMap::new() }
     }
-}
 
-impl TlsEndpoint {
     /// The URI authority for a request with `Host: host` (`None`: not passed on): the host
     /// itself, so HTTP/2 carries it as `:authority` and HTTP/1.1 as `Host`.
     pub fn authority_for(&self, host: Option<&HeaderValue>) -> Authority {
@@ -265,14 +284,8 @@ fn endpoint_client(
     http.set_keepalive(Some(Duration::from_secs(60)));
     http.enforce_http(false);
     let endpoint: Authority = addr.to_string().parse().map_err(|_| TlsProfileError::Setup(format!("{addr}")))?;
-    let dst = Uri::builder()
-        .scheme("http")
-        .authority(endpoint.clone())
-        .path_and_query("/")
-        .build()
-        .map_err(|e| TlsProfileError::Setup(e.to_string()))?;
     let resolver = Arc::new(hyper_rustls::FixedServerNameResolver::new(server_name));
-    let https = HttpsConnector::new(FixedAddr { http, dst }, config, true, resolver);
+    let https = HttpsConnector::new(FixedAddr::new(http, addr), config, true, resolver);
     let connector = Timed { inner: https, timeout: settings.connect_timeout };
     let mut b = Client::builder(TokioExecutor::new());
     b.pool_idle_timeout(settings.idle_timeout)
@@ -285,7 +298,7 @@ fn endpoint_client(
         // HTTP/1.1 gets `Host` from the URI's authority, HTTP/2 gets `:authority`: one value.
         .set_host(true);
     let client = b.build(connector.clone());
-    Ok(TlsEndpoint { key, connector, client, endpoint, authorities: DashMap::new() })
+    Ok(TlsEndpoint { key, connector, client, authorities: HostAuthorities::new(endpoint) })
 }
 
 /// Dials one endpoint whatever the URI names (the URI carries the request's host instead).
@@ -294,6 +307,19 @@ pub struct FixedAddr {
     http: HttpConnector,
     /// `http://ip:port/`, in the form hyper-util's connector wants.
     dst: Uri,
+}
+
+impl FixedAddr {
+    /// Dials `addr` with `http`.
+    pub fn new(http: HttpConnector, addr: SocketAddr) -> Self {
+        let dst = Uri::builder()
+            .scheme("http")
+            .authority(addr.to_string().as_str())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        FixedAddr { http, dst }
+    }
 }
 
 impl tower_service::Service<Uri> for FixedAddr {

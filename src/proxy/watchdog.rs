@@ -22,6 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::balancer::now_ns;
+use super::h2stream::StreamStall;
 use super::preface::Replay;
 
 /// Bytes written on a connection whose request head did not arrive in time.
@@ -162,12 +163,15 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         busy: Busy,
+        // HTTP/2: tells the stream's guard whether a yielded frame awaits the client.
+        stall: Option<Arc<StreamStall>>,
     }
 }
 
 impl<B> BusyBody<B> {
+    /// Made inside the request's task: on HTTP/2 it picks up the stream's stall record.
     pub fn new(inner: B, busy: Busy) -> Self {
-        BusyBody { inner, busy }
+        BusyBody { inner, busy, stall: StreamStall::current() }
     }
 }
 
@@ -177,7 +181,14 @@ impl<B: Body<Data = Bytes>> Body for BusyBody<B> {
 
     #[inline]
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let Some(stall) = this.stall else { return this.inner.poll_frame(cx) };
+        stall.taken();
+        let r = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &r {
+            stall.yielded();
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod gateway;
+pub mod h2raw;
 pub mod origin;
 pub mod pki;
 pub mod raw_origin;

@@ -75,6 +75,9 @@ pub struct Origin {
     pub hits: Arc<AtomicUsize>,
     /// Bytes of `/big` responses hyper has accepted from us so far.
     pub big_sent: Arc<AtomicU64>,
+    /// `/big` response bodies still alive in the origin (dropped when the proxy lets go of
+    /// the upstream connection or the body is sent).
+    pub big_open: Arc<AtomicUsize>,
     /// TLS origins only: what the handshakes did.
     pub tls_stats: Arc<TlsStats>,
     shutdown: tokio_util::sync::CancellationToken,
@@ -124,6 +127,7 @@ impl Origin {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
         let big_sent = Arc::new(AtomicU64::new(0));
+        let big_open = Arc::new(AtomicUsize::new(0));
         let tls_stats = Arc::new(TlsStats::default());
         let shutdown = tokio_util::sync::CancellationToken::new();
         let o = Origin {
@@ -132,6 +136,7 @@ impl Origin {
             seen: seen.clone(),
             hits: hits.clone(),
             big_sent: big_sent.clone(),
+            big_open: big_open.clone(),
             tls_stats: tls_stats.clone(),
             shutdown: shutdown.clone(),
         };
@@ -142,13 +147,15 @@ impl Origin {
                     _ = shutdown.cancelled() => return,
                     r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
                 };
-                let (name, seen, hits, big_sent) = (name.clone(), seen.clone(), hits.clone(), big_sent.clone());
+                let (name, seen, hits, big_sent, big_open) =
+                    (name.clone(), seen.clone(), hits.clone(), big_sent.clone(), big_open.clone());
                 let conn_shutdown = shutdown.clone();
                 let (tls, tls_stats) = (tls.clone(), tls_stats.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
-                        let (name, seen, hits, big_sent) = (name.clone(), seen.clone(), hits.clone(), big_sent.clone());
-                        async move { Ok::<_, Infallible>(answer(req, &name, &seen, &hits, &big_sent).await) }
+                        let (name, seen, hits, big_sent, big_open) =
+                            (name.clone(), seen.clone(), hits.clone(), big_sent.clone(), big_open.clone());
+                        async move { Ok::<_, Infallible>(answer(req, &name, &seen, &hits, (&big_sent, &big_open)).await) }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
@@ -197,7 +204,7 @@ async fn answer(
     name: &str,
     seen: &Mutex<Vec<Seen>>,
     hits: &AtomicUsize,
-    big_sent: &Arc<AtomicU64>,
+    (big_sent, big_open): (&Arc<AtomicU64>, &Arc<AtomicUsize>),
 ) -> Response<Body> {
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_owned();
@@ -242,8 +249,10 @@ async fn answer(
     } else if let Some(mib) = path.strip_prefix("/big/") {
         let chunks: u64 = mib.parse::<u64>().unwrap_or(1) * 16;
         let counter = big_sent.clone();
+        let open = OpenGuard::new(big_open.clone());
         let stream = futures_util::stream::unfold(0u64, move |i| {
             let counter = counter.clone();
+            let _open = &open;
             async move {
                 if i >= chunks {
                     return None;
@@ -292,4 +301,20 @@ async fn answer(
         }
     }
     resp
+}
+
+/// Counts a live `/big` body until dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(count)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
