@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use support::gateway::Gateway;
 use support::origin::Origin;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::tls_client::TlsGateway;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Long enough for the connection to be parked (it parks as soon as it is idle).
@@ -29,7 +30,7 @@ fn get(path: &str) -> String {
 }
 
 /// Reads one response (head and `Content-Length` body); returns status line and body.
-async fn response(s: &mut TcpStream, pending: &mut Vec<u8>) -> (String, String) {
+async fn response<S: AsyncRead + Unpin>(s: &mut S, pending: &mut Vec<u8>) -> (String, String) {
     let read = async {
         loop {
             if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -168,4 +169,28 @@ async fn parked_connection_closes_at_once_on_shutdown() {
         .await
         .expect("shutdown waited for the grace period")
         .unwrap();
+}
+
+#[tokio::test]
+async fn https_keepalive_connection_is_served_across_parked_periods() {
+    let a = Origin::start("a").await;
+    let t = TlsGateway::start(
+        &[&["k.example.com"]],
+        &format!("[[routes]]\nhosts = [\"k.example.com\"]\nupstreams = [\"{}\"]\n", a.addr),
+    )
+    .await;
+    let mut s = t.connect("k.example.com", &[b"http/1.1"]).await;
+    let mut pending = Vec::new();
+    s.write_all(get("/one").as_bytes()).await.unwrap();
+    assert_eq!(response(&mut s, &mut pending).await.1, "a GET /one");
+    tokio::time::sleep(PAUSE).await;
+    // Two requests in one TLS record, then one split across a parked period.
+    s.write_all((get("/two") + &get("/three")).as_bytes()).await.unwrap();
+    assert_eq!(response(&mut s, &mut pending).await.1, "a GET /two");
+    assert_eq!(response(&mut s, &mut pending).await.1, "a GET /three");
+    s.write_all(b"GET /four HTTP/1.1\r\nHo").await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(PAUSE).await;
+    s.write_all(b"st: k.example.com\r\n\r\n").await.unwrap();
+    assert_eq!(response(&mut s, &mut pending).await.1, "a GET /four");
 }
