@@ -194,3 +194,24 @@ async fn https_keepalive_connection_is_served_across_parked_periods() {
     s.write_all(b"st: k.example.com\r\n\r\n").await.unwrap();
     assert_eq!(response(&mut s, &mut pending).await.1, "a GET /four");
 }
+
+/// The start of a second head that came in the same read as the first request used to escape
+/// the head deadline (bytes read while a request is in flight start no head), so a client could
+/// hold the connection for `idle_timeout` with a never-finished head. Parking hands those bytes
+/// to a fresh parser and starts the deadline: 408 after `header_read_timeout`.
+#[tokio::test]
+async fn partial_pipelined_head_gets_408_after_header_read_timeout() {
+    let a = Origin::start("a").await;
+    let gw = gateway(&a, "header_read_timeout = \"300ms\"\nidle_timeout = \"10s\"").await;
+    let mut s = TcpStream::connect(gw.http).await.unwrap();
+    let mut pending = Vec::new();
+    s.write_all((get("/a") + "GET /b HTTP/1.1\r\nHo").as_bytes()).await.unwrap();
+    assert_eq!(response(&mut s, &mut pending).await.1, "a GET /a");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "no answer to the unfinished head within 5 s");
+    let text = String::from_utf8_lossy(&rest);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "408 after {:?}", started.elapsed());
+}
