@@ -11,15 +11,21 @@
 #   BODY_BYTES=32768 N=1000 MODE=h1 benches/idle_memory.sh   # response body size (default 2)
 #
 # File descriptors: swarmgate caps max_connections at what its open-file limit allows at 3 per
-# connection (keeping a tenth in reserve), so N=10000 needs a hard `ulimit -Hn` of about 34000 (10/3 per connection).
+# connection (keeping a tenth in reserve), so N=10000 needs an open-file limit of about 34000
+# (10/3 per connection); the client side (one process, N sockets) shares the same limit. Run
+# as root, the script raises the hard limit itself when it is lower than that; otherwise run
+# it under `prlimit --nofile=70000:70000 -- bash benches/idle_memory.sh` as root.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SWARMGATE_BIN:-$here/target/release/swarmgate}
 n=${N:-10000}
 mode=${MODE:-h1}
 case $mode in h1 | bare | h2c) ;; *) echo "MODE must be h1, bare or h2c" >&2; exit 2 ;; esac
-ulimit -n "$(ulimit -Hn)"
 need=$(((n + 100) * 10 / 3 + 1))
+if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$need" ] && [ "$(id -u)" = 0 ]; then
+    ulimit -Hn "$need" 2>/dev/null || true
+fi
+ulimit -n "$(ulimit -Hn)"
 if [ "$(ulimit -n)" -lt "$need" ]; then
     echo "N=$n needs an open-file limit of about $need (have $(ulimit -n)); swarmgate would refuse the rest" >&2
     exit 2

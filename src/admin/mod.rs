@@ -122,7 +122,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, limits: Limits
         let svc = {
             let (state, activity) = (state.clone(), activity.clone());
             service_fn(move |req: Request<Incoming>| {
-                let busy = activity.begin();
+                let busy = activity.begin(!http_body::Body::is_end_stream(req.body()));
                 let resp = answer(&state, &req).map(|body| BusyBody::new(body, busy));
                 std::future::ready(Ok::<_, Infallible>(resp))
             })

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::io::{AsyncReadExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -58,24 +59,51 @@ pub async fn detect(mut stream: TcpStream, timeout: Duration, activity: &Activit
 
 /// The bytes detection read, to be handed to the protocol's server before anything else
 /// from the socket (the IO wrapper [`Watched`](super::watchdog::Watched) replays them). Inline
-/// (24 bytes), so an idle connection carries no extra allocation.
+/// (24 bytes), so an idle connection carries no extra allocation. `more`: what a parked
+/// HTTP/1.1 connection's server had read but not yet parsed (see `server::serve_h1`).
 #[derive(Default)]
 pub struct Replay {
     buf: [u8; H2_PREFACE.len()],
     pos: u8,
     len: u8,
+    more: Bytes,
 }
 
 impl Replay {
     fn new(buf: [u8; H2_PREFACE.len()], len: usize) -> Self {
         // `len` ≤ 24 by construction.
-        Replay { buf, pos: 0, len: len as u8 }
+        Replay { buf, pos: 0, len: len as u8, more: Bytes::new() }
+    }
+
+    /// Queues `bytes` after whatever is left. Copied: hyper hands back a view of its whole
+    /// read buffer (8 KiB or more, even when empty), which a parked connection must not keep.
+    pub fn push(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.more.is_empty() {
+            self.more = Bytes::copy_from_slice(&bytes);
+        } else {
+            let mut joined = Vec::with_capacity(self.more.len() + bytes.len());
+            joined.extend_from_slice(&self.more);
+            joined.extend_from_slice(&bytes);
+            self.more = joined.into();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.len && self.more.is_empty()
     }
 
     /// Moves what is left into `out`; false when nothing was left.
     pub fn take(&mut self, out: &mut ReadBuf<'_>) -> bool {
         if self.pos >= self.len {
-            return false;
+            if self.more.is_empty() {
+                return false;
+            }
+            let n = self.more.len().min(out.remaining());
+            out.put_slice(&self.more.split_to(n));
+            return true;
         }
         let rest = &self.buf[self.pos as usize..self.len as usize];
         let n = rest.len().min(out.remaining());
@@ -103,5 +131,19 @@ mod tests {
         assert!(r.take(&mut rb));
         assert_eq!(rb.filled(), b"T");
         assert!(!r.take(&mut rb));
+    }
+
+    #[test]
+    fn replays_pushed_bytes_after_the_prefix() {
+        let mut buf = [0u8; 24];
+        buf[0] = b'G';
+        let mut r = Replay::new(buf, 1);
+        r.push(Bytes::from_static(b"ET"));
+        r.push(Bytes::from_static(b" /"));
+        let mut out = [0u8; 8];
+        let mut rb = ReadBuf::new(&mut out);
+        while r.take(&mut rb) {}
+        assert_eq!(rb.filled(), b"GET /");
+        assert!(r.is_empty());
     }
 }

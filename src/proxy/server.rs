@@ -202,7 +202,7 @@ pub async fn serve(
 /// One request on a connection: marks the connection busy (for the idle deadline and
 /// lingering close) from the moment the handler runs until the response body is sent.
 async fn serve_request(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<Reply>, Infallible> {
-    let busy = conn.activity.begin();
+    let busy = conn.activity.begin(!http_body::Body::is_end_stream(req.body()));
     let resp = handle(&conn.state, req, &conn.info).await;
     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
         conn.activity.set_upgraded();
@@ -226,12 +226,14 @@ pub(crate) struct Conn {
 /// Serves a plain connection: h2c when it starts with the HTTP/2 preface, else HTTP/1.1.
 pub(crate) async fn serve_plain<S1, S2>(b: &Builders, c: Conn, stream: TcpStream, h1: S1, h2: S2)
 where
-    S1: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    S1: HttpService<Incoming, ResBody = Reply, Error = Infallible> + Unpin,
     S2: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
     StreamExec: Http2ServerConnExec<S2::Future, Reply>,
 {
     match detect(stream, c.header, &c.activity).await {
-        Detected::H2c(stream, replay) => serve_h2(b, c, stream, replay, h2).await,
+        // Boxed, like the TLS handshake: a task is allocated at the size of its largest
+        // state, and a parked HTTP/1.1 connection should not pay for HTTP/2's.
+        Detected::H2c(stream, replay) => Box::pin(serve_h2(b, c, stream, replay, h2)).await,
         Detected::H1(stream, replay) => {
             let raw = duplicate(&stream);
             serve_h1(b, c, stream, replay, raw, h1).await
@@ -256,12 +258,12 @@ async fn serve_tls<S1, S2>(
     on_handshake: impl FnOnce(&rustls::ServerConnection),
     metrics: &Metrics,
 ) where
-    S1: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    S1: HttpService<Incoming, ResBody = Reply, Error = Infallible> + Unpin,
     S2: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
     StreamExec: Http2ServerConnExec<S2::Future, Reply>,
 {
     c.activity.saw_bytes();
-    let tls = match tokio::time::timeout(c.header, acceptor.accept(stream)).await {
+    let tls = match tokio::time::timeout(c.header, Box::pin(acceptor.accept(stream))).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(client = %c.peer, error = %e, "TLS handshake failed");
@@ -280,7 +282,7 @@ async fn serve_tls<S1, S2>(
     match alpn {
         // TLS-ALPN-01 validation is the handshake itself; nothing more to serve.
         Some(ACME_TLS_ALPN) => {}
-        Some(b"h2") => serve_h2(b, c, tls, Replay::default(), h2).await,
+        Some(b"h2") => Box::pin(serve_h2(b, c, tls, Replay::default(), h2)).await,
         _ => {
             let raw = duplicate(tls.get_ref().0);
             serve_h1(b, c, tls, Replay::default(), raw, h1).await
@@ -288,14 +290,108 @@ async fn serve_tls<S1, S2>(
     }
 }
 
+/// Serves HTTP/1.1, parking the connection whenever it is idle: hyper's connection (with its
+/// 8 KiB read and write buffers and cached header map, ~27 KiB in all) is taken apart and
+/// dropped, the task waits on the bare stream, and a fresh hyper connection takes over when
+/// the client sends again, reading first whatever the old one had read but not parsed. So an
+/// idle keep-alive connection costs about what a just-accepted one does (benches/
+/// idle_memory.sh). Parking only happens at a message boundary (`Activity::may_park`).
 async fn serve_h1<I, S>(b: &Builders, c: Conn, io: I, replay: Replay, raw: Option<std::net::TcpStream>, svc: S)
 where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = Reply, Error = Infallible>,
+    I: AsyncRead + AsyncWrite + Parkable + Unpin + Send + 'static,
+    S: HttpService<Incoming, ResBody = Reply, Error = Infallible> + Unpin,
 {
-    let io = Watched::new(io, c.activity.clone(), replay);
-    let conn = b.h1.serve_connection(TokioIo::new(io), svc).with_upgrades();
-    drive(conn, c, Proto::H1, raw).await
+    let (mut io, mut svc) = (Watched::new(io, c.activity.clone(), replay), svc);
+    loop {
+        let mut conn = Box::new(b.h1.serve_connection(TokioIo::new(io), svc).with_upgrades());
+        let may_park = || c.activity.may_park();
+        let result = match drive(std::pin::Pin::new(&mut *conn), &c, Proto::H1, may_park).await {
+            Ended::Finished(result) => result,
+            Ended::Idle => match (*conn).into_parts() {
+                Some(parts) => {
+                    (io, svc) = (parts.io.into_inner(), parts.service);
+                    io.replay_mut().push(parts.read_buf);
+                    if park(&mut io, &c).await {
+                        continue;
+                    }
+                    // Idle too long, or shutting down: close at once (nothing unread to linger for).
+                    let _ = tokio::time::timeout(LINGER_PAUSE, io.get_mut().shutdown()).await;
+                    return;
+                }
+                None => Ok(()),
+            },
+        };
+        if let Err(e) = result {
+            tracing::debug!(client = %c.peer, error = %e, "connection ended with an error");
+        }
+        break;
+    }
+    // After a protocol switch the socket belongs to the tunnel; after a 408 it is done.
+    if let Some(raw) = raw.filter(|_| !c.activity.is_upgraded() && !c.activity.is_expired()) {
+        Box::pin(linger(raw)).await;
+    }
+}
+
+/// A stream an idle HTTP/1.1 connection can wait on without a hyper connection around it.
+pub(crate) trait Parkable {
+    /// Ready when the client sent something (or closed).
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>>;
+    /// Whether input is already buffered above the socket (TLS: decrypted, not yet read).
+    fn has_buffered_input(&mut self) -> bool;
+}
+
+impl Parkable for TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+
+    fn has_buffered_input(&mut self) -> bool {
+        false
+    }
+}
+
+/// TLS parks too: the readiness is the socket's, and the rustls session (with its own
+/// buffers) stays, so a parked TLS connection saves hyper's share only.
+impl Parkable for tokio_rustls::server::TlsStream<TcpStream> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_ref().0.poll_read_ready(cx)
+    }
+
+    fn has_buffered_input(&mut self) -> bool {
+        // An error is hyper's to meet: resume and let it read.
+        self.get_mut().1.process_new_packets().map_or(true, |s| s.plaintext_bytes_to_read() > 0)
+    }
+}
+
+/// Waits on a parked connection. True: the client sent something, serve it. False: the idle
+/// deadline passed or the listener is shutting down; close.
+async fn park<I: Parkable>(io: &mut Watched<I>, c: &Conn) -> bool {
+    if !io.replay_mut().is_empty() || io.get_mut().has_buffered_input() {
+        // The start of a head, read before the park: its deadline runs from now.
+        c.activity.saw_bytes();
+        return true;
+    }
+    let mut timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    std::future::poll_fn(|cx| {
+        if c.signal.is_set(cx) {
+            return Poll::Ready(false);
+        }
+        if io.get_ref().poll_read_ready(cx).is_ready() {
+            return Poll::Ready(true);
+        }
+        loop {
+            let Verdict::Wait(d) = c.activity.verdict(c.header, c.idle) else { return Poll::Ready(false) };
+            let at = tokio::time::Instant::now() + d;
+            match &mut timer {
+                Some(t) => t.as_mut().reset(at),
+                None => timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+            if timer.as_mut().is_some_and(|t| t.as_mut().poll(cx).is_pending()) {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
 }
 
 async fn serve_h2<I, S>(b: &Builders, c: Conn, io: I, replay: Replay, svc: S)
@@ -306,7 +402,10 @@ where
 {
     let io = Watched::h2(io, c.activity.clone(), replay);
     let conn = b.h2.serve_connection(TokioIo::new(io), svc);
-    drive(conn, c, Proto::H2, None).await
+    tokio::pin!(conn);
+    if let Ended::Finished(Err(e)) = drive(conn, &c, Proto::H2, || false).await {
+        tracing::debug!(client = %c.peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// Connections other serving threads handed to this one (never, without a share).
@@ -420,35 +519,45 @@ async fn linger(raw: std::net::TcpStream) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
+/// How `drive` let go of a connection.
+enum Ended<E> {
+    /// hyper's connection future completed.
+    Finished(Result<(), E>),
+    /// `may_park` said the connection is idle at a message boundary: hyper's connection is
+    /// still whole, waiting for input, and may be taken apart.
+    Idle,
+}
+
 /// Runs a connection under its deadlines, checked on one timer per connection. On shutdown
 /// asks it to finish in-flight requests and close (HTTP/1.1: after the current response;
-/// HTTP/2: GOAWAY). `raw`: a duplicate handle of the socket that keeps it open for a lingering
-/// close once hyper has let go of it (HTTP/1.1).
-async fn drive<C, E>(conn: C, c: Conn, proto: Proto, raw: Option<std::net::TcpStream>)
+/// HTTP/2: GOAWAY). Whenever the connection waits for input and `may_park` says yes, returns
+/// `Ended::Idle` (never once shutdown began).
+async fn drive<C, E>(mut conn: std::pin::Pin<&mut C>, c: &Conn, proto: Proto, may_park: impl Fn() -> bool) -> Ended<E>
 where
     C: std::future::Future<Output = Result<(), E>> + GracefulConnection,
-    E: std::fmt::Display,
 {
-    tokio::pin!(conn);
     let mut closing = false;
     // A head or an idle period may start at any moment: look again at least this often.
     let step = c.header.min(c.idle) / 2;
     let mut timer = Box::pin(tokio::time::sleep(step));
-    let result = std::future::poll_fn(|cx| loop {
+    std::future::poll_fn(|cx| loop {
         if let Poll::Ready(r) = conn.as_mut().poll(cx) {
-            return Poll::Ready(r);
+            return Poll::Ready(Ended::Finished(r));
         }
         if !closing && c.signal.is_set(cx) {
             closing = true;
             conn.as_mut().graceful_shutdown();
             continue;
         }
+        if !closing && may_park() {
+            return Poll::Ready(Ended::Idle);
+        }
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
         }
         if closing {
             // Asked to close a while ago and the client still holds on: stop waiting.
-            return Poll::Ready(Ok(()));
+            return Poll::Ready(Ended::Finished(Ok(())));
         }
         let next = match c.activity.verdict(c.header, c.idle) {
             Verdict::Wait(d) => d.min(step),
@@ -468,19 +577,12 @@ where
             }
             Verdict::WriteStalled => {
                 tracing::debug!(client = %c.peer, "client stopped reading its response; closing");
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(Ended::Finished(Ok(())));
             }
         };
         timer.as_mut().reset(tokio::time::Instant::now() + next);
     })
-    .await;
-    if let Err(e) = result {
-        tracing::debug!(client = %c.peer, error = %e, "connection ended with an error");
-    }
-    // After a protocol switch the socket belongs to the tunnel; after a 408 it is done.
-    if let Some(raw) = raw.filter(|_| !c.activity.is_upgraded() && !c.activity.is_expired()) {
-        Box::pin(linger(raw)).await;
-    }
+    .await
 }
 
 /// The one method `drive` needs from hyper's connection types.

@@ -43,6 +43,11 @@ pub struct Activity {
     upgraded: AtomicBool,
     /// The head deadline passed: the IO wrapper answers 408 and ends the stream.
     expired: AtomicBool,
+    /// The last request came with a body: hyper may still be reading (or discarding) it, so
+    /// the connection is not at a message boundary and must not be parked.
+    body_pending: AtomicBool,
+    /// hyper began shutting the stream (keep-alive off, or an error): no parking.
+    shutting: AtomicBool,
 }
 
 impl Default for Activity {
@@ -54,6 +59,8 @@ impl Default for Activity {
             write_blocked_since_ns: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
             expired: AtomicBool::new(false),
+            body_pending: AtomicBool::new(false),
+            shutting: AtomicBool::new(false),
         }
     }
 }
@@ -73,11 +80,28 @@ pub enum Verdict {
 
 impl Activity {
     /// Marks a request as being served until the guard drops (the guard travels with the
-    /// response body, so a long download or event stream is not "idle").
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    /// response body, so a long download or event stream is not "idle"). `has_body`: whether
+    /// the request came with a body; until a request without one has been served, the
+    /// connection is not parked: whether hyper has read that body to its end is not visible
+    /// from here, and a fresh parser would take its rest for a request.
+    pub fn begin(self: &Arc<Self>, has_body: bool) -> Busy {
+        self.body_pending.store(has_body, Ordering::Relaxed);
         self.busy.fetch_add(1, Ordering::Relaxed);
         self.head_since_ns.store(0, Ordering::Relaxed);
         Busy(self.clone())
+    }
+
+    /// Whether an HTTP/1.1 connection whose server is waiting for input may be taken apart and
+    /// parked (see `server::serve_h1`): nothing in flight, no head begun, output drained, no
+    /// request body possibly unread, not upgraded, expired or closing.
+    pub fn may_park(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) == 0
+            && self.head_since_ns.load(Ordering::Relaxed) == 0
+            && self.write_blocked_since_ns.load(Ordering::Relaxed) == 0
+            && !self.body_pending.load(Ordering::Relaxed)
+            && !self.upgraded.load(Ordering::Relaxed)
+            && !self.expired.load(Ordering::Relaxed)
+            && !self.shutting.load(Ordering::Relaxed)
     }
 
     pub fn set_upgraded(&self) {
@@ -227,6 +251,19 @@ impl<T> Watched<T> {
     pub fn h2(inner: T, activity: Arc<Activity>, replay: Replay) -> Self {
         Watched { inner, activity, sent: 0, heads: false, replay }
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    /// What is read before the stream (a parked connection's unparsed bytes go here).
+    pub fn replay_mut(&mut self) -> &mut Replay {
+        &mut self.replay
+    }
 }
 
 impl<T: AsyncRead + tokio::io::AsyncWrite + Unpin> Watched<T> {
@@ -283,7 +320,9 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        this.activity.shutting.store(true, Ordering::Relaxed);
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn is_write_vectored(&self) -> bool {
