@@ -519,6 +519,11 @@ async fn linger(raw: std::net::TcpStream) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
+/// An HTTP/1.1 connection idle at a message boundary for this long is parked (see
+/// `serve_h1`): long enough that a client in the middle of a burst keeps its hyper
+/// connection, short enough that idle keep-alive connections soon hold only their socket.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
 /// How `drive` let go of a connection.
 enum Ended<E> {
     /// hyper's connection future completed.
@@ -550,7 +555,17 @@ where
             continue;
         }
         if !closing && may_park() {
-            return Poll::Ready(Ended::Idle);
+            // Not at once: a busy keep-alive client sends its next request within moments,
+            // and taking hyper's connection apart and building it again for each request
+            // would cost more than the buffers it frees.
+            let idle = c.activity.idle_for();
+            if idle >= PARK_AFTER {
+                return Poll::Ready(Ended::Idle);
+            }
+            let due = tokio::time::Instant::now() + (PARK_AFTER - idle);
+            if timer.deadline() > due {
+                timer.as_mut().reset(due);
+            }
         }
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;
