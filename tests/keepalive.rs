@@ -14,8 +14,8 @@ use support::tls_client::TlsGateway;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Long enough for the connection to be parked (it parks once idle for `PARK_AFTER`, 1 s).
-const PAUSE: Duration = Duration::from_millis(1300);
+/// Long enough for the connection to be parked (it parks once idle for `PARK_AFTER`, 50 ms).
+const PAUSE: Duration = Duration::from_millis(300);
 
 async fn gateway(origin: &Origin, limits: &str) -> Gateway {
     Gateway::start(&format!(
