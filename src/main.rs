@@ -40,6 +40,19 @@ enum Command {
         #[arg(long)]
         docker: bool,
     },
+    /// Ask a running instance whether it is ready (the image has no curl): GET `--url`, by
+    /// default `/readyz` on the config's admin listener; exit 0 on a 2xx answer, 1 otherwise,
+    /// printing a one-line reason either way.
+    Healthcheck {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// e.g. `http://127.0.0.1:2019/readyz` (only http://).
+        #[arg(long)]
+        url: Option<String>,
+        /// Longest wait for the connection and for the answer.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print the version.
     Version,
 }
@@ -68,6 +81,7 @@ fn main() -> ExitCode {
             println!("swarmgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Healthcheck { config, url, timeout } => healthcheck(config.as_ref(), url, timeout),
         Command::Check { config, services, tasks, docker } => {
             match check(config.as_ref(), services.as_ref(), tasks.as_ref(), docker) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -96,6 +110,39 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    swarmgate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// `swarmgate healthcheck`: the reason goes to stdout when ready, to stderr when not (Docker
+/// keeps both in `docker inspect`'s health log).
+fn healthcheck(config: Option<&PathBuf>, url: Option<String>, timeout: std::time::Duration) -> ExitCode {
+    let url = match url {
+        Some(u) => u,
+        None => match load(config).map(|c| c.listen.admin) {
+            Ok(Some(admin)) => swarmgate::healthcheck::default_url(admin),
+            Ok(None) => {
+                eprintln!("unhealthy: listen.admin is not set in the config; set it or give --url");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    match swarmgate::healthcheck::probe(&url, timeout) {
+        Ok(reason) => {
+            println!("healthy: {reason}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("unhealthy: {reason}");
+            ExitCode::from(1)
         }
     }
 }

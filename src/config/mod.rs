@@ -872,6 +872,8 @@ mod tests {
             .unwrap();
         assert_eq!(c.docker.enabled, DockerMode::On);
         assert!(c.acme.enabled);
+        // config/stack.yml's `healthcheck:` runs `swarmgate healthcheck`, which asks this address.
+        assert!(c.listen.admin.is_some_and(|a| a.ip().is_loopback()));
     }
 
     #[test]
