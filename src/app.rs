@@ -43,6 +43,8 @@ pub enum StartError {
     Swarm(#[from] crate::discovery::swarm::SwarmError),
     #[error("acme: {0}")]
     Acme(#[from] crate::acme::AcmeError),
+    #[error("{0}")]
+    Admin(crate::config::ConfigError),
 }
 
 /// Loads every static certificate, naming the failing entry.
@@ -312,6 +314,7 @@ async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, Star
 pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let (statics, _) = load_static_certs(&cfg)?;
+    let admin_auth = crate::admin::auth::AdminAuth::load(&cfg.admin).map_err(StartError::Admin)?.map(Arc::new);
     // Bind first: the HTTPS redirect needs the real port when the config asks for port 0.
     let workers = match cfg.listen.workers {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -451,7 +454,13 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         tasks.push(task);
     }
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), cfg.limits.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::admin::serve(
+            l,
+            admin.clone(),
+            admin_auth,
+            cfg.limits.clone(),
+            shutdown.clone(),
+        )));
     }
     let config = Arc::new(Mutex::new(cfg));
     if let Some(path) = config_path.clone() {

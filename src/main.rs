@@ -177,6 +177,10 @@ fn check(
         eprintln!("error: {e}");
         return Ok(false);
     }
+    if let Err(e) = swarmgate::admin::auth::AdminAuth::load(&cfg.admin) {
+        eprintln!("error: {e}");
+        return Ok(false);
+    }
     use swarmgate::discovery::swarm::{reconcile, snapshot_from_json, NetworkSelection, SwarmProvider};
     let selection = NetworkSelection::from_config(&cfg.docker.networks);
     let swarm = if let Some(services) = services {

@@ -140,6 +140,17 @@ static VERIFY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::La
 });
 
 impl BasicAuth {
+    /// Basic auth outside the route table (the admin listener), with a cache of its own.
+    pub fn new(realm: &str, users: Vec<(String, String)>) -> Self {
+        BasicAuth {
+            challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
+                .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"restricted\"")),
+            realm: realm.to_owned(),
+            users,
+            accepted: Arc::default(),
+        }
+    }
+
     /// True when `authorization` carries valid credentials. A credential already accepted is
     /// answered at once; a new one is verified on the blocking pool (never on a serving
     /// thread, which would stall every connection it carries), a bounded number at a time.
