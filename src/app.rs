@@ -355,6 +355,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         https_redirect_port: https_addr.map(|a| a.port()).filter(|p| *p != 443),
         max_header_bytes: cfg.limits.max_header_bytes,
         paths: (&cfg.server).into(),
+        log_format: cfg.log.format,
     });
     let ready = Arc::new(AtomicBool::new(false));
     let publisher = Arc::new(Publisher {

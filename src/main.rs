@@ -58,12 +58,33 @@ enum Command {
 }
 
 fn init_logging(cfg: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+        LogFormat::Clf | LogFormat::Combined => {
+            // Access lines are the bare CLF line (the message) that log analysers read; every
+            // other line keeps the text format.
+            let is_access = |m: &tracing::Metadata<'_>| m.target() == "swarmgate::access";
+            let access = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .without_time()
+                .with_level(false)
+                .with_target(false)
+                .with_filter(tracing_subscriber::filter::filter_fn(is_access));
+            let rest = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::filter::filter_fn(move |m| !is_access(m)));
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+            tracing_subscriber::registry().with(filter).with(access).with(rest).init();
+        }
     }
 }
 

@@ -276,3 +276,58 @@ fn healthcheck_tells_ready_from_not_ready_and_not_running() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("listen.admin"), "{text}");
 }
+
+/// `[log] format = "combined"` at `trace`: each access line is a Combined Log Format line with
+/// the request id (a trusted proxy's, or swarmgate's own, as sent upstream), and no credential
+/// header (Authorization, Proxy-Authorization, Cookie, Set-Cookie) appears in any line.
+#[tokio::test]
+async fn combined_access_log_carries_the_request_id_and_no_credentials() {
+    let origin = Origin::start("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let toml = format!(
+        "storage = {:?}\n[listen]\nhttp = \"127.0.0.1:{http}\"\n[log]\nformat = \"combined\"\nlevel = \"trace\"\n\
+         [forwarding]\ntrusted_proxies = [\"127.0.0.1\"]\n[docker]\nenabled = false\n\
+         [[routes]]\nhosts = [\"app.example.com\"]\nupstreams = [\"{}\"]\nheaders.response = {{ Set-Cookie = \"sid=set-cookie-secret\" }}\n",
+        dir.path().join("state"),
+        origin.addr
+    );
+    let mut child = spawn_binary(dir.path(), &toml, http);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let request = |id: Option<&str>| {
+        let mut r = http::Request::get("/page?q=1")
+            .header("host", "app.example.com")
+            .header("authorization", "Bearer authz-secret")
+            .header("proxy-authorization", "Basic cHJveHktc2VjcmV0")
+            .header("cookie", "session=cookie-secret")
+            .header("referer", "https://ref.example/")
+            .header("user-agent", "agent/1.0");
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap()
+    };
+    let trusted = support::client::send(addr, request(Some("edge-id-42"))).await;
+    let generated = support::client::send(addr, request(None)).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert_eq!(trusted.header("set-cookie"), Some("sid=set-cookie-secret"));
+    assert_eq!(trusted.header("x-echo-x-request-id"), Some("edge-id-42"));
+    let own_id = generated.header("x-echo-x-request-id").expect("an id upstream").to_owned();
+    let logs = std::fs::read_to_string(dir.path().join("out.txt")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    let access: Vec<&str> = logs.lines().filter(|l| l.contains("\"GET /page?q=1 HTTP/1.1\"")).collect();
+    assert_eq!(access.len(), 2, "{logs}");
+    let shape = "\"GET /page?q=1 HTTP/1.1\" 200 ";
+    for (line, id) in access.iter().zip(["edge-id-42", own_id.as_str()]) {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.contains(shape) && line.ends_with(&format!(" \"https://ref.example/\" \"agent/1.0\" {id}")),
+            "{line}"
+        );
+    }
+    for secret in ["authz-secret", "cHJveHktc2VjcmV0", "cookie-secret", "set-cookie-secret"] {
+        assert!(!logs.contains(secret), "{secret:?} in the logs");
+    }
+    assert!(logs.contains("swarmgate listening"), "the other lines keep the text format: {logs}");
+}

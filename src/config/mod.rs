@@ -196,6 +196,10 @@ pub enum LogFormat {
     Json,
     #[default]
     Text,
+    /// Access log lines in the Common Log Format (other log lines as `text`).
+    Clf,
+    /// Access log lines in the Combined Log Format: CLF with referer and user agent.
+    Combined,
 }
 
 #[derive(Debug, Clone, Deserialize)]
