@@ -274,10 +274,16 @@ fn reload_from(
     }
     state.certs.set_static(certs);
     state.access_log.store(cfg.log.access, Ordering::Relaxed);
+    state.metrics.config_reload_successes.fetch_add(1, Ordering::Relaxed);
+    state.metrics.config_last_success_unix.store(unix_now(), Ordering::Relaxed);
     publisher.set_file_routes(cfg.route_specs());
     tracing::info!(path = %path.display(), routes = cfg.routes.len(), "config reloaded");
     *current.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Binds a listening socket (non-blocking, `SO_REUSEADDR`, and `SO_REUSEPORT` so serving
@@ -357,6 +363,7 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         paths: (&cfg.server).into(),
         log_format: cfg.log.format,
     });
+    state.metrics.config_last_success_unix.store(unix_now(), Ordering::Relaxed);
     let ready = Arc::new(AtomicBool::new(false));
     let publisher = Arc::new(Publisher {
         state: state.clone(),

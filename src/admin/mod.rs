@@ -61,7 +61,9 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
             }
         }
         "/metrics" => {
-            let mut resp = text(StatusCode::OK, state.proxy.metrics.render());
+            let mut body = state.proxy.metrics.render();
+            metrics::render_endpoints(&table, &mut body);
+            let mut resp = text(StatusCode::OK, body);
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             resp

@@ -177,7 +177,11 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
     drop(table);
     // Upstream sees the id the access line carries (replacing a client's, unless trusted).
     req.headers.insert(access_log::X_REQUEST_ID.clone(), request_id.clone());
-    let resp = route_request(state, &route, &mut req, body, conn, &host, raw_host).await;
+    let declared = req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let request_bytes = (head_size(&req) as u64).saturating_add(declared.unwrap_or(0));
+    route.metrics.request_bytes.fetch_add(request_bytes, Ordering::Relaxed);
+    let resp =
+        route_request(state, &route, &mut req, body, conn, &host, raw_host).await.map(|b| b.counted(&route.metrics));
     let status = resp.status();
     route.metrics.record(status.as_u16(), started.elapsed());
     access(state, &req, &host, conn, &Logged { route: &route.id, ..logged }, &resp, started, "");
