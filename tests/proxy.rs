@@ -525,7 +525,9 @@ async fn metrics_cover_bytes_endpoints_and_reloads_and_the_dashboard_uses_only_t
     ))
     .await;
     let r = get(gw.http, "m.example.com", "/hello").await;
-    let body_len = r.text().len();
+    // A fixed-length body and a chunked one streamed in pieces.
+    let body_len = r.text().len() + get(gw.http, "m.example.com", "/stream/3").await.text().len();
+    assert_eq!(body_len, r.text().len() + 3 * 1024);
     for _ in 0..3 {
         get(gw.http, "down.example.com", "/").await; // three connect failures eject it
     }

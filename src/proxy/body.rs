@@ -34,9 +34,17 @@ pub struct Counted {
     total: std::sync::Arc<crate::admin::metrics::RouteMetrics>,
 }
 
+impl Counted {
+    fn flush(&mut self) {
+        if self.sent > 0 {
+            self.total.response_bytes.fetch_add(std::mem::take(&mut self.sent), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.total.response_bytes.fetch_add(self.sent, std::sync::atomic::Ordering::Relaxed);
+        self.flush();
     }
 }
 
@@ -82,6 +90,10 @@ impl Body for ProxyBody {
                 let polled = Pin::new(&mut c.body).poll_frame(cx);
                 if let Poll::Ready(Some(Ok(frame))) = &polled {
                     c.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                // Counted by the time the client has the last byte, not when the body is dropped.
+                if matches!(polled, Poll::Ready(None)) || c.body.is_end_stream() {
+                    c.flush();
                 }
                 polled
             }
