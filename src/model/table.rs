@@ -140,7 +140,8 @@ static VERIFY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::La
 });
 
 impl BasicAuth {
-    /// Basic auth outside the route table (the admin listener), with a cache of its own.
+    /// Basic auth with a cache of its own (the admin listener; routes swap in theirs, which
+    /// survives table rebuilds).
     pub fn new(realm: &str, users: Vec<(String, String)>) -> Self {
         BasicAuth {
             challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
@@ -711,13 +712,8 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                     return None;
                 }
                 let users: Vec<(String, String)> = users.iter().map(|(u, h)| (u.clone(), h.clone())).collect();
-                route.basic_auth = Some(BasicAuth {
-                    challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
-                        .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"restricted\"")),
-                    realm: realm.clone(),
-                    accepted: opts.states.auth_cache(&spec.id, &users),
-                    users,
-                })
+                let accepted = opts.states.auth_cache(&spec.id, &users);
+                route.basic_auth = Some(BasicAuth { accepted, ..BasicAuth::new(realm, users) })
             }
             Middleware::RateLimit { average, period, burst } => {
                 route.rate_limit = Some(opts.states.rate_limiter(&spec.id, *average, *period, *burst))
