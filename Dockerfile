@@ -51,6 +51,8 @@ RUN touch src/lib.rs src/main.rs \
     '# Mount your own file here (e.g. a Swarm config) for HTTPS/ACME and file routes.' \
     '[listen]' \
     'http = "0.0.0.0:80"' \
+    '# /readyz here is what `swarmgate healthcheck` (the HEALTHCHECK below) asks.' \
+    'admin = "127.0.0.1:2019"' \
     '' \
     '[docker]' \
     'enabled = "auto"' \
@@ -65,4 +67,8 @@ COPY --from=build /out/data /var/lib/swarmgate
 WORKDIR /var/lib/swarmgate
 EXPOSE 80 443
 STOPSIGNAL SIGTERM
+# No curl in a scratch image: the binary asks its own admin listener's /readyz (the address comes
+# from the config; a mounted config without `listen.admin` makes the check fail, naming the key).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/usr/local/bin/swarmgate", "healthcheck", "--config", "/etc/swarmgate/swarmgate.toml"]
 ENTRYPOINT ["/usr/local/bin/swarmgate", "run", "--config", "/etc/swarmgate/swarmgate.toml"]

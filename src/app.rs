@@ -43,6 +43,8 @@ pub enum StartError {
     Swarm(#[from] crate::discovery::swarm::SwarmError),
     #[error("acme: {0}")]
     Acme(#[from] crate::acme::AcmeError),
+    #[error("{0}")]
+    Admin(crate::config::ConfigError),
 }
 
 /// Loads every static certificate, naming the failing entry.
@@ -272,10 +274,16 @@ fn reload_from(
     }
     state.certs.set_static(certs);
     state.access_log.store(cfg.log.access, Ordering::Relaxed);
+    state.metrics.config_reload_successes.fetch_add(1, Ordering::Relaxed);
+    state.metrics.config_last_success_unix.store(unix_now(), Ordering::Relaxed);
     publisher.set_file_routes(cfg.route_specs());
     tracing::info!(path = %path.display(), routes = cfg.routes.len(), "config reloaded");
     *current.lock().unwrap_or_else(|e| e.into_inner()) = cfg;
     Ok(())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Binds a listening socket (non-blocking, `SO_REUSEADDR`, and `SO_REUSEPORT` so serving
@@ -312,6 +320,7 @@ async fn bind(which: &'static str, addr: SocketAddr) -> Result<TcpListener, Star
 pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let shutdown = CancellationToken::new();
     let (statics, _) = load_static_certs(&cfg)?;
+    let admin_auth = crate::admin::auth::AdminAuth::load(&cfg.admin).map_err(StartError::Admin)?.map(Arc::new);
     // Bind first: the HTTPS redirect needs the real port when the config asks for port 0.
     let workers = match cfg.listen.workers {
         0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -352,7 +361,9 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         https_redirect_port: https_addr.map(|a| a.port()).filter(|p| *p != 443),
         max_header_bytes: cfg.limits.max_header_bytes,
         paths: (&cfg.server).into(),
+        log_format: cfg.log.format,
     });
+    state.metrics.config_last_success_unix.store(unix_now(), Ordering::Relaxed);
     let ready = Arc::new(AtomicBool::new(false));
     let publisher = Arc::new(Publisher {
         state: state.clone(),
@@ -451,7 +462,13 @@ pub async fn start(cfg: Config, config_path: Option<PathBuf>) -> Result<Running,
         tasks.push(task);
     }
     if let Some(l) = admin_listener {
-        tasks.push(tokio::spawn(crate::admin::serve(l, admin.clone(), cfg.limits.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(crate::admin::serve(
+            l,
+            admin.clone(),
+            admin_auth,
+            cfg.limits.clone(),
+            shutdown.clone(),
+        )));
     }
     let config = Arc::new(Mutex::new(cfg));
     if let Some(path) = config_path.clone() {

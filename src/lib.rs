@@ -11,6 +11,7 @@ pub mod check;
 pub mod config;
 pub mod discovery;
 pub mod duration;
+pub mod healthcheck;
 pub mod labels;
 pub mod model;
 pub mod password;

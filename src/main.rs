@@ -47,17 +47,51 @@ enum Command {
         #[arg(long, value_enum, default_value_t = swarmgate::check::Format::Text)]
         format: swarmgate::check::Format,
     },
+    /// Ask a running instance whether it is ready (the image has no curl): GET `--url`, by
+    /// default `/readyz` on the config's admin listener; exit 0 on a 2xx answer, 1 otherwise,
+    /// printing a one-line reason either way.
+    Healthcheck {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// e.g. `http://127.0.0.1:2019/readyz` (only http://).
+        #[arg(long)]
+        url: Option<String>,
+        /// Longest wait for the connection and for the answer.
+        #[arg(long, default_value = "2s", value_parser = parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print the version.
     Version,
 }
 
 fn init_logging(cfg: &Config) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
+        LogFormat::Clf | LogFormat::Combined => {
+            // Access lines are the bare CLF line (the message) that log analysers read; every
+            // other line keeps the text format.
+            let is_access = |m: &tracing::Metadata<'_>| m.target() == "swarmgate::access";
+            let access = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .without_time()
+                .with_level(false)
+                .with_target(false)
+                .with_filter(tracing_subscriber::filter::filter_fn(is_access));
+            let rest = tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(tracing_subscriber::filter::filter_fn(move |m| !is_access(m)));
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+            tracing_subscriber::registry().with(filter).with(access).with(rest).init();
+        }
     }
 }
 
@@ -75,6 +109,7 @@ fn main() -> ExitCode {
             println!("swarmgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Healthcheck { config, url, timeout } => healthcheck(config.as_ref(), url, timeout),
         Command::Check { config, services, tasks, docker, strict, format } => {
             match check(config.as_ref(), services.as_ref(), tasks.as_ref(), docker, strict, format) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -103,6 +138,39 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    swarmgate::duration::parse(s).map_err(|e| e.to_string())
+}
+
+/// `swarmgate healthcheck`: the reason goes to stdout when ready, to stderr when not (Docker
+/// keeps both in `docker inspect`'s health log).
+fn healthcheck(config: Option<&PathBuf>, url: Option<String>, timeout: std::time::Duration) -> ExitCode {
+    let url = match url {
+        Some(u) => u,
+        None => match load(config).map(|c| c.listen.admin) {
+            Ok(Some(admin)) => swarmgate::healthcheck::default_url(admin),
+            Ok(None) => {
+                eprintln!("unhealthy: listen.admin is not set in the config; set it or give --url");
+                return ExitCode::from(1);
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e:#}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    match swarmgate::healthcheck::probe(&url, timeout) {
+        Ok(reason) => {
+            println!("healthy: {reason}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("unhealthy: {reason}");
+            ExitCode::from(1)
         }
     }
 }
@@ -136,6 +204,10 @@ fn check(
         }
     };
     if let Err(e) = swarmgate::app::load_static_certs(&cfg) {
+        eprintln!("error: {e}");
+        return Ok(false);
+    }
+    if let Err(e) = swarmgate::admin::auth::AdminAuth::load(&cfg.admin) {
         eprintln!("error: {e}");
         return Ok(false);
     }

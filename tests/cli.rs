@@ -236,3 +236,140 @@ async fn secrets_stay_out_of_the_admin_api_and_the_logs() {
         assert!(!logs.contains(secret), "{secret:?} in the logs");
     }
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `swarmgate run --config <dir>/sg.toml` with `toml`, waiting until `wait_for` accepts.
+fn spawn_binary(dir: &std::path::Path, toml: &str, wait_for: u16) -> std::process::Child {
+    let path = dir.join("sg.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdout(std::fs::File::create(dir.join("out.txt")).unwrap())
+        .stderr(std::fs::File::create(dir.join("err.txt")).unwrap())
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", wait_for)).is_ok() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("swarmgate did not listen on {wait_for}: {}", std::fs::read_to_string(dir.join("err.txt")).unwrap());
+}
+
+fn healthcheck(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(BIN).arg("healthcheck").args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(text.trim().lines().count(), 1, "one line: {text}");
+    (out.status.code(), text)
+}
+
+/// The image has no curl: `swarmgate healthcheck` is its Docker health check. Ready instance
+/// (found through the config's admin address, or --url), an admin port answering 503, and
+/// nothing listening.
+#[test]
+fn healthcheck_tells_ready_from_not_ready_and_not_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, admin) = (free_port(), free_port());
+    let toml = format!(
+        "storage = {:?}\n[listen]\nhttp = \"127.0.0.1:{http}\"\nadmin = \"127.0.0.1:{admin}\"\n[docker]\nenabled = false\n",
+        dir.path().join("state")
+    );
+    let mut child = spawn_binary(dir.path(), &toml, admin);
+    let config = dir.path().join("sg.toml");
+    let (code, text) = healthcheck(&["--config", config.to_str().unwrap()]);
+    let (by_url, by_url_text) = healthcheck(&["--url", &format!("http://127.0.0.1:{admin}/readyz")]);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.starts_with("healthy: 200") && text.contains("ready"), "{text}");
+    assert_eq!(by_url, Some(0), "{by_url_text}");
+
+    // Not running: the same config, nothing listening any more.
+    let (code, text) = healthcheck(&["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.starts_with("unhealthy: not running?"), "{text}");
+
+    // Not ready: whatever answers 503 (as /readyz does before the first route table).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        let body = "not ready: no route table loaded yet\n";
+        let _ = write!(s, "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    });
+    let (code, text) = healthcheck(&["--url", &format!("http://127.0.0.1:{port}/readyz")]);
+    server.join().unwrap();
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("503") && text.contains("no route table loaded yet"), "{text}");
+
+    // A config without an admin listener names the key to set.
+    std::fs::write(&config, format!("[listen]\nhttp = \"127.0.0.1:{http}\"\n")).unwrap();
+    let (code, text) = healthcheck(&["--config", config.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("listen.admin"), "{text}");
+}
+
+/// `[log] format = "combined"` at `trace`: each access line is a Combined Log Format line with
+/// the request id (a trusted proxy's, or swarmgate's own, as sent upstream), and no credential
+/// header (Authorization, Proxy-Authorization, Cookie, Set-Cookie) appears in any line.
+#[tokio::test]
+async fn combined_access_log_carries_the_request_id_and_no_credentials() {
+    let origin = Origin::start("o").await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let toml = format!(
+        "storage = {:?}\n[listen]\nhttp = \"127.0.0.1:{http}\"\n[log]\nformat = \"combined\"\nlevel = \"trace\"\n\
+         [forwarding]\ntrusted_proxies = [\"127.0.0.1\"]\n[docker]\nenabled = false\n\
+         [[routes]]\nhosts = [\"app.example.com\"]\nupstreams = [\"{}\"]\nheaders.response = {{ Set-Cookie = \"sid=set-cookie-secret\" }}\n",
+        dir.path().join("state"),
+        origin.addr
+    );
+    let mut child = spawn_binary(dir.path(), &toml, http);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let request = |id: Option<&str>| {
+        let mut r = http::Request::get("/page?q=1")
+            .header("host", "app.example.com")
+            .header("authorization", "Bearer authz-secret")
+            .header("proxy-authorization", "Basic cHJveHktc2VjcmV0")
+            .header("cookie", "session=cookie-secret")
+            .header("referer", "https://ref.example/")
+            .header("user-agent", "agent/1.0");
+        if let Some(id) = id {
+            r = r.header("x-request-id", id);
+        }
+        r.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap()
+    };
+    let trusted = support::client::send(addr, request(Some("edge-id-42"))).await;
+    let generated = support::client::send(addr, request(None)).await;
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert_eq!(trusted.header("set-cookie"), Some("sid=set-cookie-secret"));
+    assert_eq!(trusted.header("x-echo-x-request-id"), Some("edge-id-42"));
+    let own_id = generated.header("x-echo-x-request-id").expect("an id upstream").to_owned();
+    let logs = std::fs::read_to_string(dir.path().join("out.txt")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("err.txt")).unwrap();
+    let access: Vec<&str> = logs.lines().filter(|l| l.contains("\"GET /page?q=1 HTTP/1.1\"")).collect();
+    assert_eq!(access.len(), 2, "{logs}");
+    let shape = "\"GET /page?q=1 HTTP/1.1\" 200 ";
+    for (line, id) in access.iter().zip(["edge-id-42", own_id.as_str()]) {
+        assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+        assert!(
+            line.contains(shape) && line.ends_with(&format!(" \"https://ref.example/\" \"agent/1.0\" {id}")),
+            "{line}"
+        );
+    }
+    for secret in ["authz-secret", "cHJveHktc2VjcmV0", "cookie-secret", "set-cookie-secret"] {
+        assert!(!logs.contains(secret), "{secret:?} in the logs");
+    }
+    assert!(logs.contains("swarmgate listening"), "the other lines keep the text format: {logs}");
+}

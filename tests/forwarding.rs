@@ -86,3 +86,20 @@ fn an_invalid_trusted_proxy_is_a_config_error_naming_it() {
     assert!(err.contains("forwarding.trusted_proxies[2]"), "{err}");
     assert!(!err.contains("trusted_proxies[0]"), "{err}");
 }
+
+/// `X-Request-Id` from an untrusted client is replaced by swarmgate's own (the one its access
+/// log carries); from a trusted proxy it is passed on as sent.
+#[tokio::test]
+async fn request_ids_are_chosen_by_trusted_proxies_only() {
+    let ids = |r: support::client::Reply| r.header("x-echo-x-request-id").map(str::to_owned);
+    for (forwarding, kept) in [("", false), ("[forwarding]\ntrusted_proxies = [\"127.0.0.1\"]", true)] {
+        let origin = Origin::start("o").await;
+        let gw = Gateway::start(&config(&origin, forwarding)).await;
+        let mut req = forged("a.test", "/");
+        req.headers_mut().insert("x-request-id", "client-chosen-1".parse().unwrap());
+        let seen = ids(send(gw.http, req).await).expect("an id upstream");
+        assert_eq!(seen == "client-chosen-1", kept, "{forwarding}: {seen}");
+        let (a, b) = (ids(send(gw.http, forged("a.test", "/")).await), ids(send(gw.http, forged("a.test", "/")).await));
+        assert!(a.is_some() && a != b, "generated ids differ: {a:?} {b:?}");
+    }
+}

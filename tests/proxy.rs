@@ -532,3 +532,47 @@ async fn h2c_upstream_sees_the_client_host_as_authority_and_no_conflicting_host(
     assert_eq!(seen.authority.as_deref(), Some(b.addr.to_string().as_str()));
     assert_eq!(seen.headers.get("host"), None, "{:?}", seen.headers);
 }
+
+/// The new series: bytes per route, endpoint up/down, config reloads by result and the time
+/// of the last success; and `config/grafana-dashboard.json` queries only series a running
+/// instance exports.
+#[tokio::test]
+async fn metrics_cover_bytes_endpoints_and_reloads_and_the_dashboard_uses_only_them() {
+    let a = Origin::start("a").await;
+    let gw = Gateway::start(&format!(
+        "{}[[routes]]\nhosts = [\"down.example.com\"]\nupstreams = [\"127.0.0.1:1\"]\n",
+        route("\"m.example.com\"", &[&a], "")
+    ))
+    .await;
+    let r = get(gw.http, "m.example.com", "/hello").await;
+    // A fixed-length body and a chunked one streamed in pieces.
+    let body_len = r.text().len() + get(gw.http, "m.example.com", "/stream/3").await.text().len();
+    assert_eq!(body_len, r.text().len() + 3 * 1024);
+    for _ in 0..3 {
+        get(gw.http, "down.example.com", "/").await; // three connect failures eject it
+    }
+    let admin = gw.admin.unwrap();
+    let m = get(admin, "admin", "/metrics").await.text();
+    let value = |series: &str| -> f64 {
+        m.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or_else(|| panic!("{series}: {m}"))
+    };
+    assert_eq!(value("swarmgate_response_bytes_total{route=\"file/0\"} "), body_len as f64);
+    assert!(value("swarmgate_request_bytes_total{route=\"file/0\"} ") > 20.0);
+    assert_eq!(value(&format!("swarmgate_endpoint_up{{route=\"file/0\",endpoint=\"{}\"}} ", a.addr)), 1.0);
+    assert_eq!(value("swarmgate_endpoint_up{route=\"file/1\",endpoint=\"127.0.0.1:1\"} "), 0.0);
+    assert_eq!(value("swarmgate_config_reloads_total{result=\"failure\"} "), 0.0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - value("swarmgate_config_last_reload_success_timestamp_seconds ")).abs() < 60.0);
+
+    let dashboard = include_str!("../config/grafana-dashboard.json");
+    let json: serde_json::Value = serde_json::from_str(dashboard).unwrap();
+    assert!(json["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    let names: std::collections::BTreeSet<&str> =
+        regex::Regex::new(r"swarmgate_[a-z_]+").unwrap().find_iter(dashboard).map(|m| m.as_str()).collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
+        let exported =
+            m.lines().any(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')));
+        assert!(exported, "{name} is in the dashboard but not in /metrics");
+    }
+}

@@ -71,6 +71,9 @@ async fn edited_file_applies_without_dropping_in_flight_requests_and_bad_file_is
         .await,
         "the bad file was not refused"
     );
+    let m = get(admin, "admin", "/metrics").await.text();
+    assert!(m.contains("swarmgate_config_reloads_total{result=\"success\"} 1\n"), "{m}");
+    assert!(m.contains("swarmgate_config_reloads_total{result=\"failure\"} 1\n"), "{m}");
     assert_eq!(get(addr, "new.example.com", "/").await.text(), "new");
     assert_eq!(get(addr, "app.example.com", "/").await.header("x-origin"), Some("b"));
 }

@@ -21,6 +21,11 @@ pub struct RouteMetrics {
     /// Responses by status class: 1xx..5xx at index 0..4.
     pub status: [AtomicU64; 5],
     pub upstream_errors: AtomicU64,
+    /// Request bytes received: the head as `max_header_bytes` counts it plus the declared
+    /// `Content-Length` (a chunked upload counts its head only).
+    pub request_bytes: AtomicU64,
+    /// Response body bytes sent to clients (counted as they stream).
+    pub response_bytes: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -53,8 +58,13 @@ pub struct Metrics {
     pub open_connections: AtomicI64,
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
+    /// Route tables published (file reloads, Swarm and DNS changes).
     pub config_reloads: AtomicU64,
+    /// Config files read and applied after a change or SIGHUP.
+    pub config_reload_successes: AtomicU64,
     pub config_reload_failures: AtomicU64,
+    /// Unix time of the last config applied (at start, then each successful reload).
+    pub config_last_success_unix: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     /// Problems currently reported by providers.
     pub problems: AtomicU64,
@@ -122,6 +132,16 @@ impl Metrics {
                 m.upstream_errors.load(Ordering::Relaxed)
             );
         }
+        for (name, help, pick) in [
+            ("swarmgate_request_bytes_total", "Request bytes received (head plus declared body length), by route.", 0),
+            ("swarmgate_response_bytes_total", "Response body bytes sent, by route.", 1),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (id, m) in &routes {
+                let c = if pick == 0 { &m.request_bytes } else { &m.response_bytes };
+                let _ = writeln!(out, "{name}{{route=\"{}\"}} {}", escape(id), c.load(Ordering::Relaxed));
+            }
+        }
         out.push_str("# HELP swarmgate_request_duration_seconds Time from request head to response head.\n# TYPE swarmgate_request_duration_seconds histogram\n");
         for (id, m) in &routes {
             let id = escape(id);
@@ -162,9 +182,22 @@ impl Metrics {
         );
         counter(
             &mut out,
-            "swarmgate_config_reloads_total",
-            "Route tables published after a change.",
+            "swarmgate_route_table_updates_total",
+            "Route tables published after a change (config reloads, Swarm and DNS changes).",
             self.config_reloads.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP swarmgate_config_reloads_total Config file reloads, by result.\n# TYPE swarmgate_config_reloads_total counter\n\
+             swarmgate_config_reloads_total{{result=\"success\"}} {}\nswarmgate_config_reloads_total{{result=\"failure\"}} {}",
+            self.config_reload_successes.load(Ordering::Relaxed),
+            self.config_reload_failures.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "swarmgate_config_last_reload_success_timestamp_seconds",
+            "Unix time the running config was applied (start or last successful reload).",
+            self.config_last_success_unix.load(Ordering::Relaxed),
         );
         counter(
             &mut out,
@@ -196,6 +229,22 @@ impl Metrics {
             source.render(&mut out);
         }
         out
+    }
+}
+
+/// `swarmgate_endpoint_up{route,endpoint}`: 1 when the endpoint takes requests (not ejected
+/// and passing its health check), 0 otherwise. Read from the live table at scrape time.
+pub fn render_endpoints(table: &crate::model::RouteTable, out: &mut String) {
+    use crate::model::table::CompiledAction;
+    out.push_str("# HELP swarmgate_endpoint_up Endpoint takes requests (1) or is ejected or failing its health check (0).\n# TYPE swarmgate_endpoint_up gauge\n");
+    for r in table.routes.iter() {
+        if let CompiledAction::Proxy(g) = &r.action {
+            let id = escape(&r.id);
+            for (i, e) in g.endpoints.iter().enumerate() {
+                let up = u8::from(g.is_healthy(i) && !e.is_ejected());
+                let _ = writeln!(out, "swarmgate_endpoint_up{{route=\"{id}\",endpoint=\"{}\"}} {up}", e.addr);
+            }
+        }
     }
 }
 

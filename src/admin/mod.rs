@@ -1,6 +1,7 @@
 //! Admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), and a JSON API:
 //! `/api/routes`, `/api/problems`, `/api/endpoints`, `/api/certificates`.
 
+pub mod auth;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -60,7 +61,9 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
             }
         }
         "/metrics" => {
-            let mut resp = text(StatusCode::OK, state.proxy.metrics.render());
+            let mut body = state.proxy.metrics.render();
+            metrics::render_endpoints(&table, &mut body);
+            let mut resp = text(StatusCode::OK, body);
             resp.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             resp
@@ -106,10 +109,28 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
     }
 }
 
+/// 401 for a request `auth` does not allow (every path but [`auth::OPEN_PATHS`]).
+async fn refused(auth: Option<&auth::AdminAuth>, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+    let auth = auth?;
+    if auth::OPEN_PATHS.contains(&req.uri().path()) || auth.allows(req.headers()).await {
+        return None;
+    }
+    let mut resp = text(StatusCode::UNAUTHORIZED, "authentication required (see [admin] in the config)\n");
+    resp.headers_mut().insert(header::WWW_AUTHENTICATE, auth.challenge().clone());
+    Some(resp)
+}
+
 /// Serves the admin listener until `shutdown`, with the proxy listeners' connection handling:
 /// the same request-head deadline (408), idle deadline and h2c detection, so a slow or idle
-/// client cannot hold admin connections open forever.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, limits: Limits, shutdown: CancellationToken) {
+/// client cannot hold admin connections open forever. With `auth`, every request but the
+/// health checks needs credentials.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    auth: Option<Arc<auth::AdminAuth>>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
     let builders = Arc::new(Builders::new(&limits));
     let signals = Arc::new(ConnSignals::default());
     loop {
@@ -120,11 +141,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, limits: Limits
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::default());
         let svc = {
-            let (state, activity) = (state.clone(), activity.clone());
+            let (state, activity, auth) = (state.clone(), activity.clone(), auth.clone());
             service_fn(move |req: Request<Incoming>| {
+                let (state, auth) = (state.clone(), auth.clone());
                 let busy = activity.begin(!http_body::Body::is_end_stream(req.body()));
-                let resp = answer(&state, &req).map(|body| BusyBody::new(body, busy));
-                std::future::ready(Ok::<_, Infallible>(resp))
+                async move {
+                    let resp = match refused(auth.as_deref(), &req).await {
+                        Some(resp) => resp,
+                        None => answer(&state, &req),
+                    };
+                    Ok::<_, Infallible>(resp.map(|body| BusyBody::new(body, busy)))
+                }
             })
         };
         let c = Conn {

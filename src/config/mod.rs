@@ -115,6 +115,19 @@ pub struct Config {
     pub storage: Option<PathBuf>,
     pub dns: DnsConfig,
     pub server: ServerConfig,
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`: authentication on the admin listener. Secrets are read from files (at start) so
+/// a Docker secret (`/run/secrets/…`) can hold them and the config file holds none.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// A file holding one bearer token (surrounding whitespace ignored):
+    /// `Authorization: Bearer <token>`.
+    pub token_file: Option<PathBuf>,
+    /// An htpasswd file: `user:hash` lines (bcrypt, `$apr1$`, `{SHA}`), `#` comments.
+    pub basic_auth_file: Option<PathBuf>,
 }
 
 /// Lookups of DNS names among `[[routes]] upstreams`.
@@ -183,6 +196,10 @@ pub enum LogFormat {
     Json,
     #[default]
     Text,
+    /// Access log lines in the Common Log Format (other log lines as `text`).
+    Clf,
+    /// Access log lines in the Combined Log Format: CLF with referer and user agent.
+    Combined,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -498,6 +515,11 @@ impl Config {
                 c.key = base.join(&c.key);
             }
         }
+        for file in [&mut self.admin.token_file, &mut self.admin.basic_auth_file].into_iter().flatten() {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
         if let Some(root) = self.acme.ca_root.as_mut().filter(|r| r.is_relative()) {
             *root = base.join(&*root);
         }
@@ -523,6 +545,14 @@ impl Config {
         let mut errors = Vec::new();
         if self.listen.http.is_none() && self.listen.https.is_none() {
             errors.push(ConfigError::new("listen", "set at least one of listen.http and listen.https"));
+        }
+        if let Some(addr) = self.listen.admin.filter(|a| !a.ip().is_loopback()) {
+            if self.admin.token_file.is_none() && self.admin.basic_auth_file.is_none() {
+                errors.push(ConfigError::new(
+                    "admin.token_file",
+                    format!("listen.admin = \"{addr}\" is not a loopback address, so the admin listener needs authentication: set admin.token_file or admin.basic_auth_file (or bind listen.admin to 127.0.0.1)"),
+                ));
+            }
         }
         if self.limits.max_connections == 0 {
             errors.push(ConfigError::new("limits.max_connections", "must be at least 1"));
@@ -872,6 +902,19 @@ mod tests {
             .unwrap();
         assert_eq!(c.docker.enabled, DockerMode::On);
         assert!(c.acme.enabled);
+        // config/stack.yml's `healthcheck:` runs `swarmgate healthcheck`, which asks this address.
+        assert!(c.listen.admin.is_some_and(|a| a.ip().is_loopback()));
+    }
+
+    #[test]
+    fn a_non_loopback_admin_listener_needs_authentication() {
+        let open = Config::parse("[listen]\nadmin = \"0.0.0.0:2019\"\n", Path::new("t.toml")).unwrap_err().to_string();
+        assert!(open.contains("admin.token_file") && open.contains("admin.basic_auth_file"), "{open}");
+        for key in ["token_file", "basic_auth_file"] {
+            let text = format!("[listen]\nadmin = \"0.0.0.0:2019\"\n[admin]\n{key} = \"/run/secrets/x\"\n");
+            assert!(Config::parse(&text, Path::new("t.toml")).is_ok(), "{key}");
+        }
+        assert!(Config::parse("[listen]\nadmin = \"[::1]:2019\"\n", Path::new("t.toml")).is_ok());
     }
 
     #[test]

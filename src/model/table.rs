@@ -140,6 +140,18 @@ static VERIFY_SLOTS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::La
 });
 
 impl BasicAuth {
+    /// Basic auth with a cache of its own (the admin listener; routes swap in theirs, which
+    /// survives table rebuilds).
+    pub fn new(realm: &str, users: Vec<(String, String)>) -> Self {
+        BasicAuth {
+            challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
+                .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"restricted\"")),
+            realm: realm.to_owned(),
+            users,
+            accepted: Arc::default(),
+        }
+    }
+
     /// True when `authorization` carries valid credentials. A credential already accepted is
     /// answered at once; a new one is verified on the blocking pool (never on a serving
     /// thread, which would stall every connection it carries), a bounded number at a time.
@@ -704,13 +716,8 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                     return None;
                 }
                 let users: Vec<(String, String)> = users.iter().map(|(u, h)| (u.clone(), h.clone())).collect();
-                route.basic_auth = Some(BasicAuth {
-                    challenge: HeaderValue::from_str(&format!("Basic realm=\"{}\"", realm.replace('"', "")))
-                        .unwrap_or_else(|_| HeaderValue::from_static("Basic realm=\"restricted\"")),
-                    realm: realm.clone(),
-                    accepted: opts.states.auth_cache(&spec.id, &users),
-                    users,
-                })
+                let accepted = opts.states.auth_cache(&spec.id, &users);
+                route.basic_auth = Some(BasicAuth { accepted, ..BasicAuth::new(realm, users) })
             }
             Middleware::RateLimit { average, period, burst } => {
                 route.rate_limit = Some(opts.states.rate_limiter(&spec.id, *average, *period, *burst))

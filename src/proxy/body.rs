@@ -21,6 +21,31 @@ pub enum ProxyBody {
     Http1(Box<super::upstream::UpstreamBody>),
     /// A fixed body produced by swarmgate (errors, redirects, `respond` routes, admin).
     Full(Option<Bytes>),
+    /// A streamed body whose bytes count toward a route's `swarmgate_response_bytes_total`.
+    Counted(Box<Counted>),
+}
+
+/// A streamed response body and its route's byte counter: counted locally as frames pass and
+/// added to the shared counter once, when the body ends or is dropped (one atomic add per
+/// response, not per frame).
+pub struct Counted {
+    body: ProxyBody,
+    sent: u64,
+    total: std::sync::Arc<crate::admin::metrics::RouteMetrics>,
+}
+
+impl Counted {
+    fn flush(&mut self) {
+        if self.sent > 0 {
+            self.total.response_bytes.fetch_add(std::mem::take(&mut self.sent), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 impl ProxyBody {
@@ -36,6 +61,19 @@ impl ProxyBody {
             ProxyBody::Full(Some(b))
         }
     }
+
+    /// This body with its bytes counted for `route`: a fixed body at once, a streamed one as
+    /// it is sent.
+    pub fn counted(self, route: &std::sync::Arc<crate::admin::metrics::RouteMetrics>) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self {
+            ProxyBody::Full(b) => {
+                route.response_bytes.fetch_add(b.as_ref().map_or(0, |b| b.len() as u64), Relaxed);
+                ProxyBody::Full(b)
+            }
+            body => ProxyBody::Counted(Box::new(Counted { body, sent: 0, total: route.clone() })),
+        }
+    }
 }
 
 impl Body for ProxyBody {
@@ -48,6 +86,17 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(BoxError::from),
             ProxyBody::Http1(b) => Pin::new(b).poll_frame(cx),
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Counted(c) => {
+                let polled = Pin::new(&mut c.body).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    c.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                }
+                // Counted by the time the client has the last byte, not when the body is dropped.
+                if matches!(polled, Poll::Ready(None)) || c.body.is_end_stream() {
+                    c.flush();
+                }
+                polled
+            }
         }
     }
 
@@ -56,6 +105,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream(b) => b.is_end_stream(),
             ProxyBody::Http1(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Counted(c) => c.body.is_end_stream(),
         }
     }
 
@@ -65,6 +115,7 @@ impl Body for ProxyBody {
             ProxyBody::Http1(b) => b.size_hint(),
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Counted(c) => c.body.size_hint(),
         }
     }
 }

@@ -13,12 +13,14 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use super::access_log;
 use super::balancer::{EndpointRegistry, PickContext};
 use super::body::ProxyBody;
 use super::forward::{local_response, splice_upgrade, ClientSide, Forwarded, Forwarder, Outbound, X_FORWARDED_PREFIX};
 use super::hop_by_hop::is_upgrade_request;
 use super::path::{normalize, PathPolicy};
 use crate::admin::metrics::Metrics;
+use crate::config::LogFormat;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
 use crate::model::RouteTable;
 use crate::tls::{covers, CertMap, Challenges, LiveCert};
@@ -43,6 +45,8 @@ pub struct ProxyState {
     pub max_header_bytes: usize,
     /// `[server]`: how request paths are normalised before routing.
     pub paths: PathPolicy,
+    /// `[log] format`: `clf` and `combined` make each access line one formatted message.
+    pub log_format: crate::config::LogFormat,
 }
 
 /// Facts about the client connection, worked out once when it is accepted.
@@ -141,6 +145,11 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
         state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
         return with_status(StatusCode::MISDIRECTED_REQUEST, "this host is not served on this TLS connection\n");
     }
+    let request_id = access_log::for_request(&req.headers, conn.trusted);
+    // Taken now: forwarding moves the headers out of the request.
+    let referer_agent = (state.access_log.load(Ordering::Relaxed) && state.log_format == LogFormat::Combined)
+        .then(|| (req.headers.get(header::REFERER).cloned(), req.headers.get(header::USER_AGENT).cloned()));
+    let logged = Logged { request_id: &request_id, route: "", referer_agent: referer_agent.as_ref() };
     let table = state.table.load();
     let facts = RequestFacts {
         method: &req.method,
@@ -154,20 +163,28 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
         Lookup::Route(r) => r.clone(),
         Lookup::UnknownHost => {
             state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
-            access(state, &req, &host, conn, "", StatusCode::NOT_FOUND, started, "unknown host");
-            return with_status(StatusCode::NOT_FOUND, "no route for this host\n");
+            let resp = with_status(StatusCode::NOT_FOUND, "no route for this host\n");
+            access(state, &req, &host, conn, &logged, &resp, started, "unknown host");
+            return resp;
         }
         Lookup::NoRoute => {
             state.metrics.unrouted.fetch_add(1, Ordering::Relaxed);
-            access(state, &req, &host, conn, "", StatusCode::NOT_FOUND, started, "no route");
-            return with_status(StatusCode::NOT_FOUND, "no route for this path\n");
+            let resp = with_status(StatusCode::NOT_FOUND, "no route for this path\n");
+            access(state, &req, &host, conn, &logged, &resp, started, "no route");
+            return resp;
         }
     };
     drop(table);
-    let resp = route_request(state, &route, &mut req, body, conn, &host, raw_host).await;
+    // Upstream sees the id the access line carries (replacing a client's, unless trusted).
+    req.headers.insert(access_log::X_REQUEST_ID.clone(), request_id.clone());
+    let declared = req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let request_bytes = (head_size(&req) as u64).saturating_add(declared.unwrap_or(0));
+    route.metrics.request_bytes.fetch_add(request_bytes, Ordering::Relaxed);
+    let resp =
+        route_request(state, &route, &mut req, body, conn, &host, raw_host).await.map(|b| b.counted(&route.metrics));
     let status = resp.status();
     route.metrics.record(status.as_u16(), started.elapsed());
-    access(state, &req, &host, conn, &route.id, status, started, "");
+    access(state, &req, &host, conn, &Logged { route: &route.id, ..logged }, &resp, started, "");
     resp
 }
 
@@ -183,6 +200,18 @@ fn head_size(req: &http::request::Parts) -> usize {
     req.headers.iter().fold(line + 2, |n, (k, v)| n.saturating_add(k.as_str().len() + v.len() + 4))
 }
 
+/// What the access line needs beyond the request and response.
+#[derive(Clone, Copy)]
+struct Logged<'a> {
+    request_id: &'a HeaderValue,
+    route: &'a str,
+    /// `Referer` and `User-Agent`, for the Combined format only.
+    referer_agent: Option<&'a (Option<HeaderValue>, Option<HeaderValue>)>,
+}
+
+/// One access log line. Header values other than `Referer`
+/// and `User-Agent` (the Combined format's) are never logged: no Authorization, Cookie,
+/// Set-Cookie or Proxy-Authorization at any level.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 fn access(
@@ -190,25 +219,43 @@ fn access(
     req: &http::request::Parts,
     host: &str,
     conn: &ConnInfo,
-    route: &str,
-    status: StatusCode,
+    logged: &Logged<'_>,
+    resp: &Response<ProxyBody>,
     started: Instant,
     note: &str,
 ) {
-    if state.access_log.load(Ordering::Relaxed) {
-        tracing::info!(
-            target: "swarmgate::access",
-            client = %conn.peer.ip(),
-            method = %req.method,
-            host,
-            path = req.uri.path(),
-            status = status.as_u16(),
-            route,
-            micros = started.elapsed().as_micros() as u64,
-            tls = conn.https,
-            note,
-        );
+    let Logged { request_id, route, referer_agent } = *logged;
+    if !state.access_log.load(Ordering::Relaxed) {
+        return;
     }
+    let status = resp.status().as_u16();
+    if matches!(state.log_format, LogFormat::Clf | LogFormat::Combined) {
+        let fields = access_log::ClfFields {
+            client: conn.peer.ip(),
+            method: req.method.as_str(),
+            target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            version: req.version,
+            status,
+            bytes: http_body::Body::size_hint(resp.body()).exact(),
+            combined: referer_agent.map(|(r, a)| (r.as_ref(), a.as_ref())),
+            request_id,
+        };
+        tracing::info!(target: "swarmgate::access", "{}", access_log::clf_line(&fields, std::time::SystemTime::now()));
+        return;
+    }
+    tracing::info!(
+        target: "swarmgate::access",
+        client = %conn.peer.ip(),
+        method = %req.method,
+        host,
+        path = req.uri.path(),
+        status,
+        route,
+        micros = started.elapsed().as_micros() as u64,
+        tls = conn.https,
+        request_id = request_id.to_str().unwrap_or("-"),
+        note,
+    );
 }
 
 async fn route_request(

@@ -1,5 +1,6 @@
 //! The data plane: listeners, routing, middlewares, balancing, upstream pools, forwarding.
 
+pub mod access_log;
 pub mod balancer;
 pub mod body;
 pub mod fdlimit;
