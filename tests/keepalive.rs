@@ -14,8 +14,8 @@ use support::tls_client::TlsGateway;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Long enough for the connection to be parked (it parks once idle for `PARK_AFTER`, 50 ms).
-const PAUSE: Duration = Duration::from_millis(300);
+/// Long enough for the connection to be parked (it parks as soon as it is idle).
+const PAUSE: Duration = Duration::from_millis(150);
 
 async fn gateway(origin: &Origin, limits: &str) -> Gateway {
     Gateway::start(&format!(

@@ -519,14 +519,6 @@ async fn linger(raw: std::net::TcpStream) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-/// An HTTP/1.1 connection idle at a message boundary for this long is parked (see
-/// `serve_h1`): a client in the middle of a burst of requests keeps its hyper connection,
-/// and a burst of new connections that go quiet is not held whole all at once. With 1 s,
-/// 5,000 idle connections kept ~20 KiB each (all of them were unparked at the peak, and the
-/// allocator keeps the peak); with 50 ms, 10.9 KiB; parking at once, 9.8 KiB. Keep-alive
-/// throughput under wrk did not differ measurably between the three.
-const PARK_AFTER: Duration = Duration::from_millis(50);
-
 /// How `drive` let go of a connection.
 enum Ended<E> {
     /// hyper's connection future completed.
@@ -558,17 +550,10 @@ where
             continue;
         }
         if !closing && may_park() {
-            // Not at once: a busy keep-alive client sends its next request within moments,
-            // and taking hyper's connection apart and building it again for each request
-            // would cost more than the buffers it frees.
-            let idle = c.activity.idle_for();
-            if idle >= PARK_AFTER {
-                return Poll::Ready(Ended::Idle);
-            }
-            let due = tokio::time::Instant::now() + (PARK_AFTER - idle);
-            if timer.deadline() > due {
-                timer.as_mut().reset(due);
-            }
+            // At once: waiting even 50 ms held ~1 KiB more per idle connection (a burst of
+            // connections is whole at its peak, and the allocator keeps the peak), and
+            // keep-alive throughput under wrk was no better for the wait.
+            return Poll::Ready(Ended::Idle);
         }
         if timer.as_mut().poll(cx).is_pending() {
             return Poll::Pending;

@@ -104,12 +104,6 @@ impl Activity {
             && !self.shutting.load(Ordering::Relaxed)
     }
 
-    /// How long the connection has been idle (since its start or the end of its last
-    /// response); meaningful when [`Activity::may_park`] holds.
-    pub fn idle_for(&self) -> Duration {
-        Duration::from_nanos(now_ns().saturating_sub(self.idle_since_ns.load(Ordering::Relaxed)))
-    }
-
     pub fn set_upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);
     }
