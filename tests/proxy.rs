@@ -576,3 +576,49 @@ async fn metrics_cover_bytes_endpoints_and_reloads_and_the_dashboard_uses_only_t
         assert!(exported, "{name} is in the dashboard but not in /metrics");
     }
 }
+
+/// `max_body_bytes` holds for bodies that declare no length: a chunked HTTP/1.1 body and an
+/// HTTP/2 body, to a plain and to an h2c upstream. Past the limit the client gets 413 and an
+/// upstream sees at most the limit's worth of a cut-off body; a body under it goes through whole.
+#[tokio::test]
+async fn bodies_without_a_length_are_held_to_max_body_bytes() {
+    let a = Origin::start("a").await;
+    let b = Origin::start("b").await;
+    let cfg = format!(
+        "[limits]\nmax_body_bytes = 1000\n{}{}",
+        route("\"h1.example.com\"", &[&a], ""),
+        route("\"h2c.example.com\"", &[&b], "scheme = \"h2c\"")
+    );
+    let gw = Gateway::start(&cfg).await;
+    let chunked = |host: &str, size: usize| {
+        let body = "z".repeat(size);
+        format!("POST / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{size:x}\r\n{body}\r\n0\r\n\r\n")
+    };
+    for host in ["h1.example.com", "h2c.example.com"] {
+        let out = raw(gw.http, chunked(host, 5000).as_bytes(), Duration::from_secs(5)).await;
+        assert!(out.starts_with("HTTP/1.1 413"), "{host}: {out}");
+        let out = raw(gw.http, chunked(host, 900).as_bytes(), Duration::from_secs(5)).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}");
+    }
+    // An HTTP/2 client's body, streamed in pieces with no content-length.
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let pieces =
+        (0..10).map(|_| Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from(vec![b'y'; 500]))));
+    let req = Request::post("http://h1.example.com/")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(pieces)))
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    for seen in a.seen().iter().chain(b.seen().iter()) {
+        assert!(seen.body.len() <= 1000, "an upstream got {} body bytes", seen.body.len());
+    }
+    let whole = a.seen().iter().chain(b.seen().iter()).filter(|s| s.body.len() == 900).count();
+    assert_eq!(whole, 2, "the two bodies under the limit arrive whole");
+}

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::request_body::{RequestBody, RequestBodyError};
+
 /// Error of a response body: the upstream's, whichever client read it.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -125,13 +127,13 @@ impl Body for ProxyBody {
 /// request can be retried on another endpoint (nothing was sent, so any method is safe).
 #[derive(Debug)]
 pub struct ReclaimableBody {
-    inner: Option<Incoming>,
+    inner: Option<RequestBody>,
     polled: bool,
-    give_back: Option<tokio::sync::oneshot::Sender<Incoming>>,
+    give_back: Option<tokio::sync::oneshot::Sender<RequestBody>>,
 }
 
 impl ReclaimableBody {
-    pub fn new(body: Incoming) -> (Self, tokio::sync::oneshot::Receiver<Incoming>) {
+    pub fn new(body: RequestBody) -> (Self, tokio::sync::oneshot::Receiver<RequestBody>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         (ReclaimableBody { inner: Some(body), polled: false, give_back: Some(tx) }, rx)
     }
@@ -149,10 +151,10 @@ impl Drop for ReclaimableBody {
 
 impl Body for ReclaimableBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     #[inline]
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = self.get_mut();
         this.polled = true;
         match this.inner.as_mut() {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::balancer::{PickContext, UpstreamGroup};
 use super::body::{ProxyBody, ReclaimableBody};
 use super::hop_by_hop::strip_hop_by_hop;
+use super::request_body::{RequestBody, RequestBodyError};
 use super::upstream::{self, codec, ExchangeError, OutgoingBody};
 use super::upstream_tls::error_chain;
 use crate::config::{ForwardingConfig, Limits};
@@ -37,6 +37,10 @@ pub enum UpstreamError {
     /// The client's request body failed before it was all sent.
     #[error("client request body: {0}")]
     ClientBody(String),
+    /// The client's body grew past `[limits] max_body_bytes` (a chunked or HTTP/2 body,
+    /// which declares no length up front).
+    #[error("client request body larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// The client's request body stalled while the upstream waited for it.
     #[error("client request body stalled for {0:?}")]
     ClientStalled(Duration),
@@ -49,6 +53,7 @@ impl UpstreamError {
             UpstreamError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamError::ClientBody(_) => StatusCode::BAD_REQUEST,
             UpstreamError::ClientStalled(_) => StatusCode::REQUEST_TIMEOUT,
+            UpstreamError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -61,6 +66,8 @@ pub struct Forwarder {
     response_timeout: Duration,
     connect_timeout: Duration,
     add_via: bool,
+    /// `[limits] max_body_bytes` (0: unlimited), for the 413's reason.
+    max_body_bytes: u64,
     /// `[forwarding] trusted_proxies`, parsed.
     trusted: Box<[(IpAddr, u8)]>,
 }
@@ -114,7 +121,7 @@ pub struct Outbound {
     pub method: http::Method,
     pub path_and_query: http::uri::PathAndQuery,
     pub headers: HeaderMap,
-    pub body: Incoming,
+    pub body: RequestBody,
     /// The client asked to switch protocols (WebSocket and friends).
     pub upgrade: bool,
 }
@@ -153,6 +160,7 @@ impl Forwarder {
             response_timeout: limits.upstream_response_timeout.0,
             connect_timeout: limits.upstream_connect_timeout.0,
             add_via: forwarding.via,
+            max_body_bytes: limits.max_body_bytes,
             // Validated with the config; an entry that does not parse trusts nobody.
             trusted: forwarding.trusted_proxies.iter().filter_map(|c| parse_cidr(c).ok()).collect(),
         }
@@ -298,6 +306,9 @@ impl Forwarder {
                         return Err(UpstreamError::Timeout { addr: endpoint.addr, timeout });
                     }
                     // The client broke its own request: not the endpoint's fault.
+                    Err(ExchangeError::ClientBody(RequestBodyError::TooLarge(max))) => {
+                        return Err(UpstreamError::BodyTooLarge(max))
+                    }
                     Err(ExchangeError::ClientBody(e)) => return Err(UpstreamError::ClientBody(e.to_string())),
                     Err(ExchangeError::ClientStalled(t)) => return Err(UpstreamError::ClientStalled(t)),
                     Err(e) => {
@@ -395,6 +406,7 @@ impl Forwarder {
                 .build()
                 .map_err(|_| UpstreamError::NoEndpoint)?;
             let end_stream = http_body::Body::is_end_stream(&body);
+            let overflow = body.overflow();
             let (wrapped, reclaim) = ReclaimableBody::new(body);
             let mut req = Request::new(wrapped);
             *req.method_mut() = method.clone();
@@ -433,6 +445,10 @@ impl Forwarder {
                         Ok(b) => body = b,
                         Err(_) => return Err(last_err),
                     }
+                }
+                // The client's fault: not counted against the endpoint.
+                Ok(Err(_)) if overflow.happened() => {
+                    return Err(UpstreamError::BodyTooLarge(self.max_body_bytes));
                 }
                 Ok(Err(e)) => {
                     errors.fetch_add(1, Ordering::Relaxed);

@@ -19,6 +19,7 @@ use super::body::ProxyBody;
 use super::forward::{local_response, splice_upgrade, ClientSide, Forwarded, Forwarder, Outbound, X_FORWARDED_PREFIX};
 use super::hop_by_hop::is_upgrade_request;
 use super::path::{normalize, PathPolicy};
+use super::request_body::RequestBody;
 use crate::admin::metrics::Metrics;
 use crate::config::LogFormat;
 use crate::model::table::{normalize_host, CompiledAction, CompiledRoute, Lookup, RedirectHttps, RequestFacts};
@@ -368,6 +369,7 @@ async fn route_request(
         }
     }
     route.request_headers.apply(&mut headers);
+    let body = RequestBody::new(body, state.max_body_bytes);
     let out = Outbound { method, path_and_query, headers, body, upgrade };
     let result = state.forwarder.send(&group, &ctx, out, route.retries, &route.metrics.upstream_errors).await;
     match result {
@@ -398,6 +400,7 @@ async fn route_request(
                 }
                 StatusCode::BAD_REQUEST => with_status(StatusCode::BAD_REQUEST, "request body incomplete\n"),
                 StatusCode::REQUEST_TIMEOUT => with_status(StatusCode::REQUEST_TIMEOUT, "request body timed out\n"),
+                StatusCode::PAYLOAD_TOO_LARGE => with_status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"),
                 _ => with_status(StatusCode::BAD_GATEWAY, "upstream unreachable\n"),
             }
         }

@@ -11,6 +11,7 @@ pub mod health;
 pub mod hop_by_hop;
 pub mod path;
 pub mod preface;
+pub mod request_body;
 pub mod route_state;
 pub mod server;
 pub mod spread;

@@ -8,10 +8,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::proxy::request_body::{RequestBody, RequestBodyError};
 use bytes::{Buf, Bytes, BytesMut};
 use http::StatusCode;
 use http_body::Body;
-use hyper::body::Incoming;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -49,7 +49,7 @@ pub enum ExchangeError {
     Framing(#[from] FramingError),
     /// The client's request body failed (the client went away, or sent a malformed body).
     #[error("client request body: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(RequestBodyError),
     #[error("upstream switched protocols for a request that did not ask to")]
     UnexpectedUpgrade,
     /// No complete response head within the response timeout.
@@ -63,7 +63,7 @@ pub enum ExchangeError {
 
 /// A request body on its way upstream.
 pub struct OutgoingBody {
-    body: Incoming,
+    body: RequestBody,
     /// Length unknown: frame it as chunks.
     chunked: bool,
     /// Bytes of the current frame not written yet.
@@ -87,7 +87,7 @@ enum Upload {
 }
 
 impl OutgoingBody {
-    pub fn new(body: Incoming, chunked: bool) -> Self {
+    pub fn new(body: RequestBody, chunked: bool) -> Self {
         OutgoingBody {
             body,
             chunked,
@@ -190,7 +190,7 @@ impl OutgoingBody {
 pub(super) enum SendBodyError {
     /// The upstream stopped taking the body (it may have answered already).
     Write,
-    Client(hyper::Error),
+    Client(RequestBodyError),
 }
 
 /// A keep-alive connection with its read buffer.
