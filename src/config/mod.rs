@@ -383,6 +383,71 @@ pub struct AuthConfig {
     pub realm: Option<String>,
 }
 
+/// `forward_auth = { address = "http://authelia:9091/api/verify?rd=…", copy_headers = […] }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    /// `http://host:port/path?query` of the authentication service (`https://` too).
+    pub address: String,
+    /// Headers of a 2xx answer set on the request: `Name`, or `From>To` to rename.
+    #[serde(default)]
+    pub copy_headers: Vec<String>,
+    /// Client headers sent to the service (default: all).
+    pub request_headers: Option<Vec<String>>,
+}
+
+impl ForwardAuthConfig {
+    /// The service's upstream and the model step; `Err` names what is wrong with `address`.
+    pub fn to_model(&self) -> Result<(UpstreamSpec, crate::model::ForwardAuth), String> {
+        let (scheme, authority, path) = split_address(&self.address)?;
+        let default_port = if scheme == UpstreamScheme::Https { 443 } else { 80 };
+        let with_port = if authority.contains(':') && !authority.ends_with(']') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:{default_port}")
+        };
+        let target = match parse_upstream(&with_port)? {
+            UpstreamAddr::Ip(addr) => UpstreamTarget::Static(vec![Endpoint { addr, task: String::new() }]),
+            UpstreamAddr::Name(host, port) => UpstreamTarget::Names(vec![(host, port)]),
+        };
+        let mut up = UpstreamSpec::new(target);
+        up.scheme = scheme;
+        let fa = crate::model::ForwardAuth {
+            uri: path.to_owned(),
+            copy_headers: self.copy_headers.iter().map(|h| copy_header(h)).collect(),
+            request_headers: self.request_headers.clone(),
+        };
+        Ok((up, fa))
+    }
+}
+
+/// `From>To` (Caddy's rename form) or `Name`.
+pub fn copy_header(entry: &str) -> (String, String) {
+    match entry.split_once('>') {
+        Some((from, to)) => (from.trim().to_owned(), to.trim().to_owned()),
+        None => (entry.trim().to_owned(), entry.trim().to_owned()),
+    }
+}
+
+/// `scheme://authority/path?query` → its parts (`path` defaults to `/`); only http and https.
+pub fn split_address(s: &str) -> Result<(UpstreamScheme, &str, &str), String> {
+    let (scheme, rest) = match s.split_once("://") {
+        Some(("http", rest)) => (UpstreamScheme::Http, rest),
+        Some(("https", rest)) => (UpstreamScheme::Https, rest),
+        Some((other, _)) => return Err(format!("{s:?}: scheme {other} is not http or https")),
+        None => (UpstreamScheme::Http, s),
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => rest.split_at(i),
+        Some(_) => return Err(format!("{s:?}: a query needs a path before it")),
+        None => (rest, "/"),
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{s:?}: give scheme://host:port/path, without a user"));
+    }
+    Ok((scheme, authority, path))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RespondConfig {
@@ -450,6 +515,7 @@ pub struct RouteConfig {
     pub priority: i64,
     pub retries: Option<u32>,
     pub rate_limit: Option<RateLimitConfig>,
+    pub forward_auth: Option<ForwardAuthConfig>,
     pub respond: Option<RespondConfig>,
     pub redirect: Option<RedirectConfig>,
     /// TLS toward `scheme = "https"` upstreams: `{ ca, server_name, insecure_skip_verify }`.
@@ -631,6 +697,9 @@ impl Config {
             for (k, e) in r.lb.unwrap_or_default().problems(r.lb_key.as_deref(), r.lb_fallback) {
                 errors.push(ConfigError::new(key(k), e));
             }
+            if let Some(Err(e)) = r.forward_auth.as_ref().map(ForwardAuthConfig::to_model) {
+                errors.push(ConfigError::new(key("forward_auth.address"), e));
+            }
             if let Some(rl) = &r.rate_limit {
                 if rl.average == 0 {
                     errors.push(ConfigError::new(key("rate_limit.average"), "must be at least 1"));
@@ -656,7 +725,17 @@ impl Config {
 
     /// The file routes as `RouteSpec`s.
     pub fn route_specs(&self) -> Vec<RouteSpec> {
-        self.routes.iter().enumerate().map(|(i, r)| r.to_spec(i)).collect()
+        let mut specs = Vec::with_capacity(self.routes.len());
+        for (i, r) in self.routes.iter().enumerate() {
+            let mut spec = r.to_spec(i);
+            // Validated with the config.
+            if let Some(Ok((up, fa))) = r.forward_auth.as_ref().map(ForwardAuthConfig::to_model) {
+                spec.middlewares.insert(0, Middleware::ForwardAuth(fa));
+                specs.push(RouteSpec::forward_auth_service(&spec, up));
+            }
+            specs.push(spec);
+        }
+        specs
     }
 }
 

@@ -490,6 +490,22 @@ pub enum Middleware {
     Retry {
         attempts: u32,
     },
+    /// Ask an authentication service first (Caddy `forward_auth`, Traefik `forwardauth`):
+    /// a 2xx answer lets the request through, anything else goes back to the client. The
+    /// service is the upstream of the route whose `auth_of` names this route.
+    ForwardAuth(ForwardAuth),
+}
+
+/// What a forward-auth subrequest carries and what comes back from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ForwardAuth {
+    /// Path and query of the subrequest (Caddy `uri`; Traefik: the address's own path).
+    pub uri: String,
+    /// Headers of a 2xx answer set on the proxied request, `(from, to)`. Whatever the client
+    /// sent under a `to` name is removed first, so a client cannot claim an identity.
+    pub copy_headers: Vec<(String, String)>,
+    /// The client headers sent to the service; `None`: all of them.
+    pub request_headers: Option<Vec<String>>,
 }
 
 /// Certificate policy for a route's hosts.
@@ -541,9 +557,20 @@ pub struct RouteSpec {
     /// Extra names to put on the certificate (Traefik `tls.domains`), beyond `hosts`.
     pub tls_domains: Vec<String>,
     pub entrypoints: Entrypoints,
+    /// Not served to clients: the forward-auth service of the route with this id. Its
+    /// upstream is discovered like any other (tasks, names), then lent to that route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_of: Option<String>,
 }
 
 impl RouteSpec {
+    /// The route that holds `owner`'s forward-auth service.
+    pub fn forward_auth_service(owner: &RouteSpec, upstream: UpstreamSpec) -> RouteSpec {
+        let mut spec = RouteSpec::proxy(format!("{}/auth", owner.id), owner.provenance.clone(), Vec::new(), upstream);
+        spec.auth_of = Some(owner.id.clone());
+        spec
+    }
+
     /// The spec as the admin API shows it: bcrypt hashes and credential header values are
     /// replaced by [`REDACTED`] (a hash can be cracked offline; a header value is the secret
     /// itself). The persisted snapshot keeps the real spec; only what is shown is redacted.
@@ -574,6 +601,7 @@ impl RouteSpec {
             redirect_https: None,
             tls_domains: Vec::new(),
             entrypoints: Entrypoints::default(),
+            auth_of: None,
         }
     }
 

@@ -341,6 +341,7 @@ pub struct CompiledRoute {
     pub request_headers: CompiledHeaders,
     pub response_headers: CompiledHeaders,
     pub basic_auth: Option<BasicAuth>,
+    pub forward_auth: Option<Arc<CompiledForwardAuth>>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Extra attempts on another endpoint for idempotent requests after a failure.
     pub retries: u32,
@@ -350,6 +351,19 @@ pub struct CompiledRoute {
     pub metrics: Arc<RouteMetrics>,
     order: (i64, usize),
 }
+
+/// A forward-auth step, with its header names parsed once at build time.
+#[derive(Debug)]
+pub struct CompiledForwardAuth {
+    /// The authentication service's endpoints (its own route's group).
+    pub group: Arc<UpstreamGroup>,
+    pub path_and_query: http::uri::PathAndQuery,
+    pub copy_headers: Vec<(HeaderName, HeaderName)>,
+    pub request_headers: Option<Vec<HeaderName>>,
+}
+
+/// The upstream groups of forward-auth services, by the id of the route they guard.
+type AuthServices = std::collections::HashMap<String, Arc<UpstreamGroup>>;
 
 impl CompiledRoute {
     /// True when the path rewrite middlewares would change the path.
@@ -604,7 +618,12 @@ fn source_of(spec: &RouteSpec) -> String {
 
 /// Compiles one spec; `None` (with problems) when the route cannot be served as written.
 /// A route is never half-applied.
-fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec<Problem>) -> Option<CompiledRoute> {
+fn compile_route(
+    spec: &RouteSpec,
+    opts: &CompileOptions<'_>,
+    auth: &AuthServices,
+    problems: &mut Vec<Problem>,
+) -> Option<CompiledRoute> {
     let source = source_of(spec);
     let key = route_key(spec);
     let action = match &spec.action {
@@ -683,6 +702,7 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
         request_headers: CompiledHeaders::default(),
         response_headers: CompiledHeaders::default(),
         basic_auth: None,
+        forward_auth: None,
         rate_limit: None,
         retries: 1,
         redirect_https: RedirectHttps::Never,
@@ -723,6 +743,18 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
                 route.rate_limit = Some(opts.states.rate_limiter(&spec.id, *average, *period, *burst))
             }
             Middleware::Retry { attempts } => route.retries = attempts.saturating_sub(1).min(8),
+            Middleware::ForwardAuth(fa) => {
+                // Fails closed: without its service the route is not served at all.
+                let Some(group) = auth.get(&spec.id) else {
+                    problems.push(Problem::new(
+                        &source,
+                        &key,
+                        "forward auth service not available; the route is not served",
+                    ));
+                    return None;
+                };
+                route.forward_auth = Some(Arc::new(compile_forward_auth(fa, group.clone(), &key, problems, &source)?));
+            }
         }
     }
     route.redirect_https = match (spec.redirect_https, &spec.tls) {
@@ -735,6 +767,38 @@ fn compile_route(spec: &RouteSpec, opts: &CompileOptions<'_>, problems: &mut Vec
         (None, _) => RedirectHttps::WhenCertificate,
     };
     Some(route)
+}
+
+fn compile_forward_auth(
+    fa: &ForwardAuth,
+    group: Arc<UpstreamGroup>,
+    key: &str,
+    problems: &mut Vec<Problem>,
+    source: &str,
+) -> Option<CompiledForwardAuth> {
+    let mut bad = |what: &str| {
+        problems.push(Problem::new(source, key, format!("forward auth: {what}; the route is not served")));
+        None
+    };
+    let Ok(path_and_query) = fa.uri.parse::<http::uri::PathAndQuery>() else {
+        return bad(&format!("{:?} is not a path and query", fa.uri));
+    };
+    let name = |n: &str| HeaderName::from_bytes(n.trim().as_bytes()).ok();
+    let mut copy_headers = Vec::with_capacity(fa.copy_headers.len());
+    for (from, to) in &fa.copy_headers {
+        let (Some(f), Some(t)) = (name(from), name(to)) else {
+            return bad(&format!("{from:?} or {to:?} is not a header name"));
+        };
+        copy_headers.push((f, t));
+    }
+    let request_headers = match &fa.request_headers {
+        None => None,
+        Some(list) => Some(match list.iter().map(|n| name(n)).collect::<Option<Vec<_>>>() {
+            Some(v) => v,
+            None => return bad(&format!("{list:?} holds something that is not a header name")),
+        }),
+    };
+    Some(CompiledForwardAuth { group, path_and_query, copy_headers, request_headers })
 }
 
 /// `compile`, with a panic (a bug met on some route nobody foresaw) costing only the routes
@@ -764,12 +828,33 @@ pub fn compile_guarded(specs: &[RouteSpec], problems: Vec<Problem>, opts: &Compi
     attempt(&good, problems.clone()).unwrap_or_else(|_| compile(&[], problems, opts))
 }
 
+/// The forward-auth services' groups: routes of their own (so discovery fills their endpoints
+/// as any other), never put in front of clients.
+fn compile_auth_services(specs: &[RouteSpec], opts: &CompileOptions<'_>, problems: &mut Vec<Problem>) -> AuthServices {
+    let none = AuthServices::new();
+    let mut out = AuthServices::new();
+    for spec in specs {
+        let Some(owner) = &spec.auth_of else { continue };
+        if !spec.middlewares.is_empty() {
+            problems.push(Problem::new(source_of(spec), route_key(spec), "a forward auth service has no middlewares"));
+            continue;
+        }
+        if let Some(CompiledRoute { action: CompiledAction::Proxy(group), .. }) =
+            compile_route(spec, opts, &none, problems)
+        {
+            out.insert(owner.clone(), group);
+        }
+    }
+    out
+}
+
 /// Compiles specs into a table. Routes that cannot be compiled are left out with a problem;
 /// duplicate ids keep the first.
 pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &CompileOptions<'_>) -> RouteTable {
     let mut table = RouteTable { problems: provider_problems, generation: opts.generation, ..Default::default() };
     let mut seen = BTreeSet::new();
-    for spec in specs {
+    let auth = compile_auth_services(specs, opts, &mut table.problems);
+    for spec in specs.iter().filter(|s| s.auth_of.is_none()) {
         if !seen.insert(spec.id.clone()) {
             table.problems.push(Problem::new(
                 source_of(spec),
@@ -782,7 +867,7 @@ pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &Comp
             table.problems.push(Problem::new(source_of(spec), spec.provenance.to_string(), "route has no host"));
             continue;
         }
-        let Some(route) = compile_route(spec, opts, &mut table.problems) else {
+        let Some(route) = compile_route(spec, opts, &auth, &mut table.problems) else {
             continue;
         };
         let route = Arc::new(route);

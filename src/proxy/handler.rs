@@ -78,7 +78,7 @@ enum HostSource {
     Header(HeaderValue),
 }
 
-fn with_status(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
+pub(crate) fn with_status(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
     local_response(status, body)
 }
 
@@ -288,6 +288,11 @@ async fn route_request(
             let mut resp = with_status(StatusCode::UNAUTHORIZED, "authentication required\n");
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, auth.challenge.clone());
             return resp;
+        }
+    }
+    if let Some(fa) = &route.forward_auth {
+        if let Some(answer) = super::forward_auth::check(state, fa, req, conn, raw_host).await {
+            return answer;
         }
     }
     if let Some(rl) = &route.rate_limit {

@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod body;
 pub mod fdlimit;
 pub mod forward;
+pub mod forward_auth;
 pub mod h2stream;
 pub mod handler;
 pub mod health;

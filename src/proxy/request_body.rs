@@ -29,7 +29,8 @@ pub enum RequestBodyError {
 /// A client's body with the bytes it may still carry.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None`: a request swarmgate makes itself (a forward-auth check) carries no body.
+    inner: Option<Incoming>,
     limit: Option<Limit>,
 }
 
@@ -47,7 +48,12 @@ impl RequestBody {
     /// `max_bytes` 0 means unlimited, as in the config.
     pub fn new(inner: Incoming, max_bytes: u64) -> Self {
         let limit = (max_bytes > 0).then(|| Limit { max: max_bytes, left: max_bytes, exceeded: Arc::default() });
-        RequestBody { inner, limit }
+        RequestBody { inner: Some(inner), limit }
+    }
+
+    /// No body at all.
+    pub fn empty() -> Self {
+        RequestBody { inner: None, limit: None }
     }
 
     /// Tells later whether this body went past its limit (always false without one).
@@ -72,7 +78,8 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
-        let frame = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        let frame = match std::task::ready!(Pin::new(inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
             None => return Poll::Ready(None),
@@ -90,10 +97,10 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner.as_ref().map_or(SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
