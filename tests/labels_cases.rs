@@ -1582,8 +1582,8 @@ fn action_at(table: &RouteTable, host: &str, path: &str) -> Option<Action> {
     table.routes.iter().find(|r| *r.id == *id).map(|r| r.spec.action.clone())
 }
 
-/// Access control that swarmgate cannot apply (forward_auth for Authelia/Authentik, client
-/// certificates, a refusal whose matcher cannot be read) used to be skipped with the site then
+/// Access control that swarmgate cannot apply (a forward_auth option it does not implement,
+/// client certificates, a refusal whose matcher cannot be read) used to be skipped with the site then
 /// served to everyone. It fails closed: no route, or 503 on the guarded paths.
 #[test]
 fn access_control_that_cannot_be_applied_fails_closed() {
@@ -1595,6 +1595,7 @@ fn access_control_that_cannot_be_applied_fails_closed() {
                 ("caddy", "fwd.example.com"),
                 ("caddy.forward_auth", "authelia:9091"),
                 ("caddy.forward_auth.uri", "/api/verify?rd=https://auth.example.com"),
+                ("caddy.forward_auth.header_up", "X-Original-Host {host}"),
                 ("caddy.reverse_proxy", "{{upstreams 80}}"),
             ],
         ),
@@ -1604,6 +1605,7 @@ fn access_control_that_cannot_be_applied_fails_closed() {
                 ("caddy", "scoped.example.com"),
                 ("caddy.handle_0", "/admin/*"),
                 ("caddy.handle_0.forward_auth", "authelia:9091"),
+                ("caddy.handle_0.forward_auth.trusted_proxies", "private_ranges"),
                 ("caddy.handle_0.reverse_proxy", "{{upstreams 80}}"),
                 ("caddy.handle_1.reverse_proxy", "{{upstreams 80}}"),
             ],
@@ -2098,4 +2100,72 @@ fn traefik_priority_that_would_route_differently_is_reported() {
     no_problems_for(&t, "wild");
     let tbl = table(&t);
     assert_eq!(get(&tbl, "app.example.com", "/").as_deref(), Some(only_route(&t, "app").id.as_str()));
+}
+
+/// Caddy `forward_auth` and Traefik `forwardauth` (Authelia's documented labels) become a
+/// forward-auth step plus a route of its own for the auth service, found by name like any
+/// upstream; an address that names the proxy's own host is refused, and the router with it.
+#[test]
+fn forward_auth_labels_become_a_step_and_an_auth_service_route() {
+    let caddy = svc(
+        "app",
+        &[
+            ("caddy", "app.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ("caddy.forward_auth", "authelia:9091"),
+            ("caddy.forward_auth.uri", "/api/verify?rd=https://auth.example.com/"),
+            ("caddy.forward_auth.copy_headers", "Remote-User Remote-Groups>X-Groups"),
+        ],
+    );
+    let traefik = svc(
+        "wiki",
+        &[
+            ("traefik.enable", "true"),
+            ("traefik.http.routers.wiki.rule", "Host(`wiki.example.com`)"),
+            ("traefik.http.routers.wiki.middlewares", "authelia"),
+            ("traefik.http.services.wiki.loadbalancer.server.port", "3000"),
+            (
+                "traefik.http.middlewares.authelia.forwardauth.address",
+                "http://authelia:9091/api/verify?rd=https://auth.example.com/",
+            ),
+            ("traefik.http.middlewares.authelia.forwardauth.authResponseHeaders", "Remote-User,Remote-Groups"),
+            ("traefik.http.middlewares.authelia.forwardauth.trustForwardHeader", "true"),
+        ],
+    );
+    let t = run(&[caddy, traefik]);
+    for (service, copied) in [
+        ("app", vec![("Remote-User", "Remote-User"), ("Remote-Groups", "X-Groups")]),
+        ("wiki", vec![("Remote-User", "Remote-User"), ("Remote-Groups", "Remote-Groups")]),
+    ] {
+        let served: Vec<_> = routes_of(&t, service).into_iter().filter(|r| r.auth_of.is_none()).collect();
+        assert_eq!(served.len(), 1, "{service}: {:#?}", t.problems);
+        let fa = served[0]
+            .middlewares
+            .iter()
+            .find_map(|m| match m {
+                Middleware::ForwardAuth(fa) => Some(fa),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{service}: no forward auth"));
+        assert_eq!(fa.uri, "/api/verify?rd=https://auth.example.com/");
+        let want: Vec<(String, String)> = copied.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(fa.copy_headers, want, "{service}");
+        let auth = t.routes.iter().find(|r| r.auth_of.as_deref() == Some(served[0].id.as_str())).expect("auth route");
+        assert!(auth.hosts.is_empty(), "the auth service is never served to clients");
+        assert_eq!(auth.upstream().unwrap().target, UpstreamTarget::Names(vec![("authelia".into(), 9091)]));
+    }
+    assert_problem(&t, "wiki", "traefik.http.middlewares.authelia.forwardauth.trustForwardHeader", "trusted_proxies");
+
+    // The proxy's own host is refused, and the site with it (never served open).
+    let own = svc(
+        "own",
+        &[
+            ("caddy", "own.example.com"),
+            ("caddy.reverse_proxy", "{{upstreams 80}}"),
+            ("caddy.forward_auth", "127.0.0.1:2019"),
+        ],
+    );
+    let t = run(&[own]);
+    assert!(routes_of(&t, "own").is_empty(), "{:#?}", t.routes);
+    assert_problem(&t, "own", "caddy.forward_auth", "loopback");
 }

@@ -397,8 +397,8 @@ pub struct ForwardAuthConfig {
 }
 
 impl ForwardAuthConfig {
-    /// The service's upstream and the model step; `Err` names what is wrong with `address`.
-    pub fn to_model(&self) -> Result<(UpstreamSpec, crate::model::ForwardAuth), String> {
+    /// The model step with its service; `Err` names what is wrong with `address`.
+    pub fn to_model(&self) -> Result<crate::model::ForwardAuth, String> {
         let (scheme, authority, path) = split_address(&self.address)?;
         let default_port = if scheme == UpstreamScheme::Https { 443 } else { 80 };
         let with_port = if authority.contains(':') && !authority.ends_with(']') {
@@ -412,12 +412,12 @@ impl ForwardAuthConfig {
         };
         let mut up = UpstreamSpec::new(target);
         up.scheme = scheme;
-        let fa = crate::model::ForwardAuth {
+        Ok(crate::model::ForwardAuth {
             uri: path.to_owned(),
             copy_headers: self.copy_headers.iter().map(|h| copy_header(h)).collect(),
             request_headers: self.request_headers.clone(),
-        };
-        Ok((up, fa))
+            service: Some(Box::new(up)),
+        })
     }
 }
 
@@ -725,16 +725,8 @@ impl Config {
 
     /// The file routes as `RouteSpec`s.
     pub fn route_specs(&self) -> Vec<RouteSpec> {
-        let mut specs = Vec::with_capacity(self.routes.len());
-        for (i, r) in self.routes.iter().enumerate() {
-            let mut spec = r.to_spec(i);
-            // Validated with the config.
-            if let Some(Ok((up, fa))) = r.forward_auth.as_ref().map(ForwardAuthConfig::to_model) {
-                spec.middlewares.insert(0, Middleware::ForwardAuth(fa));
-                specs.push(RouteSpec::forward_auth_service(&spec, up));
-            }
-            specs.push(spec);
-        }
+        let mut specs: Vec<RouteSpec> = self.routes.iter().enumerate().map(|(i, r)| r.to_spec(i)).collect();
+        crate::model::split_auth_services(&mut specs);
         specs
     }
 }
@@ -863,6 +855,10 @@ impl RouteConfig {
         }
         if let Some(n) = self.retries {
             spec.middlewares.push(Middleware::Retry { attempts: n + 1 });
+        }
+        // Validated with the config.
+        if let Some(Ok(fa)) = self.forward_auth.as_ref().map(ForwardAuthConfig::to_model) {
+            spec.middlewares.insert(0, Middleware::ForwardAuth(fa));
         }
         spec
     }

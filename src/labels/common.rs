@@ -152,6 +152,18 @@ pub(crate) fn fixed_upstream(s: &str) -> Result<(crate::model::UpstreamScheme, S
     Ok((scheme, host, port))
 }
 
+/// A forward-auth service named by a label (`http://authelia:9091/api/verify?rd=…`): the
+/// upstream (found as [`fixed_upstream`] finds one, with the same refusals) and the path and
+/// query of the subrequest.
+pub(crate) fn forward_auth_upstream(address: &str) -> Result<(crate::model::UpstreamSpec, String), String> {
+    let (_, authority, path) = crate::config::split_address(address)?;
+    let base = address.find(authority).map_or(address, |i| &address[..i + authority.len()]);
+    let (scheme, host, port) = fixed_upstream(base)?;
+    let mut up = crate::model::UpstreamSpec::new(crate::model::UpstreamTarget::Names(vec![(host, port)]));
+    up.scheme = scheme;
+    Ok((up, path.to_owned()))
+}
+
 /// Traefik's `normalize`: runs of characters that are not letters or digits become one `-`,
 /// leading and trailing ones are dropped (`mystack_whoami` → `mystack-whoami`).
 pub(crate) fn normalize_name(name: &str) -> String {

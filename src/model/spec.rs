@@ -506,6 +506,32 @@ pub struct ForwardAuth {
     pub copy_headers: Vec<(String, String)>,
     /// The client headers sent to the service; `None`: all of them.
     pub request_headers: Option<Vec<String>>,
+    /// The service, as a provider names it. [`split_auth_services`] moves it into a route of
+    /// its own before discovery, so it is found (tasks, names) like any other upstream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<UpstreamSpec>>,
+}
+
+/// Moves each route's forward-auth service into a route of its own (`auth_of` = the route's
+/// id), once ids are final. A route with more than one is left to `compile`, which refuses it.
+pub fn split_auth_services(routes: &mut Vec<RouteSpec>) {
+    let mut services = Vec::new();
+    for r in routes.iter_mut() {
+        let mut found = r.middlewares.iter_mut().filter_map(|m| match m {
+            Middleware::ForwardAuth(fa) => Some(fa),
+            _ => None,
+        });
+        if let (Some(first), None) = (found.next(), found.next()) {
+            if let Some(up) = first.service.take() {
+                services.push((r.id.clone(), r.provenance.clone(), *up));
+            }
+        }
+    }
+    for (owner, provenance, up) in services {
+        let mut spec = RouteSpec::proxy(format!("{owner}/auth"), provenance, Vec::new(), up);
+        spec.auth_of = Some(owner);
+        routes.push(spec);
+    }
 }
 
 /// Certificate policy for a route's hosts.
@@ -564,13 +590,6 @@ pub struct RouteSpec {
 }
 
 impl RouteSpec {
-    /// The route that holds `owner`'s forward-auth service.
-    pub fn forward_auth_service(owner: &RouteSpec, upstream: UpstreamSpec) -> RouteSpec {
-        let mut spec = RouteSpec::proxy(format!("{}/auth", owner.id), owner.provenance.clone(), Vec::new(), upstream);
-        spec.auth_of = Some(owner.id.clone());
-        spec
-    }
-
     /// The spec as the admin API shows it: bcrypt hashes and credential header values are
     /// replaced by [`REDACTED`] (a hash can be cracked offline; a header value is the secret
     /// itself). The persisted snapshot keeps the real spec; only what is shown is redacted.

@@ -745,6 +745,14 @@ fn compile_route(
             Middleware::Retry { attempts } => route.retries = attempts.saturating_sub(1).min(8),
             Middleware::ForwardAuth(fa) => {
                 // Fails closed: without its service the route is not served at all.
+                if route.forward_auth.is_some() || fa.service.is_some() {
+                    problems.push(Problem::new(
+                        &source,
+                        &key,
+                        "more than one forward auth step; the route is not served",
+                    ));
+                    return None;
+                }
                 let Some(group) = auth.get(&spec.id) else {
                     problems.push(Problem::new(
                         &source,

@@ -11,8 +11,9 @@ use crate::labels::common::{
 };
 use crate::labels::ServiceInput;
 use crate::model::{
-    Action, Entrypoints, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Predicate, Problem, Provenance,
-    RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, UpstreamTls, ValueMatch,
+    Action, Entrypoints, ForwardAuth, HeaderEdits, HealthCheck, LbPolicy, Middleware, PathMatch, Predicate, Problem,
+    Provenance, RouteSpec, TaskTarget, TlsPolicy, UpstreamScheme, UpstreamSpec, UpstreamTarget, UpstreamTls,
+    ValueMatch,
 };
 
 /// A named matcher, or the matcher token of a directive: all conditions must hold.
@@ -676,6 +677,13 @@ impl Interp<'_> {
                     return Err(Fatal);
                 }
             },
+            "forward_auth" => match forward_auth(b) {
+                Ok(m) => ctx.middlewares.push(m),
+                Err(e) => {
+                    self.problem(&b.origin, format!("forward_auth: {e}; the routes it protects are not served"));
+                    return Err(Fatal);
+                }
+            },
             "encode" => self.problem(
                 &b.origin,
                 "encode: compression is not applied by swarmgate; responses pass through as the upstream sends them",
@@ -1090,6 +1098,40 @@ impl Interp<'_> {
             action: Action::Respond { status, body },
         })
     }
+}
+
+/// `forward_auth <upstream> { uri <path>; copy_headers <names…> }`: the authentication service
+/// by address (a service's tasks or a fixed host, as `reverse_proxy` addresses), the path of the
+/// check, and the answer's headers to copy (`Name` or `From>To`, as arguments or one per line).
+fn forward_auth(b: &Block) -> Result<Middleware, String> {
+    let address = match b.args.as_slice() {
+        [a] if !is_matcher_token(a) => a,
+        [] => return Err("give the authentication service's address (e.g. authelia:9091)".into()),
+        _ => return Err("exactly one upstream address, without a matcher (put forward_auth in a handle block)".into()),
+    };
+    let (mut up, _) = crate::labels::common::forward_auth_upstream(address)?;
+    let mut fa = ForwardAuth { uri: "/".into(), copy_headers: Vec::new(), request_headers: None, service: None };
+    for c in &b.children {
+        match c.name.as_str() {
+            "uri" => match c.args.as_slice() {
+                [u] if u.starts_with('/') && !u.contains('{') => fa.uri = u.clone(),
+                _ => return Err(format!("uri {}: give one path (placeholders are not supported)", c.args.join(" "))),
+            },
+            "copy_headers" => {
+                let names = c.args.iter().chain(c.children.iter().map(|g| &g.name));
+                fa.copy_headers.extend(names.map(|n| crate::config::copy_header(n)));
+            }
+            "transport"
+                if c.args.first().is_some_and(|a| a == "http")
+                    && c.children.iter().all(|t| t.name == "tls_insecure_skip_verify") =>
+            {
+                up.tls.insecure_skip_verify = !c.children.is_empty();
+            }
+            other => return Err(format!("subdirective {other} is not supported (uri and copy_headers are)")),
+        }
+    }
+    fa.service = Some(Box::new(up));
+    Ok(Middleware::ForwardAuth(fa))
 }
 
 /// Directives whose job is to keep requests out (authentication plugins, forward auth, IP

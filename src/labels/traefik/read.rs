@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::labels::common::{fixed_upstream, header_name, header_value, parse_bool, parse_duration, password_hash};
 use crate::labels::ServiceInput;
-use crate::model::{HeaderEdits, LbPolicy, Middleware, Problem, UpstreamScheme};
+use crate::model::{ForwardAuth, HeaderEdits, LbPolicy, Middleware, Problem, UpstreamScheme};
 
 /// A router as declared by labels.
 #[derive(Debug, Default)]
@@ -646,6 +646,48 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             }
             vec![MwSpec::Plain(Middleware::BasicAuth { realm, users })]
         }
+        "forwardauth" => {
+            for (k, f) in
+                known(&["address", "authresponseheaders", "authrequestheaders", "trustforwardheader"], &["tls"])
+            {
+                bad(&k, format!("forwardauth.{f} is not supported"));
+            }
+            if let Some((k, v)) = get("trustforwardheader") {
+                if parse_bool(v) == Ok(true) {
+                    note(k, "trustForwardHeader: X-Forwarded-* from clients are kept only from [forwarding] trusted_proxies".into());
+                }
+            }
+            let headers = |f: &str| get(f).map(|(_, v)| list(v));
+            match get("address").map(|(k, v)| (k, crate::labels::common::forward_auth_upstream(v))) {
+                Some((k, Ok((mut up, uri)))) => {
+                    for (f, _, fk, v) in m.fields.iter().filter(|f| f.0.starts_with("tls.")) {
+                        match (f.as_str(), parse_bool(v)) {
+                            ("tls.insecureskipverify", Ok(on)) => up.tls.insecure_skip_verify = on,
+                            _ => bad(fk, format!("forwardauth.{f}={v} is not supported (tls.insecureSkipVerify is)")),
+                        }
+                    }
+                    if up.scheme == UpstreamScheme::H2c {
+                        bad(k, "forwardauth.address is http:// or https://".into());
+                    }
+                    let copy = headers("authresponseheaders").unwrap_or_default();
+                    let fa = ForwardAuth {
+                        uri,
+                        copy_headers: copy.into_iter().map(|h| (h.clone(), h)).collect(),
+                        request_headers: headers("authrequestheaders"),
+                        service: Some(Box::new(up)),
+                    };
+                    vec![MwSpec::Plain(Middleware::ForwardAuth(fa))]
+                }
+                Some((k, Err(e))) => {
+                    bad(k, e);
+                    vec![]
+                }
+                None => {
+                    bad(&m.key, "forwardauth.address is missing".into());
+                    vec![]
+                }
+            }
+        }
         "ratelimit" => {
             for (k, f) in known(&["average", "period", "burst"], &["sourcecriterion"]) {
                 bad(&k, format!("ratelimit.{f} is not supported"));
@@ -701,7 +743,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             }
         }
         other => {
-            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, stripprefix, addprefix, headers, basicauth, ratelimit, retry)"));
+            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, stripprefix, addprefix, headers, basicauth, forwardauth, ratelimit, retry)"));
             vec![]
         }
     };
