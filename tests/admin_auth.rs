@@ -35,7 +35,9 @@ async fn a_token_file_guards_everything_but_the_health_checks() {
     for open in ["/healthz", "/readyz"] {
         assert_eq!(admin_get(admin, open, None).await.status, StatusCode::OK, "{open}");
     }
-    for guarded in ["/metrics", "/api/routes", "/api/certificates", "/nope"] {
+    // The dashboard too: a browser sends no bearer token, so a token-only admin shows it to
+    // nobody (basic_auth_file, or a loopback admin reached through an SSH tunnel, does).
+    for guarded in ["/metrics", "/api/routes", "/api/certificates", "/nope", "/", "/dashboard/", "/dashboard/app.js"] {
         let r = admin_get(admin, guarded, None).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{guarded}");
         assert!(r.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")), "{guarded}");

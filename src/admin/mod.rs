@@ -1,7 +1,9 @@
-//! Admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), and a JSON API:
-//! `/api/routes`, `/api/problems`, `/api/endpoints`, `/api/certificates`.
+//! Admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), a JSON API:
+//! `/api/routes`, `/api/problems`, `/api/endpoints`, `/api/certificates`, and the read-only
+//! dashboard that shows it (`/`, `/dashboard/`).
 
 pub mod auth;
+pub mod dashboard;
 pub mod metrics;
 
 use std::convert::Infallible;
@@ -15,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
-use crate::model::table::CompiledAction;
+use crate::model::table::{CompiledAction, CompiledRoute};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::server::{serve_plain, Builders, Conn, ConnSignals};
 use crate::proxy::watchdog::{Activity, BusyBody};
@@ -48,6 +50,41 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<ProxyBody> {
     resp
 }
 
+/// One route of `/api/routes`: its redacted spec, where it came from (`origin`), its
+/// balancing policy, its endpoints, and the request counters `/metrics` exports for it
+/// (`counters`: responses, 5xx responses, failed upstream attempts), so the dashboard can
+/// show rates by differencing two polls without parsing the Prometheus text.
+fn route_json(r: &CompiledRoute) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let endpoints: Vec<serde_json::Value> = match &r.action {
+        CompiledAction::Proxy(g) => g
+            .endpoints
+            .iter()
+            .zip(g.tasks.iter())
+            .enumerate()
+            .map(|(i, (e, t))| {
+                serde_json::json!({
+                    "addr": e.addr.to_string(), "task": t, "in_flight": e.in_flight(),
+                    "ejected": e.is_ejected(), "healthy": g.is_healthy(i), "latency_ms": e.latency_ns() as f64 / 1e6,
+                    "requests": e.requests.load(Relaxed),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    // The effective balancing policy and where it came from (label, dialect default, config).
+    let lb =
+        r.spec.upstream().map(|u| serde_json::json!({ "policy": u.lb.to_string(), "source": u.lb_source.to_string() }));
+    let m = &r.metrics;
+    let counters = serde_json::json!({
+        "requests": m.total(), "server_errors": m.status[4].load(Relaxed), "upstream_errors": m.upstream_errors.load(Relaxed),
+    });
+    serde_json::json!({
+        "id": &*r.id, "spec": r.spec.redacted(), "origin": dashboard::origin(&r.spec), "lb": lb,
+        "endpoints": endpoints, "counters": counters,
+    })
+}
+
 /// Answers one admin request.
 pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
     let table = state.proxy.table.load();
@@ -70,18 +107,7 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
         }
         "/api/routes" => json(&serde_json::json!({
             "generation": table.generation,
-            "routes": table.routes.iter().map(|r| {
-                let endpoints: Vec<serde_json::Value> = match &r.action {
-                    CompiledAction::Proxy(g) => g.endpoints.iter().zip(g.tasks.iter()).enumerate().map(|(i, (e, t))| serde_json::json!({
-                        "addr": e.addr.to_string(), "task": t, "in_flight": e.in_flight(),
-                        "ejected": e.is_ejected(), "healthy": g.is_healthy(i), "latency_ms": e.latency_ns() as f64 / 1e6,
-                    })).collect(),
-                    _ => Vec::new(),
-                };
-                // The effective balancing policy and where it came from (label, dialect default, config).
-                let lb = r.spec.upstream().map(|u| serde_json::json!({ "policy": u.lb.to_string(), "source": u.lb_source.to_string() }));
-                serde_json::json!({ "id": &*r.id, "spec": r.spec.redacted(), "lb": lb, "endpoints": endpoints })
-            }).collect::<Vec<_>>(),
+            "routes": table.routes.iter().map(|r| route_json(r)).collect::<Vec<_>>(),
         })),
         "/api/problems" => json(&serde_json::json!({ "problems": table.problems })),
         "/api/endpoints" => json(&serde_json::json!({
@@ -102,10 +128,14 @@ pub fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody
                 })).collect::<Vec<_>>() }))
             }
         },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz /readyz /metrics /api/routes /api/problems /api/endpoints /api/certificates\n",
-        ),
+        "/dashboard" => dashboard::redirect_to_page(),
+        path => match dashboard::asset(path) {
+            Some(asset) => dashboard::respond(asset),
+            None => text(
+                StatusCode::NOT_FOUND,
+                "not found: try / (the dashboard) /healthz /readyz /metrics /api/routes /api/problems /api/endpoints /api/certificates\n",
+            ),
+        },
     }
 }
 
