@@ -16,10 +16,7 @@ use swarmgate::proxy::balancer::{EndpointRegistry, PickContext, UpstreamGroup};
 fn specs(hosts: usize) -> Vec<RouteSpec> {
     let mut out = Vec::new();
     for i in 0..hosts {
-        let ep = Endpoint {
-            addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)),
-            task: String::new(),
-        };
+        let ep = Endpoint::fixed(SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)));
         let host = if i % 10 == 9 { format!("*.tenant{i}.example.com") } else { format!("svc{i}.example.com") };
         let mut root = RouteSpec::proxy(
             format!("r{i}"),
@@ -84,9 +81,7 @@ fn pick(c: &mut Criterion) {
     let mut g = c.benchmark_group("balancer_pick");
     for n in [3u16, 50] {
         let registry = EndpointRegistry::new();
-        let eps: Vec<Endpoint> = (0..n)
-            .map(|i| Endpoint { addr: SocketAddr::from(([10, 0, 0, 1], 8000 + i)), task: String::new() })
-            .collect();
+        let eps: Vec<Endpoint> = (0..n).map(|i| Endpoint::fixed(SocketAddr::from(([10, 0, 0, 1], 8000 + i)))).collect();
         for policy in [LbPolicy::P2c, LbPolicy::RoundRobin, LbPolicy::LeastConn, LbPolicy::IpHash] {
             let group = UpstreamGroup::new(&registry, &eps, policy, UpstreamScheme::Http, true, None, None);
             let ctx = PickContext { client_ip: Some("192.0.2.1".parse().unwrap()), sticky: None, hash: None };

@@ -217,6 +217,7 @@ fn shows_routes_and_problems(b: &mut Browser, url: &str) {
     );
     let endpoints = text_of(b, "endpoints-body");
     assert!(endpoints.contains("127.0.0.21:8080") && endpoints.contains("t1shopweb000"), "{endpoints}");
+    assert!(endpoints.contains("node1"), "the node each task runs on: {endpoints}");
     // Two polls make a rate: the origin route gets ~10 requests a second, flaky ~2 503s.
     let rates = "parseFloat([...document.querySelectorAll('#stats li')].find(li => li.textContent.endsWith(' req/s')).firstChild.textContent) > 0";
     assert!(b.wait_for(rates, WAIT), "no request rate shown: {}", text_of(b, "stats"));

@@ -90,6 +90,7 @@ fn table(t: &Translation) -> RouteTable {
                             Endpoint {
                                 addr: SocketAddr::from(([10, 0, 0, last], tt.port)),
                                 task: format!("{}.1", tt.service),
+                                node: String::new(),
                             }
                         })
                         .collect();

@@ -158,7 +158,7 @@ async fn tls_internal_routes_get_a_self_signed_certificate() {
         swarmgate::model::Provenance::Service { service: "site-a".into(), key: "caddy_1".into() },
         vec!["site-a.example.com".into()],
         swarmgate::model::UpstreamSpec::new(swarmgate::model::UpstreamTarget::Static(vec![
-            swarmgate::model::Endpoint { addr: origin.addr, task: String::new() },
+            swarmgate::model::Endpoint::fixed(origin.addr),
         ])),
     );
     spec.tls = swarmgate::model::TlsPolicy::Internal;

@@ -60,11 +60,11 @@ fn route_json(r: &CompiledRoute) -> serde_json::Value {
         CompiledAction::Proxy(g) => g
             .endpoints
             .iter()
-            .zip(g.tasks.iter())
+            .zip(g.tasks.iter().zip(g.nodes.iter()))
             .enumerate()
-            .map(|(i, (e, t))| {
+            .map(|(i, (e, (t, node)))| {
                 serde_json::json!({
-                    "addr": e.addr.to_string(), "task": t, "in_flight": e.in_flight(),
+                    "addr": e.addr.to_string(), "task": t, "node": node, "in_flight": e.in_flight(),
                     "ejected": e.is_ejected(), "healthy": g.is_healthy(i), "latency_ms": e.latency_ns() as f64 / 1e6,
                     "requests": e.requests.load(Relaxed),
                 })

@@ -407,7 +407,7 @@ impl ForwardAuthConfig {
             format!("{authority}:{default_port}")
         };
         let target = match parse_upstream(&with_port)? {
-            UpstreamAddr::Ip(addr) => UpstreamTarget::Static(vec![Endpoint { addr, task: String::new() }]),
+            UpstreamAddr::Ip(addr) => UpstreamTarget::Static(vec![Endpoint::fixed(addr)]),
             UpstreamAddr::Name(host, port) => UpstreamTarget::Names(vec![(host, port)]),
         };
         let mut up = UpstreamSpec::new(target);
@@ -765,7 +765,7 @@ impl RouteConfig {
         let addrs: Vec<UpstreamAddr> = self.upstreams.iter().filter_map(|u| parse_upstream(u).ok()).collect();
         let target = if addrs.iter().all(|a| matches!(a, UpstreamAddr::Ip(_))) {
             let ip = |a: &UpstreamAddr| match a {
-                UpstreamAddr::Ip(addr) => Some(Endpoint { addr: *addr, task: String::new() }),
+                UpstreamAddr::Ip(addr) => Some(Endpoint::fixed(*addr)),
                 UpstreamAddr::Name(..) => None,
             };
             UpstreamTarget::Static(addrs.iter().filter_map(ip).collect())

@@ -118,7 +118,7 @@ impl DnsCache {
                                     format!("{}:{} resolves to host-local address(es) {local:?}, which labels may not reach; left out", name.0, name.1),
                                 ));
                             }
-                            endpoints.extend(ok.into_iter().map(|a| Endpoint { addr: *a, task: String::new() }));
+                            endpoints.extend(ok.into_iter().map(|a| Endpoint::fixed(*a)));
                         }
                         up.target = UpstreamTarget::Static(endpoints);
                     }

@@ -329,6 +329,16 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Swarm task id (or empty for static upstreams); shown in check output and logs.
     pub task: String,
+    /// Swarm node id the task runs on (empty for static upstreams), for the operator's view.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+}
+
+impl Endpoint {
+    /// An address that is not a Swarm task (the file config, a DNS name).
+    pub fn fixed(addr: SocketAddr) -> Self {
+        Endpoint { addr, task: String::new(), node: String::new() }
+    }
 }
 
 /// What a route's backends are before discovery resolves them.

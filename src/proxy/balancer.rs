@@ -369,6 +369,8 @@ pub struct PickContext<'a> {
 pub struct UpstreamGroup {
     pub endpoints: Box<[Arc<EndpointState>]>,
     pub tasks: Box<[String]>,
+    /// The Swarm node of each endpoint's task (same order; empty for fixed addresses).
+    pub nodes: Box<[String]>,
     pub policy: LbPolicy,
     pub scheme: UpstreamScheme,
     pub pass_host: bool,
@@ -419,6 +421,7 @@ impl UpstreamGroup {
             health_flags,
             endpoints,
             tasks: sorted.iter().map(|e| e.task.clone()).collect(),
+            nodes: sorted.iter().map(|e| e.node.clone()).collect(),
             policy,
             scheme,
             pass_host,
@@ -698,9 +701,8 @@ mod tests {
 
     fn group(policy: LbPolicy, n: u16) -> (EndpointRegistry, UpstreamGroup) {
         let reg = EndpointRegistry::new();
-        let eps: Vec<Endpoint> = (0..n)
-            .map(|i| Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], 10000 + i)), task: String::new() })
-            .collect();
+        let eps: Vec<Endpoint> =
+            (0..n).map(|i| Endpoint::fixed(SocketAddr::from(([127, 0, 0, 1], 10000 + i)))).collect();
         let g = UpstreamGroup::new(&reg, &eps, policy, UpstreamScheme::Http, true, None, None);
         (reg, g)
     }
@@ -786,7 +788,7 @@ mod tests {
     #[test]
     fn state_survives_a_new_group() {
         let reg = EndpointRegistry::new();
-        let eps = vec![Endpoint { addr: "127.0.0.1:1".parse().unwrap(), task: String::new() }];
+        let eps = vec![Endpoint::fixed("127.0.0.1:1".parse().unwrap())];
         let g1 = UpstreamGroup::new(&reg, &eps, LbPolicy::P2c, UpstreamScheme::Http, true, None, None);
         let _f = g1.endpoints[0].start();
         let g2 = UpstreamGroup::new(&reg, &eps, LbPolicy::P2c, UpstreamScheme::Http, true, None, None);
@@ -921,9 +923,8 @@ mod tests {
     #[test]
     fn a_new_endpoint_starts_from_the_median_of_its_group() {
         let reg = EndpointRegistry::new();
-        let eps: Vec<Endpoint> = (0..4u16)
-            .map(|i| Endpoint { addr: SocketAddr::from(([127, 0, 0, 1], 10000 + i)), task: String::new() })
-            .collect();
+        let eps: Vec<Endpoint> =
+            (0..4u16).map(|i| Endpoint::fixed(SocketAddr::from(([127, 0, 0, 1], 10000 + i)))).collect();
         let g = UpstreamGroup::new(&reg, &eps[..3], LbPolicy::P2c, UpstreamScheme::Http, true, None, None);
         for (i, ms) in [2u64, 4, 40].into_iter().enumerate() {
             serve(&g, i, ms * 1_000_000);

@@ -241,9 +241,10 @@
     for (const r of routes) {
       for (const e of r.endpoints || []) {
         const task = e.task ? el('code', { title: e.task }, e.task.slice(0, 12)) : tag('static', 'muted');
+        const node = e.node ? el('code', { title: e.node }, e.node.slice(0, 12)) : '–';
         // Before its first answer an endpoint's latency is the balancer's starting guess.
         const latency = e.requests > 0 && e.latency_ms > 0 ? e.latency_ms.toFixed(1) + ' ms' : '–';
-        rows.push({ cells: [firstHost(r) + pathText(r.spec.path).replace(/^\/$/, ''), task, el('code', null, e.addr), endpointState(e), String(e.in_flight), latency] });
+        rows.push({ cells: [firstHost(r) + pathText(r.spec.path).replace(/^\/$/, ''), task, node, el('code', null, e.addr), endpointState(e), String(e.in_flight), latency] });
       }
     }
     const total = state.routes.reduce((n, r) => n + (r.endpoints || []).length, 0);

@@ -88,6 +88,7 @@ mod tests {
             UpstreamSpec::new(UpstreamTarget::Static(vec![Endpoint {
                 addr: "10.0.1.3:80".parse().unwrap(),
                 task: "t1".into(),
+                node: "n1".into(),
             }])),
         );
         r.middlewares.push(Middleware::RateLimit {

@@ -163,7 +163,7 @@ pub fn resolve(
     }
 
     // (service, override) → (ip, task id) of every routable task with a selected address.
-    let mut resolved: HashMap<TargetKey<'_>, Vec<(IpAddr, &str)>> = HashMap::new();
+    let mut resolved: HashMap<TargetKey<'_>, Vec<(IpAddr, &Task)>> = HashMap::new();
     let mut unknown_services: BTreeSet<String> = BTreeSet::new();
 
     services_named_by_address(&mut routes, &by_name, &mut problems);
@@ -188,7 +188,7 @@ pub fn resolve(
                 let mut stranded: Vec<&Task> = Vec::new();
                 for t in task_list {
                     match task_ip(t, network.as_deref(), selection, ns) {
-                        Some(ip) => ips.push((ip, t.id.as_str())),
+                        Some(ip) => ips.push((ip, *t)),
                         None => stranded.push(t),
                     }
                 }
@@ -197,9 +197,11 @@ pub fn resolve(
                 }
                 ips
             });
-            endpoints.extend(
-                ips.iter().map(|(ip, task)| Endpoint { addr: SocketAddr::new(*ip, *port), task: (*task).to_owned() }),
-            );
+            endpoints.extend(ips.iter().map(|(ip, t)| Endpoint {
+                addr: SocketAddr::new(*ip, *port),
+                task: t.id.clone(),
+                node: t.node_id.clone(),
+            }));
         }
         endpoints.sort_unstable();
         endpoints.dedup();
@@ -431,6 +433,7 @@ mod tests {
             desired_state: desired.into(),
             status: Some(super::super::types::TaskStatus { state: state.into(), message: String::new() }),
             networks_attachments: atts,
+            node_id: format!("node-of-{id}"),
             ..Default::default()
         }
     }
@@ -479,6 +482,10 @@ mod tests {
             &NetworkSelection::Any,
         );
         assert_eq!(endpoints(&snap, "svc/web"), vec!["10.0.1.1:5000", "10.0.1.4:5000"]);
+        // Each endpoint says which task on which node it is (the dashboard shows both).
+        let web = snap.routes.iter().find(|r| r.id == "svc/web").unwrap();
+        let UpstreamTarget::Static(eps) = &web.upstream().unwrap().target else { panic!("resolved") };
+        assert_eq!((eps[0].task.as_str(), eps[0].node.as_str()), ("t1", "node-of-t1"));
         // No routable task: the route is still there with no endpoints (→ 503, not 404).
         assert!(endpoints(&snap, "svc/idle").is_empty());
         assert!(snap.problems.is_empty(), "{:?}", snap.problems);
