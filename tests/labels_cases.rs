@@ -2170,3 +2170,59 @@ fn forward_auth_labels_become_a_step_and_an_auth_service_route() {
     assert!(routes_of(&t, "own").is_empty(), "{:#?}", t.routes);
     assert_problem(&t, "own", "caddy.forward_auth", "loopback");
 }
+
+/// What cannot be applied is refused with the router, never half-applied: a chain that loops,
+/// an allow list with a range that does not parse or an option swarmgate lacks, and a regex
+/// that does not compile (found when the table is built).
+#[test]
+fn traefik_middlewares_that_cannot_be_applied_refuse_their_router() {
+    let router = |svc_name: &str, mw: &[(&str, &str)]| {
+        let mut l: Vec<(String, String)> = vec![
+            ("traefik.enable".into(), "true".into()),
+            (format!("traefik.http.routers.{svc_name}.rule"), format!("Host(`{svc_name}.example.com`)")),
+            (format!("traefik.http.routers.{svc_name}.middlewares"), "m".into()),
+            (format!("traefik.http.services.{svc_name}.loadbalancer.server.port"), "80".into()),
+        ];
+        l.extend(mw.iter().map(|(k, v)| (format!("traefik.http.middlewares.{k}"), v.to_string())));
+        l
+    };
+    let cases = [
+        router("loop", &[("m.chain.middlewares", "n"), ("n.chain.middlewares", "m")]),
+        router("badrange", &[("m.ipallowlist.sourcerange", "10.0.0.0/33")]),
+        router(
+            "excluded",
+            &[("m.ipallowlist.sourcerange", "10.0.0.0/8"), ("m.ipallowlist.ipstrategy.excludedips", "10.0.0.1")],
+        ),
+        router("badregex", &[("m.redirectregex.regex", "^(unclosed"), ("m.redirectregex.replacement", "https://x")]),
+    ];
+    let services: Vec<ServiceInput> = cases
+        .iter()
+        .zip(["loop", "badrange", "excluded", "badregex"])
+        .map(|(l, name)| {
+            let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            svc(name, &labels)
+        })
+        .collect();
+    let t = run(&services);
+    for name in ["loop", "badrange", "excluded"] {
+        assert!(routes_of(&t, name).is_empty(), "{name}: {:#?}", routes_of(&t, name));
+    }
+    assert_problem(&t, "loop", "traefik.http.routers.loop.middlewares", "more than 16 chains");
+    assert_problem(&t, "badrange", "traefik.http.middlewares.m.ipallowlist.sourcerange", "10.0.0.0/33");
+    assert_problem(&t, "excluded", "traefik.http.middlewares.m.ipallowlist.ipstrategy.excludedips", "not supported");
+    let table = table(&t);
+    let facts = RequestFacts {
+        method: &http::Method::GET,
+        host: "badregex.example.com",
+        path: "/",
+        query: None,
+        headers: &http::HeaderMap::new(),
+        client_ip: None,
+    };
+    assert!(matches!(table.lookup("badregex.example.com", &facts, false), Lookup::UnknownHost));
+    assert!(
+        table.problems.iter().any(|p| p.source == "badregex" && p.message.contains("regex")),
+        "{:#?}",
+        table.problems
+    );
+}

@@ -164,6 +164,26 @@ pub(crate) fn forward_auth_upstream(address: &str) -> Result<(crate::model::Upst
     Ok((up, path.to_owned()))
 }
 
+/// A byte size as Caddy writes it (`10MB`, `512KiB`, `1GB`, `1048576`): decimal units are
+/// powers of 1000, `i` units powers of 1024, as in Caddy's humanize parser. Overflow is an error.
+pub(crate) fn parse_byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size (e.g. 10MB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
 /// Traefik's `normalize`: runs of characters that are not letters or digits become one `-`,
 /// leading and trailing ones are dropped (`mystack_whoami` → `mystack-whoami`).
 pub(crate) fn normalize_name(name: &str) -> String {

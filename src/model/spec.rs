@@ -500,6 +500,34 @@ pub enum Middleware {
     Retry {
         attempts: u32,
     },
+    /// Remove the first match of any of these regular expressions (anchored at the start of
+    /// the path) before forwarding; sets `X-Forwarded-Prefix` to what was removed. Traefik
+    /// `stripprefixregex`, and `stripprefix` with several prefixes (escaped).
+    StripPrefixRegex(Vec<String>),
+    /// Replace the whole path (Traefik `replacepath`).
+    ReplacePath(String),
+    /// Replace the path where `regex` matches (`${1}` groups; Traefik `replacepathregex`).
+    ReplacePathRegex {
+        regex: String,
+        replacement: String,
+    },
+    /// Redirect when the request URL (`scheme://host/path?query`) matches `regex`, to
+    /// `replacement` with its `${1}` groups filled (Traefik `redirectregex`: www → bare domain).
+    RedirectRegex {
+        regex: String,
+        replacement: String,
+        permanent: bool,
+    },
+    /// Only clients in these CIDRs get through; others get 403 (Traefik `ipallowlist`).
+    /// `depth` > 0 takes the address that many hops from the right of `X-Forwarded-For`, and
+    /// only from a trusted proxy (`[forwarding] trusted_proxies`); otherwise the peer address.
+    IpAllowList {
+        ranges: Vec<String>,
+        depth: u32,
+    },
+    /// Request bodies larger than this get 413 (Caddy `request_body max_size`, Traefik
+    /// `buffering.maxRequestBodyBytes`); the smaller of this and `[limits] max_body_bytes`.
+    MaxBodyBytes(u64),
     /// Ask an authentication service first (Caddy `forward_auth`, Traefik `forwardauth`):
     /// a 2xx answer lets the request through, anything else goes back to the client. The
     /// service is the upstream of the route whose `auth_of` names this route.

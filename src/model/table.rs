@@ -342,6 +342,11 @@ pub struct CompiledRoute {
     pub response_headers: CompiledHeaders,
     pub basic_auth: Option<BasicAuth>,
     pub forward_auth: Option<Arc<CompiledForwardAuth>>,
+    /// Regex prefix strips, path replacement, regex redirect and IP allow list (rarer steps,
+    /// boxed together so that routes without them stay small).
+    pub extra: Option<Box<ExtraSteps>>,
+    /// `MaxBodyBytes` (0: only `[limits] max_body_bytes`).
+    pub max_body_bytes: u64,
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Extra attempts on another endpoint for idempotent requests after a failure.
     pub retries: u32,
@@ -350,6 +355,61 @@ pub struct CompiledRoute {
     pub on_https: bool,
     pub metrics: Arc<RouteMetrics>,
     order: (i64, usize),
+}
+
+/// The rarer per-route steps, compiled once at table-build time.
+#[derive(Debug, Default)]
+pub struct ExtraSteps {
+    pub strip_regex: Vec<regex::Regex>,
+    pub replace_path: Option<(Option<regex::Regex>, String)>,
+    pub redirect: Option<(regex::Regex, String, http::StatusCode)>,
+    /// Allowed ranges and the `X-Forwarded-For` depth.
+    pub allow: Option<(Vec<(IpAddr, u8)>, u32)>,
+}
+
+impl ExtraSteps {
+    /// The path after the regex strip and the replacement, and what the strip removed.
+    pub fn rewrite<'a>(&self, path: std::borrow::Cow<'a, str>) -> (std::borrow::Cow<'a, str>, Option<String>) {
+        use std::borrow::Cow;
+        let mut out = path;
+        let mut stripped = None;
+        if let Some(m) = self.strip_regex.iter().find_map(|re| re.find(&out).filter(|m| m.start() == 0)) {
+            let (removed, rest) = out.split_at(m.end());
+            stripped = Some(removed.to_owned());
+            out = Cow::Owned(if rest.starts_with('/') { rest.to_owned() } else { format!("/{rest}") });
+        }
+        match &self.replace_path {
+            Some((None, to)) => out = Cow::Owned(to.clone()),
+            Some((Some(re), to)) if re.is_match(&out) => out = Cow::Owned(re.replace(&out, to.as_str()).into_owned()),
+            _ => {}
+        }
+        (out, stripped)
+    }
+
+    /// Whether the client may in: the peer, or a trusted proxy's `X-Forwarded-For` entry at
+    /// the configured depth (counted from the right; a list too short for it is refused).
+    pub fn allows(&self, peer: IpAddr, trusted: bool, xff: Option<&str>) -> bool {
+        let Some((ranges, depth)) = &self.allow else { return true };
+        let client = if *depth > 0 && trusted {
+            let hops: Vec<&str> = xff.unwrap_or("").split(',').map(str::trim).filter(|h| !h.is_empty()).collect();
+            match hops.len().checked_sub(*depth as usize).and_then(|i| hops.get(i)) {
+                Some(h) => match h.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => return false,
+                },
+                None => return false,
+            }
+        } else {
+            peer
+        };
+        ranges.iter().any(|(net, bits)| ip_in(client, *net, *bits))
+    }
+}
+
+/// Regular expressions from labels are bounded (the regex crate matches in linear time; this
+/// bounds the compiled program, so a hostile label cannot take memory without end).
+fn bounded_regex(re: &str) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(re).size_limit(1 << 20).build().map_err(|e| format!("regex {re:?}: {e}"))
 }
 
 /// A forward-auth step, with its header names parsed once at build time.
@@ -368,17 +428,26 @@ type AuthServices = std::collections::HashMap<String, Arc<UpstreamGroup>>;
 impl CompiledRoute {
     /// True when the path rewrite middlewares would change the path.
     pub fn rewrites_path(&self) -> bool {
-        self.strip_prefix.is_some() || self.replace_prefix.is_some() || self.add_prefix.is_some()
+        self.strip_prefix.is_some()
+            || self.replace_prefix.is_some()
+            || self.add_prefix.is_some()
+            || self.extra.as_ref().is_some_and(|e| !e.strip_regex.is_empty() || e.replace_path.is_some())
     }
 
-    /// The upstream path for `path` after strip/replace/add prefix.
-    pub fn rewrite_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+    /// The upstream path for `path` after every rewrite, in a fixed order: literal prefix
+    /// strip, regex strip, path replacement, prefix replacement, added prefix; and what a
+    /// regex strip removed (for `X-Forwarded-Prefix`).
+    pub fn rewrite_path_and_prefix<'a>(&self, path: &'a str) -> (std::borrow::Cow<'a, str>, Option<String>) {
         use std::borrow::Cow;
         let mut out: Cow<'a, str> = Cow::Borrowed(path);
         if let Some(prefix) = &self.strip_prefix {
             if let Some(rest) = out.strip_prefix(prefix.as_str()) {
                 out = if rest.starts_with('/') { Cow::Owned(rest.to_owned()) } else { Cow::Owned(format!("/{rest}")) };
             }
+        }
+        let mut stripped = None;
+        if let Some(extra) = &self.extra {
+            (out, stripped) = extra.rewrite(out);
         }
         if let Some((from, to)) = &self.replace_prefix {
             if let Some(rest) = out.strip_prefix(from.as_str()) {
@@ -388,7 +457,12 @@ impl CompiledRoute {
         if let Some(prefix) = &self.add_prefix {
             out = Cow::Owned(format!("{}{}", prefix.trim_end_matches('/'), out));
         }
-        out
+        (out, stripped)
+    }
+
+    /// The upstream path for `path` after strip/replace/add prefix.
+    pub fn rewrite_path<'a>(&self, path: &'a str) -> std::borrow::Cow<'a, str> {
+        self.rewrite_path_and_prefix(path).0
     }
 }
 
@@ -703,6 +777,8 @@ fn compile_route(
         response_headers: CompiledHeaders::default(),
         basic_auth: None,
         forward_auth: None,
+        extra: None,
+        max_body_bytes: 0,
         rate_limit: None,
         retries: 1,
         redirect_https: RedirectHttps::Never,
@@ -743,6 +819,20 @@ fn compile_route(
                 route.rate_limit = Some(opts.states.rate_limiter(&spec.id, *average, *period, *burst))
             }
             Middleware::Retry { attempts } => route.retries = attempts.saturating_sub(1).min(8),
+            Middleware::StripPrefixRegex(_)
+            | Middleware::ReplacePath(_)
+            | Middleware::ReplacePathRegex { .. }
+            | Middleware::RedirectRegex { .. }
+            | Middleware::IpAllowList { .. } => {
+                let extra = route.extra.get_or_insert_with(Box::default);
+                if let Err(e) = compile_extra(m, extra) {
+                    problems.push(Problem::new(&source, &key, format!("{e}; the route is not served")));
+                    return None;
+                }
+            }
+            Middleware::MaxBodyBytes(n) => {
+                route.max_body_bytes = if route.max_body_bytes == 0 { *n } else { route.max_body_bytes.min(*n) }
+            }
             Middleware::ForwardAuth(fa) => {
                 // Fails closed: without its service the route is not served at all.
                 if route.forward_auth.is_some() || fa.service.is_some() {
@@ -775,6 +865,34 @@ fn compile_route(
         (None, _) => RedirectHttps::WhenCertificate,
     };
     Some(route)
+}
+
+fn compile_extra(m: &Middleware, extra: &mut ExtraSteps) -> Result<(), String> {
+    match m {
+        Middleware::StripPrefixRegex(res) => {
+            for re in res {
+                extra.strip_regex.push(bounded_regex(re)?);
+            }
+        }
+        Middleware::ReplacePath(p) if p.starts_with('/') => extra.replace_path = Some((None, p.clone())),
+        Middleware::ReplacePath(p) => return Err(format!("replacement path {p:?} must start with /")),
+        Middleware::ReplacePathRegex { regex, replacement } => {
+            extra.replace_path = Some((Some(bounded_regex(regex)?), replacement.clone()))
+        }
+        Middleware::RedirectRegex { regex, replacement, permanent } => {
+            let status = if *permanent { http::StatusCode::MOVED_PERMANENTLY } else { http::StatusCode::FOUND };
+            extra.redirect = Some((bounded_regex(regex)?, replacement.clone(), status));
+        }
+        Middleware::IpAllowList { ranges, depth } => {
+            let parsed = ranges.iter().map(|r| parse_cidr(r)).collect::<Result<Vec<_>, _>>()?;
+            if parsed.is_empty() {
+                return Err("an IP allow list with no range would refuse everyone".into());
+            }
+            extra.allow = Some((parsed, *depth));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn compile_forward_auth(

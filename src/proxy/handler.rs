@@ -283,6 +283,11 @@ async fn route_request(
             return redirect_response(StatusCode::PERMANENT_REDIRECT, &location);
         }
     }
+    if let Some(extra) = &route.extra {
+        if let Some(answer) = extra_steps(extra, req, conn, raw_host) {
+            return answer;
+        }
+    }
     if let Some(auth) = &route.basic_auth {
         if !auth.check(req.headers.get(header::AUTHORIZATION)).await {
             let mut resp = with_status(StatusCode::UNAUTHORIZED, "authentication required\n");
@@ -319,13 +324,18 @@ async fn route_request(
     if group.is_empty() {
         return with_status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream for this route\n");
     }
-    if state.max_body_bytes > 0 {
+    let max_body = match (state.max_body_bytes, route.max_body_bytes) {
+        (0, r) => r,
+        (s, 0) => s,
+        (s, r) => s.min(r),
+    };
+    if max_body > 0 {
         let too_big = req
             .headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|n| n > state.max_body_bytes);
+            .is_some_and(|n| n > max_body);
         if too_big {
             return with_status(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
@@ -333,8 +343,10 @@ async fn route_request(
 
     // Upstream path (rewrites decided at build time) and query.
     let path = req.uri.path();
+    let mut stripped = None;
     let path_and_query: http::uri::PathAndQuery = if route.rewrites_path() {
-        let new_path = route.rewrite_path(path);
+        let new_path;
+        (new_path, stripped) = route.rewrite_path_and_prefix(path);
         let pq = match req.uri.query() {
             Some(q) => format!("{new_path}?{q}"),
             None => new_path.into_owned(),
@@ -368,13 +380,13 @@ async fn route_request(
         upgrade,
         group.pass_host,
     );
-    if let Some(prefix) = &route.strip_prefix {
+    if let Some(prefix) = stripped.as_ref().or(route.strip_prefix.as_ref()) {
         if let Ok(v) = HeaderValue::from_str(prefix) {
             headers.insert(X_FORWARDED_PREFIX.clone(), v);
         }
     }
     route.request_headers.apply(&mut headers);
-    let body = RequestBody::new(body, state.max_body_bytes);
+    let body = RequestBody::new(body, max_body);
     let out = Outbound { method, path_and_query, headers, body, upgrade };
     let result = state.forwarder.send(&group, &ctx, out, route.retries, &route.metrics.upstream_errors).await;
     match result {
@@ -410,6 +422,26 @@ async fn route_request(
             }
         }
     }
+}
+
+/// The IP allow list (403) and the regex redirect, if the route has them.
+fn extra_steps(
+    extra: &crate::model::table::ExtraSteps,
+    req: &http::request::Parts,
+    conn: &ConnInfo,
+    raw_host: &str,
+) -> Option<Response<ProxyBody>> {
+    let xff = req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    if !extra.allows(conn.peer.ip(), conn.trusted, xff) {
+        return Some(with_status(StatusCode::FORBIDDEN, "forbidden\n"));
+    }
+    let (re, replacement, status) = extra.redirect.as_ref()?;
+    let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let url = format!("{}://{raw_host}{pq}", if conn.https { "https" } else { "http" });
+    if !re.is_match(&url) {
+        return None;
+    }
+    Some(redirect_response(*status, &re.replace(&url, replacement.as_str())))
 }
 
 /// `uri` with its path replaced by `path`, the query kept as sent.

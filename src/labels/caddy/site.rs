@@ -684,6 +684,19 @@ impl Interp<'_> {
                     return Err(Fatal);
                 }
             },
+            "request_body" => {
+                let size = match (b.args.as_slice(), b.children.as_slice()) {
+                    ([], [c]) if c.name == "max_size" && c.args.len() == 1 => {
+                        crate::labels::common::parse_byte_size(&c.args[0])
+                    }
+                    _ => Err("only `request_body { max_size <size> }` is supported".into()),
+                };
+                match size {
+                    Ok(n) if n > 0 => ctx.middlewares.push(Middleware::MaxBodyBytes(n)),
+                    Ok(_) => {}
+                    Err(e) => self.skip(b, format!("request_body: {e}; skipped")),
+                }
+            }
             "encode" => self.problem(
                 &b.origin,
                 "encode: compression is not applied by swarmgate; responses pass through as the upstream sends them",

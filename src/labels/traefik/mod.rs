@@ -474,7 +474,11 @@ fn routes_for(
         // Middlewares.
         let mut mws: Vec<MwSpec> = Vec::new();
         let mut mw_ok = true;
-        for m in &r.middlewares {
+        // A `chain` puts its members in its place; bounded, so a cycle ends in a problem.
+        let mut pending: std::collections::VecDeque<String> = r.middlewares.iter().cloned().collect();
+        let mut chains = 0usize;
+        while let Some(m) = pending.pop_front() {
+            let m = &m;
             let Some(n) = local_ref(m) else {
                 problem(&r.middlewares_key, format!("middleware {m} is from another provider; only middlewares defined by labels are supported; router {name} not served"));
                 mw_ok = false;
@@ -505,7 +509,21 @@ fn routes_for(
                 }
             };
             match spec {
-                Some(s) => mws.extend(s),
+                Some(s) => match s.as_slice() {
+                    [MwSpec::Chain(members)] => {
+                        chains += 1;
+                        if chains > 16 {
+                            problem(
+                                &r.middlewares_key,
+                                format!("chain {n} nests more than 16 chains (a cycle?); router {name} not served"),
+                            );
+                            mw_ok = false;
+                            break;
+                        }
+                        members.iter().rev().for_each(|m| pending.push_front(m.clone()));
+                    }
+                    _ => mws.extend(s),
+                },
                 None => {
                     problem(
                         &r.middlewares_key,
@@ -527,7 +545,7 @@ fn routes_for(
             .into_iter()
             .filter_map(|m| match m {
                 MwSpec::Plain(m) => Some(m),
-                MwSpec::RedirectScheme { .. } => None,
+                MwSpec::RedirectScheme { .. } | MwSpec::Chain(_) => None,
             })
             .collect();
         // TLS domains.

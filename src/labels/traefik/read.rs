@@ -79,8 +79,13 @@ impl PartialEq for ServiceDef {
 /// What a middleware does once understood.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum MwSpec {
-    RedirectScheme { permanent: bool, port: Option<u16> },
+    RedirectScheme {
+        permanent: bool,
+        port: Option<u16>,
+    },
     Plain(Middleware),
+    /// `chain.middlewares`: names, expanded where a router uses the chain.
+    Chain(Vec<String>),
 }
 
 #[derive(Debug, Default)]
@@ -530,12 +535,13 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
                 Some((_, ps)) if ps.len() == 1 && ps[0].starts_with('/') => {
                     vec![MwSpec::Plain(Middleware::StripPrefix(ps[0].clone()))]
                 }
-                Some((k, ps)) if ps.len() > 1 => {
-                    bad(k, "several prefixes are not supported (one prefix per middleware)".into());
-                    vec![]
+                // The first prefix that matches is removed, as Traefik does.
+                Some((_, ps)) if ps.len() > 1 && ps.iter().all(|p| p.starts_with('/')) => {
+                    let res = ps.iter().map(|p| format!("^{}", regex::escape(p.trim_end_matches('/')))).collect();
+                    vec![MwSpec::Plain(Middleware::StripPrefixRegex(res))]
                 }
                 Some((k, _)) => {
-                    bad(k, "give one prefix starting with /".into());
+                    bad(k, "give prefixes starting with /".into());
                     vec![]
                 }
                 None => {
@@ -646,6 +652,107 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             }
             vec![MwSpec::Plain(Middleware::BasicAuth { realm, users })]
         }
+        "stripprefixregex" => match get("regex").map(|(k, v)| (k, list(v))) {
+            Some((_, res)) if !res.is_empty() => {
+                // Traefik matches at the start of the path.
+                let res = res.into_iter().map(|r| if r.starts_with('^') { r } else { format!("^{r}") }).collect();
+                vec![MwSpec::Plain(Middleware::StripPrefixRegex(res))]
+            }
+            _ => {
+                bad(&m.key, "stripprefixregex.regex is missing".into());
+                vec![]
+            }
+        },
+        "replacepath" => match get("path") {
+            Some((_, v)) if v.starts_with('/') => vec![MwSpec::Plain(Middleware::ReplacePath(v.to_owned()))],
+            Some((k, v)) => {
+                bad(k, format!("{v:?} must start with /"));
+                vec![]
+            }
+            None => {
+                bad(&m.key, "replacepath.path is missing".into());
+                vec![]
+            }
+        },
+        "replacepathregex" | "redirectregex" => {
+            let fields: &[&str] = if kind == "redirectregex" {
+                &["regex", "replacement", "permanent"]
+            } else {
+                &["regex", "replacement"]
+            };
+            for (k, f) in known(fields, &[]) {
+                bad(&k, format!("{kind}.{f} is not supported"));
+            }
+            match (get("regex"), get("replacement")) {
+                (Some((_, regex)), Some((_, replacement))) => {
+                    let (regex, replacement) = (regex.to_owned(), replacement.to_owned());
+                    if kind == "redirectregex" {
+                        let permanent = get("permanent").is_some_and(|(_, v)| parse_bool(v) == Ok(true));
+                        vec![MwSpec::Plain(Middleware::RedirectRegex { regex, replacement, permanent })]
+                    } else {
+                        vec![MwSpec::Plain(Middleware::ReplacePathRegex { regex, replacement })]
+                    }
+                }
+                _ => {
+                    bad(&m.key, format!("{kind} needs regex and replacement"));
+                    vec![]
+                }
+            }
+        }
+        "ipallowlist" | "ipwhitelist" => {
+            for (k, f) in known(&["sourcerange", "ipstrategy.depth"], &[]) {
+                bad(&k, format!("{kind}.{f} is not supported (sourceRange and ipStrategy.depth are)"));
+            }
+            let depth = match get("ipstrategy.depth").map(|(k, v)| (k, v.parse::<u32>())) {
+                Some((_, Ok(d))) if d <= 64 => d,
+                Some((k, _)) => {
+                    bad(k, "ipStrategy.depth must be a whole number up to 64".into());
+                    0
+                }
+                None => 0,
+            };
+            if depth > 0 {
+                note(&m.key, "ipStrategy.depth reads X-Forwarded-For only from [forwarding] trusted_proxies; from any other client its own address is checked".into());
+            }
+            match get("sourcerange").map(|(k, v)| (k, list(v))) {
+                Some((k, ranges)) => match ranges.iter().map(|r| crate::model::parse_cidr(r)).find_map(Result::err) {
+                    Some(e) => {
+                        bad(k, e);
+                        vec![]
+                    }
+                    None => vec![MwSpec::Plain(Middleware::IpAllowList { ranges, depth })],
+                },
+                None => {
+                    bad(&m.key, format!("{kind}.sourceRange is missing"));
+                    vec![]
+                }
+            }
+        }
+        "buffering" => {
+            for (k, f) in known(&["maxrequestbodybytes", "memrequestbodybytes", "memresponsebodybytes"], &[]) {
+                bad(&k, format!("buffering.{f} is not supported (maxRequestBodyBytes is)"));
+            }
+            for f in ["memrequestbodybytes", "memresponsebodybytes"] {
+                if let Some((k, _)) = get(f) {
+                    note(k, "swarmgate streams bodies and buffers none; ignored".into());
+                }
+            }
+            match get("maxrequestbodybytes").map(|(k, v)| (k, v.parse::<u64>())) {
+                Some((_, Ok(n))) if n > 0 => vec![MwSpec::Plain(Middleware::MaxBodyBytes(n))],
+                Some((_, Ok(_))) | None => vec![],
+                Some((k, Err(_))) => {
+                    bad(k, "maxRequestBodyBytes must be a whole number of bytes".into());
+                    vec![]
+                }
+            }
+        }
+        "chain" => match get("middlewares").map(|(k, v)| (k, list(v))) {
+            Some((_, names)) if !names.is_empty() => vec![MwSpec::Chain(names)],
+            _ => {
+                bad(&m.key, "chain.middlewares is missing".into());
+                vec![]
+            }
+        },
         "forwardauth" => {
             for (k, f) in
                 known(&["address", "authresponseheaders", "authrequestheaders", "trustforwardheader"], &["tls"])
@@ -743,7 +850,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             }
         }
         other => {
-            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, stripprefix, addprefix, headers, basicauth, forwardauth, ratelimit, retry)"));
+            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, redirectregex, stripprefix, stripprefixregex, addprefix, replacepath, replacepathregex, headers, basicauth, forwardauth, ipallowlist, buffering, chain, ratelimit, retry)"));
             vec![]
         }
     };
