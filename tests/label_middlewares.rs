@@ -31,6 +31,8 @@ fn labels(port: u16) -> Vec<(String, String)> {
     router("depth", "depth.example.com", "ten-by-xff");
     router("chained", "chain.example.com", "both");
     router("small", "small.example.com", "small-bodies");
+    router("zip", "zip.example.com", "as-text,zipper");
+    router("png", "png.example.com", "as-png,zipper");
     let mw = [
         ("to-bare.redirectregex.regex", r"^https?://www\.([^/]+)(.*)"),
         ("to-bare.redirectregex.replacement", "https://${1}${2}"),
@@ -45,6 +47,9 @@ fn labels(port: u16) -> Vec<(String, String)> {
         ("both.chain.middlewares", "strip-two,tag"),
         ("tag.headers.customrequestheaders.X-Chained", "yes"),
         ("small-bodies.buffering.maxRequestBodyBytes", "100"),
+        ("as-text.headers.customresponseheaders.Content-Type", "text/plain; charset=utf-8"),
+        ("as-png.headers.customresponseheaders.Content-Type", "image/png"),
+        ("zipper.compress", "true"),
     ];
     l.extend(mw.iter().map(|(k, v)| (format!("traefik.http.middlewares.{k}"), v.to_string())));
     l.push(("traefik.http.services.app.loadbalancer.server.port".into(), port));
@@ -133,6 +138,32 @@ async fn traefik_and_caddy_middlewares_from_labels_do_what_they_say() {
         let out = raw(gw.http, &post(host, 50), Duration::from_secs(5)).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{host}: {out}");
     }
+    // compress: gzip for a client that takes it, streamed; not for one that does not, not for
+    // a small body, not for an image.
+    let zipped = |host: &str, path: &str, accept: Option<&str>| {
+        let mut b = http::Request::get(path).header("host", host);
+        if let Some(a) = accept {
+            b = b.header("accept-encoding", a);
+        }
+        send(gw.http, b.body(Default::default()).unwrap())
+    };
+    let r = zipped("zip.example.com", "/stream/3", Some("br;q=1.0, gzip;q=0.8")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers.get("content-encoding").unwrap(), "gzip");
+    assert!(r.headers.get_all("vary").iter().any(|v| v == "Accept-Encoding"));
+    assert!(r.body.len() < 3 * 1024 / 4, "3 KiB of one byte should shrink, got {} bytes", r.body.len());
+    let mut plain = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&r.body[..]), &mut plain).unwrap();
+    assert_eq!(plain, "x".repeat(3 * 1024));
+    let r = zipped("zip.example.com", "/stream/3", None).await;
+    assert!(r.headers.get("content-encoding").is_none() && r.body.len() == 3 * 1024);
+    let r = zipped("zip.example.com", "/stream/3", Some("gzip;q=0")).await;
+    assert!(r.headers.get("content-encoding").is_none(), "q=0 refuses gzip");
+    let r = zipped("zip.example.com", "/hello", Some("gzip")).await;
+    assert!(r.headers.get("content-encoding").is_none(), "under minResponseBodyBytes");
+    let r = zipped("png.example.com", "/stream/3", Some("gzip")).await;
+    assert!(r.headers.get("content-encoding").is_none(), "images are already compressed");
+
     let problems = get(gw.admin.unwrap(), "admin", "/api/problems").await.text();
     assert!(!problems.contains("\"error\""), "{problems}");
 }

@@ -528,6 +528,14 @@ pub enum Middleware {
     /// Request bodies larger than this get 413 (Caddy `request_body max_size`, Traefik
     /// `buffering.maxRequestBodyBytes`); the smaller of this and `[limits] max_body_bytes`.
     MaxBodyBytes(u64),
+    /// Gzip responses for clients that take it (Traefik `compress`, Caddy `encode`): only
+    /// bodies of at least `min_bytes` (when their length is known) and of text-like types, or
+    /// of the `include` types; never the `exclude` ones, or bodies already encoded.
+    Compress {
+        min_bytes: u64,
+        include: Vec<String>,
+        exclude: Vec<String>,
+    },
     /// Ask an authentication service first (Caddy `forward_auth`, Traefik `forwardauth`):
     /// a 2xx answer lets the request through, anything else goes back to the client. The
     /// service is the upstream of the route whose `auth_of` names this route.

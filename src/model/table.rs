@@ -347,6 +347,7 @@ pub struct CompiledRoute {
     pub extra: Option<Box<ExtraSteps>>,
     /// `MaxBodyBytes` (0: only `[limits] max_body_bytes`).
     pub max_body_bytes: u64,
+    pub compress: Option<CompiledCompress>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Extra attempts on another endpoint for idempotent requests after a failure.
     pub retries: u32,
@@ -355,6 +356,14 @@ pub struct CompiledRoute {
     pub on_https: bool,
     pub metrics: Arc<RouteMetrics>,
     order: (i64, usize),
+}
+
+/// The `Compress` step (see `proxy::compress`).
+#[derive(Debug, Clone)]
+pub struct CompiledCompress {
+    pub min_bytes: u64,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
 }
 
 /// The rarer per-route steps, compiled once at table-build time.
@@ -779,6 +788,7 @@ fn compile_route(
         forward_auth: None,
         extra: None,
         max_body_bytes: 0,
+        compress: None,
         rate_limit: None,
         retries: 1,
         redirect_https: RedirectHttps::Never,
@@ -829,6 +839,10 @@ fn compile_route(
                     problems.push(Problem::new(&source, &key, format!("{e}; the route is not served")));
                     return None;
                 }
+            }
+            Middleware::Compress { min_bytes, include, exclude } => {
+                route.compress =
+                    Some(CompiledCompress { min_bytes: *min_bytes, include: include.clone(), exclude: exclude.clone() })
             }
             Middleware::MaxBodyBytes(n) => {
                 route.max_body_bytes = if route.max_body_bytes == 0 { *n } else { route.max_body_bytes.min(*n) }

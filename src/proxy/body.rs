@@ -25,6 +25,8 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     /// A streamed body whose bytes count toward a route's `swarmgate_response_bytes_total`.
     Counted(Box<Counted>),
+    /// Gzip-encoded on its way out (the `compress` / `encode` middlewares).
+    Gzip(Box<super::compress::Gzip>),
 }
 
 /// A streamed response body and its route's byte counter: counted locally as frames pass and
@@ -99,6 +101,7 @@ impl Body for ProxyBody {
                 }
                 polled
             }
+            ProxyBody::Gzip(g) => Pin::new(&mut **g).poll_frame(cx),
         }
     }
 
@@ -108,6 +111,7 @@ impl Body for ProxyBody {
             ProxyBody::Http1(b) => b.is_end_stream(),
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Counted(c) => c.body.is_end_stream(),
+            ProxyBody::Gzip(g) => g.is_end_stream(),
         }
     }
 
@@ -118,6 +122,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Counted(c) => c.body.size_hint(),
+            ProxyBody::Gzip(g) => g.size_hint(),
         }
     }
 }

@@ -373,6 +373,7 @@ async fn route_request(
     };
 
     let method = req.method.clone();
+    let gzip = route.compress.as_ref().filter(|_| super::compress::accepts_gzip(&req.headers));
     let mut headers = std::mem::take(&mut req.headers);
     state.forwarder.prepare_headers(
         &mut headers,
@@ -398,6 +399,9 @@ async fn route_request(
                 return resp;
             }
             route.response_headers.apply(resp.headers_mut());
+            if let Some(cfg) = gzip {
+                resp = super::compress::apply(cfg, &req.method, resp);
+            }
             if let Some(name) = &group.sticky_cookie {
                 let token = &group.endpoints[idx].sticky_token;
                 if sticky_cookie_value.as_deref() != Some(token.as_str()) {

@@ -697,10 +697,32 @@ impl Interp<'_> {
                     Err(e) => self.skip(b, format!("request_body: {e}; skipped")),
                 }
             }
-            "encode" => self.problem(
-                &b.origin,
-                "encode: compression is not applied by swarmgate; responses pass through as the upstream sends them",
-            ),
+            "encode" => {
+                let mut min_bytes = 512;
+                for c in &b.children {
+                    match (c.name.as_str(), c.args.as_slice()) {
+                        ("minimum_length", [n]) => match n.parse::<u64>() {
+                            Ok(n) => min_bytes = n,
+                            Err(_) => {
+                                self.problem(&c.origin, format!("encode minimum_length {n:?} is not a number of bytes"))
+                            }
+                        },
+                        ("gzip" | "zstd", _) => {}
+                        (other, _) => self.warn(
+                            &c.origin,
+                            format!("encode {other}: not supported; swarmgate compresses text-like types"),
+                        ),
+                    }
+                }
+                if b.args.iter().any(|a| is_matcher_token(a)) {
+                    self.skip(b, "encode with a matcher is not supported; put it in a handle block");
+                } else {
+                    if !b.args.is_empty() && !b.args.iter().any(|a| a == "gzip") {
+                        self.warn(&b.origin, format!("encode {}: swarmgate encodes gzip only", b.args.join(" ")));
+                    }
+                    ctx.middlewares.push(Middleware::Compress { min_bytes, include: Vec::new(), exclude: Vec::new() });
+                }
+            }
             "log" | "skip_log" | "log_skip" => self.warn(
                 &b.origin,
                 format!("{}: ignored; swarmgate's access log is configured globally ([log] access)", b.name),

@@ -746,6 +746,37 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
                 }
             }
         }
+        "compress" => {
+            for (k, f) in known(
+                &[
+                    "",
+                    "excludedcontenttypes",
+                    "includedcontenttypes",
+                    "minresponsebodybytes",
+                    "encodings",
+                    "defaultencoding",
+                ],
+                &[],
+            ) {
+                bad(&k, format!("compress.{f} is not supported"));
+            }
+            let min_bytes = match get("minresponsebodybytes").map(|(k, v)| (k, v.parse::<u64>())) {
+                Some((_, Ok(n))) => n,
+                Some((k, Err(_))) => {
+                    bad(k, "minResponseBodyBytes must be a whole number of bytes".into());
+                    1024
+                }
+                None => 1024,
+            };
+            if let Some((k, v)) = get("encodings").or(get("defaultencoding")) {
+                if !list(v).iter().any(|e| e.eq_ignore_ascii_case("gzip")) {
+                    note(k, format!("{v}: swarmgate encodes gzip only; clients that take gzip get it"));
+                }
+            }
+            let types = |f: &str| get(f).map(|(_, v)| list(v)).unwrap_or_default();
+            let (include, exclude) = (types("includedcontenttypes"), types("excludedcontenttypes"));
+            vec![MwSpec::Plain(Middleware::Compress { min_bytes, include, exclude })]
+        }
         "chain" => match get("middlewares").map(|(k, v)| (k, list(v))) {
             Some((_, names)) if !names.is_empty() => vec![MwSpec::Chain(names)],
             _ => {
@@ -850,7 +881,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             }
         }
         other => {
-            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, redirectregex, stripprefix, stripprefixregex, addprefix, replacepath, replacepathregex, headers, basicauth, forwardauth, ipallowlist, buffering, chain, ratelimit, retry)"));
+            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, redirectregex, compress, stripprefix, stripprefixregex, addprefix, replacepath, replacepathregex, headers, basicauth, forwardauth, ipallowlist, buffering, chain, ratelimit, retry)"));
             vec![]
         }
     };
