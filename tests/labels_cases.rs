@@ -665,7 +665,10 @@ fn caddy_global_options_and_templates() {
             ],
         ),
     ]);
-    assert!(t.problems.is_empty(), "{:#?}", t.problems);
+    // Read, but the operator's [acme] decides: each says so (a warning, not silence).
+    assert_problem(&t, "proxy", "caddy.email", "[acme] email");
+    assert_problem(&t, "proxy", "caddy.acme_ca", "[acme] directory");
+    assert!(t.problems.iter().all(|p| !p.is_error() && p.source == "proxy"), "{:#?}", t.problems);
     assert_eq!(t.global.acme_email.as_deref(), Some("ops@example.com"));
     assert_eq!(t.global.acme_ca.as_deref(), Some("https://acme.test/dir"));
     let r = only_route(&t, "tpl");

@@ -192,6 +192,17 @@ fn global_options(services: &[&ServiceInput], globals: &[Block], out: &mut Trans
             let problem = |msg: String| Problem::new(svc, &opt.origin.key, msg);
             match opt.name.as_str() {
                 "email" | "acme_ca" => {
+                    // The ACME account and CA serve every host of the cluster: the operator's
+                    // config chooses them, not whoever deploys a service. Said, not silent.
+                    let key = if opt.name == "email" { "email" } else { "directory" };
+                    out.problems.push(Problem::warning(
+                        svc,
+                        &opt.origin.key,
+                        format!(
+                            "global option {} is not applied: set [acme] {key} in swarmgate's config (the ACME account and CA serve every host, so a service's labels do not choose them)",
+                            opt.name
+                        ),
+                    ));
                     let (slot, from) = if opt.name == "email" {
                         (&mut out.global.acme_email, &mut email_from)
                     } else {
