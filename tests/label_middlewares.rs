@@ -33,6 +33,7 @@ fn labels(port: u16) -> Vec<(String, String)> {
     router("small", "small.example.com", "small-bodies");
     router("zip", "zip.example.com", "as-text,zipper");
     router("png", "png.example.com", "as-png,zipper");
+    router("cors", "cors.example.com", "cors");
     let mw = [
         ("to-bare.redirectregex.regex", r"^https?://www\.([^/]+)(.*)"),
         ("to-bare.redirectregex.replacement", "https://${1}${2}"),
@@ -50,6 +51,13 @@ fn labels(port: u16) -> Vec<(String, String)> {
         ("as-text.headers.customresponseheaders.Content-Type", "text/plain; charset=utf-8"),
         ("as-png.headers.customresponseheaders.Content-Type", "image/png"),
         ("zipper.compress", "true"),
+        ("cors.headers.accessControlAllowOriginList", "https://app.example.com"),
+        ("cors.headers.accessControlAllowMethods", "GET,POST"),
+        ("cors.headers.accessControlAllowHeaders", "Content-Type"),
+        ("cors.headers.accessControlExposeHeaders", "X-Origin"),
+        ("cors.headers.accessControlAllowCredentials", "true"),
+        ("cors.headers.accessControlMaxAge", "600"),
+        ("cors.headers.addVaryHeader", "true"),
     ];
     l.extend(mw.iter().map(|(k, v)| (format!("traefik.http.middlewares.{k}"), v.to_string())));
     l.push(("traefik.http.services.app.loadbalancer.server.port".into(), port));
@@ -163,6 +171,35 @@ async fn traefik_and_caddy_middlewares_from_labels_do_what_they_say() {
     assert!(r.headers.get("content-encoding").is_none(), "under minResponseBodyBytes");
     let r = zipped("png.example.com", "/stream/3", Some("gzip")).await;
     assert!(r.headers.get("content-encoding").is_none(), "images are already compressed");
+
+    // CORS: a preflight from an allowed origin is answered here; responses to it carry the
+    // allow headers; another origin gets none.
+    let with_origin = |method: &str, origin: &str| {
+        http::Request::builder()
+            .method(method)
+            .uri("/data")
+            .header("host", "cors.example.com")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .body(Default::default())
+            .unwrap()
+    };
+    let hits = origin.seen().len();
+    let r = send(gw.http, with_origin("OPTIONS", "https://app.example.com")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers.get("access-control-allow-origin").unwrap(), "https://app.example.com");
+    assert_eq!(r.headers.get("access-control-allow-methods").unwrap(), "GET, POST");
+    assert_eq!(r.headers.get("access-control-allow-headers").unwrap(), "Content-Type");
+    assert_eq!(r.headers.get("access-control-max-age").unwrap(), "600");
+    assert_eq!(r.headers.get("access-control-allow-credentials").unwrap(), "true");
+    assert_eq!(origin.seen().len(), hits, "a preflight is answered by the proxy");
+    let r = send(gw.http, with_origin("GET", "https://app.example.com")).await;
+    assert_eq!(r.headers.get("access-control-allow-origin").unwrap(), "https://app.example.com");
+    assert_eq!(r.headers.get("access-control-expose-headers").unwrap(), "X-Origin");
+    assert!(r.headers.get_all("vary").iter().any(|v| v == "Origin"));
+    let r = send(gw.http, with_origin("GET", "https://evil.example.net")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("access-control-allow-origin").is_none());
 
     let problems = get(gw.admin.unwrap(), "admin", "/api/problems").await.text();
     assert!(!problems.contains("\"error\""), "{problems}");

@@ -536,10 +536,28 @@ pub enum Middleware {
         include: Vec<String>,
         exclude: Vec<String>,
     },
+    /// Cross-origin resource sharing (Traefik `headers.accessControl*`): preflight requests
+    /// from an allowed origin are answered here; other responses to one get its headers.
+    Cors(Cors),
     /// Ask an authentication service first (Caddy `forward_auth`, Traefik `forwardauth`):
     /// a 2xx answer lets the request through, anything else goes back to the client. The
     /// service is the upstream of the route whose `auth_of` names this route.
     ForwardAuth(ForwardAuth),
+}
+
+/// The CORS policy of a route. An origin is allowed when it is listed, when `*` is listed, or
+/// when it matches one of `origin_regex`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Cors {
+    pub origins: Vec<String>,
+    pub origin_regex: Vec<String>,
+    pub methods: Vec<String>,
+    pub headers: Vec<String>,
+    pub expose: Vec<String>,
+    pub credentials: bool,
+    pub max_age: Option<u64>,
+    /// Add `Vary: Origin` (Traefik `addVaryHeader`).
+    pub vary: bool,
 }
 
 /// What a forward-auth subrequest carries and what comes back from it.

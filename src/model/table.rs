@@ -348,6 +348,7 @@ pub struct CompiledRoute {
     /// `MaxBodyBytes` (0: only `[limits] max_body_bytes`).
     pub max_body_bytes: u64,
     pub compress: Option<CompiledCompress>,
+    pub cors: Option<Arc<CompiledCors>>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Extra attempts on another endpoint for idempotent requests after a failure.
     pub retries: u32,
@@ -356,6 +357,49 @@ pub struct CompiledRoute {
     pub on_https: bool,
     pub metrics: Arc<RouteMetrics>,
     order: (i64, usize),
+}
+
+/// The `Cors` step, its header values built once.
+#[derive(Debug)]
+pub struct CompiledCors {
+    pub any_origin: bool,
+    pub origins: Vec<String>,
+    pub origin_regex: Vec<regex::Regex>,
+    pub credentials: bool,
+    pub vary: bool,
+    pub methods: Option<HeaderValue>,
+    pub headers: Option<HeaderValue>,
+    pub expose: Option<HeaderValue>,
+    pub max_age: Option<HeaderValue>,
+}
+
+impl CompiledCors {
+    /// Whether `origin` may read responses.
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any_origin
+            || self.origins.iter().any(|o| o == origin)
+            || self.origin_regex.iter().any(|r| r.is_match(origin))
+    }
+}
+
+fn compile_cors(c: &Cors) -> Result<CompiledCors, String> {
+    let joined = |v: &[String]| -> Result<Option<HeaderValue>, String> {
+        if v.is_empty() {
+            return Ok(None);
+        }
+        HeaderValue::from_str(&v.join(", ")).map(Some).map_err(|_| format!("{v:?} is not a valid header value"))
+    };
+    Ok(CompiledCors {
+        any_origin: c.origins.iter().any(|o| o == "*"),
+        origins: c.origins.clone(),
+        origin_regex: c.origin_regex.iter().map(|r| bounded_regex(r)).collect::<Result<_, _>>()?,
+        credentials: c.credentials,
+        vary: c.vary,
+        methods: joined(&c.methods)?,
+        headers: joined(&c.headers)?,
+        expose: joined(&c.expose)?,
+        max_age: c.max_age.map(HeaderValue::from),
+    })
 }
 
 /// The `Compress` step (see `proxy::compress`).
@@ -789,6 +833,7 @@ fn compile_route(
         extra: None,
         max_body_bytes: 0,
         compress: None,
+        cors: None,
         rate_limit: None,
         retries: 1,
         redirect_https: RedirectHttps::Never,
@@ -844,6 +889,13 @@ fn compile_route(
                 route.compress =
                     Some(CompiledCompress { min_bytes: *min_bytes, include: include.clone(), exclude: exclude.clone() })
             }
+            Middleware::Cors(c) => match compile_cors(c) {
+                Ok(c) => route.cors = Some(Arc::new(c)),
+                Err(e) => {
+                    problems.push(Problem::new(&source, &key, format!("CORS: {e}; the route is not served")));
+                    return None;
+                }
+            },
             Middleware::MaxBodyBytes(n) => {
                 route.max_body_bytes = if route.max_body_bytes == 0 { *n } else { route.max_body_bytes.min(*n) }
             }

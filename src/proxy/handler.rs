@@ -288,6 +288,9 @@ async fn route_request(
             return answer;
         }
     }
+    if let Some(answer) = route.cors.as_ref().and_then(|c| super::cors::preflight(c, &req.method, &req.headers)) {
+        return answer;
+    }
     if let Some(auth) = &route.basic_auth {
         if !auth.check(req.headers.get(header::AUTHORIZATION)).await {
             let mut resp = with_status(StatusCode::UNAUTHORIZED, "authentication required\n");
@@ -374,6 +377,7 @@ async fn route_request(
 
     let method = req.method.clone();
     let gzip = route.compress.as_ref().filter(|_| super::compress::accepts_gzip(&req.headers));
+    let origin = route.cors.as_ref().and_then(|_| req.headers.get(header::ORIGIN).cloned());
     let mut headers = std::mem::take(&mut req.headers);
     state.forwarder.prepare_headers(
         &mut headers,
@@ -401,6 +405,9 @@ async fn route_request(
             route.response_headers.apply(resp.headers_mut());
             if let Some(cfg) = gzip {
                 resp = super::compress::apply(cfg, &req.method, resp);
+            }
+            if let Some(cors) = &route.cors {
+                super::cors::decorate(cors, origin.as_ref(), &mut resp);
             }
             if let Some(name) = &group.sticky_cookie {
                 let token = &group.endpoints[idx].sticky_token;

@@ -4,6 +4,7 @@ pub mod access_log;
 pub mod balancer;
 pub mod body;
 pub mod compress;
+pub mod cors;
 pub mod fdlimit;
 pub mod forward;
 pub mod forward_auth;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::labels::common::{fixed_upstream, header_name, header_value, parse_bool, parse_duration, password_hash};
 use crate::labels::ServiceInput;
-use crate::model::{ForwardAuth, HeaderEdits, LbPolicy, Middleware, Problem, UpstreamScheme};
+use crate::model::{Cors, ForwardAuth, HeaderEdits, LbPolicy, Middleware, Problem, UpstreamScheme};
 
 /// A router as declared by labels.
 #[derive(Debug, Default)]
@@ -567,6 +567,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             let mut req = HeaderEdits::default();
             let mut resp = HeaderEdits::default();
             let mut sts: Option<(u64, bool, bool)> = None;
+            let mut cors: Option<Cors> = None;
             for (f, orig, k, v) in &m.fields {
                 let set = |edits: &mut HeaderEdits, name: &str, value: &str, bad: &mut dyn FnMut(&str, String)| {
                     match header_name(name).and_then(|_| header_value(value)) {
@@ -594,8 +595,25 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
                     "stsincludesubdomains" => sts.get_or_insert((0, false, false)).1 = on(),
                     "stspreload" => sts.get_or_insert((0, false, false)).2 = on(),
                     "forcestsheader" => note(k, "forceSTSHeader is implied: the STS header is sent on every response".into()),
+                    _ if f.starts_with("accesscontrol") || f == "addvaryheader" => {
+                        let c = cors.get_or_insert_with(Cors::default);
+                        match f.as_str() {
+                            "accesscontrolalloworiginlist" => c.origins = list(v),
+                            "accesscontrolalloworiginlistregex" => c.origin_regex = list(v),
+                            "accesscontrolallowmethods" => c.methods = list(v),
+                            "accesscontrolallowheaders" => c.headers = list(v),
+                            "accesscontrolexposeheaders" => c.expose = list(v),
+                            "accesscontrolallowcredentials" => c.credentials = on(),
+                            "addvaryheader" => c.vary = on(),
+                            "accesscontrolmaxage" => match v.parse::<u64>() {
+                                Ok(n) => c.max_age = Some(n),
+                                Err(_) => bad(k, format!("{v:?} is not a number of seconds")),
+                            },
+                            _ => bad(k, format!("headers.{orig} is not supported")),
+                        }
+                    }
                     "framedeny" | "contenttypenosniff" | "browserxssfilter" => {}
-                    _ => bad(k, format!("headers.{orig} is not supported (supported: customrequestheaders, customresponseheaders, framedeny, customframeoptionsvalue, contenttypenosniff, browserxssfilter, sts*, referrerpolicy, contentsecuritypolicy, permissionspolicy)")),
+                    _ => bad(k, format!("headers.{orig} is not supported (supported: customrequestheaders, customresponseheaders, accessControl*, addVaryHeader, framedeny, customframeoptionsvalue, contenttypenosniff, browserxssfilter, sts*, referrerpolicy, contentsecuritypolicy, permissionspolicy)")),
                 }
             }
             if let Some((secs, sub, pre)) = sts.filter(|s| s.0 > 0) {
@@ -609,6 +627,9 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
                 resp.set.insert("Strict-Transport-Security".into(), v);
             }
             let mut out = Vec::new();
+            if let Some(c) = cors {
+                out.push(MwSpec::Plain(Middleware::Cors(c)));
+            }
             if !req.is_empty() {
                 out.push(MwSpec::Plain(Middleware::RequestHeaders(req)));
             }
