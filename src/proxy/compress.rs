@@ -73,6 +73,9 @@ fn should_compress(cfg: &CompiledCompress, method: &Method, resp: &Response<Prox
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || h.contains_key(header::CONTENT_ENCODING)
+        // A range names bytes of the identity body: encoding it would make them wrong.
+        || status == StatusCode::PARTIAL_CONTENT
+        || h.contains_key(header::CONTENT_RANGE)
         || h.get(header::CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("no-transform"))
     {
         return false;
@@ -160,5 +163,36 @@ impl Body for Gzip {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> bool {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(v).unwrap());
+        accepts_gzip(&h)
+    }
+
+    #[test]
+    fn gzip_is_taken_unless_refused_with_q_zero() {
+        assert!(accept("gzip"));
+        assert!(accept("br, GZIP;q=0.5"));
+        assert!(accept("*"));
+        assert!(!accept("gzip;q=0"));
+        assert!(!accept("gzip; q=0.0, br"));
+        assert!(!accept("br, zstd"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn types_match_by_name_prefix_or_suffix() {
+        assert!(type_matches("text/html", "text/"));
+        assert!(type_matches("application/ld+json", "+json"));
+        assert!(type_matches("application/json", "application/json"));
+        assert!(!type_matches("application/jsonx", "application/json"));
+        assert!(!type_matches("image/png", "text/"));
     }
 }
