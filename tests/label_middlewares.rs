@@ -34,6 +34,7 @@ fn labels(port: u16) -> Vec<(String, String)> {
     router("zip", "zip.example.com", "as-text,zipper");
     router("png", "png.example.com", "as-png,zipper");
     router("cors", "cors.example.com", "cors");
+    router("one", "one.example.com", "one-at-a-time");
     let mw = [
         ("to-bare.redirectregex.regex", r"^https?://www\.([^/]+)(.*)"),
         ("to-bare.redirectregex.replacement", "https://${1}${2}"),
@@ -58,6 +59,7 @@ fn labels(port: u16) -> Vec<(String, String)> {
         ("cors.headers.accessControlAllowCredentials", "true"),
         ("cors.headers.accessControlMaxAge", "600"),
         ("cors.headers.addVaryHeader", "true"),
+        ("one-at-a-time.inflightreq.amount", "1"),
     ];
     l.extend(mw.iter().map(|(k, v)| (format!("traefik.http.middlewares.{k}"), v.to_string())));
     l.push(("traefik.http.services.app.loadbalancer.server.port".into(), port));
@@ -200,6 +202,17 @@ async fn traefik_and_caddy_middlewares_from_labels_do_what_they_say() {
     let r = send(gw.http, with_origin("GET", "https://evil.example.net")).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.headers.get("access-control-allow-origin").is_none());
+
+    // inflightreq: one request at a time; the second meanwhile gets 429, and the place is
+    // given back when the first response ends.
+    let slow = get(gw.http, "one.example.com", "/delay/600");
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        get(gw.http, "one.example.com", "/").await
+    };
+    let (first, second) = tokio::join!(slow, second);
+    assert_eq!((first.status, second.status), (StatusCode::OK, StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(get(gw.http, "one.example.com", "/").await.status, StatusCode::OK);
 
     let problems = get(gw.admin.unwrap(), "admin", "/api/problems").await.text();
     assert!(!problems.contains("\"error\""), "{problems}");

@@ -525,6 +525,9 @@ pub enum Middleware {
         ranges: Vec<String>,
         depth: u32,
     },
+    /// At most this many requests of the route at once (until each response's last byte);
+    /// more get 429 (Traefik `inflightreq`).
+    InFlightLimit(u64),
     /// Request bodies larger than this get 413 (Caddy `request_body max_size`, Traefik
     /// `buffering.maxRequestBodyBytes`); the smaller of this and `[limits] max_body_bytes`.
     MaxBodyBytes(u64),

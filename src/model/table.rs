@@ -349,6 +349,8 @@ pub struct CompiledRoute {
     pub max_body_bytes: u64,
     pub compress: Option<CompiledCompress>,
     pub cors: Option<Arc<CompiledCors>>,
+    /// `InFlightLimit`: the limit and the route's counter (kept across table swaps).
+    pub in_flight: Option<(usize, Arc<std::sync::atomic::AtomicUsize>)>,
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// Extra attempts on another endpoint for idempotent requests after a failure.
     pub retries: u32,
@@ -834,6 +836,7 @@ fn compile_route(
         max_body_bytes: 0,
         compress: None,
         cors: None,
+        in_flight: None,
         rate_limit: None,
         retries: 1,
         redirect_https: RedirectHttps::Never,
@@ -896,6 +899,10 @@ fn compile_route(
                     return None;
                 }
             },
+            Middleware::InFlightLimit(n) => {
+                let limit = usize::try_from(*n).unwrap_or(usize::MAX).max(1);
+                route.in_flight = Some((limit, opts.states.in_flight(&spec.id)));
+            }
             Middleware::MaxBodyBytes(n) => {
                 route.max_body_bytes = if route.max_body_bytes == 0 { *n } else { route.max_body_bytes.min(*n) }
             }

@@ -27,6 +27,27 @@ pub enum ProxyBody {
     Counted(Box<Counted>),
     /// Gzip-encoded on its way out (the `compress` / `encode` middlewares).
     Gzip(Box<super::compress::Gzip>),
+    /// A body that holds a place of its route's in-flight limit until it ends or is dropped.
+    Held(Box<(ProxyBody, InFlight)>),
+}
+
+/// One request counted against a route's `InFlightLimit`; the count drops with it.
+pub struct InFlight(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    /// A place under `limit`, or `None` when the route is full.
+    pub fn enter(counter: &std::sync::Arc<std::sync::atomic::AtomicUsize>, limit: usize) -> Option<InFlight> {
+        use std::sync::atomic::Ordering::AcqRel;
+        let taken =
+            counter.fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |n| (n < limit).then_some(n + 1));
+        taken.ok().map(|_| InFlight(counter.clone()))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// A streamed response body and its route's byte counter: counted locally as frames pass and
@@ -102,6 +123,7 @@ impl Body for ProxyBody {
                 polled
             }
             ProxyBody::Gzip(g) => Pin::new(&mut **g).poll_frame(cx),
+            ProxyBody::Held(h) => Pin::new(&mut h.0).poll_frame(cx),
         }
     }
 
@@ -112,6 +134,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(b) => b.is_none(),
             ProxyBody::Counted(c) => c.body.is_end_stream(),
             ProxyBody::Gzip(g) => g.is_end_stream(),
+            ProxyBody::Held(h) => h.0.is_end_stream(),
         }
     }
 
@@ -123,6 +146,7 @@ impl Body for ProxyBody {
             ProxyBody::Full(None) => SizeHint::with_exact(0),
             ProxyBody::Counted(c) => c.body.size_hint(),
             ProxyBody::Gzip(g) => g.size_hint(),
+            ProxyBody::Held(h) => h.0.size_hint(),
         }
     }
 }

@@ -181,8 +181,23 @@ pub async fn handle(state: &ProxyState, req: Request<Incoming>, conn: &ConnInfo)
     let declared = req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let request_bytes = (head_size(&req) as u64).saturating_add(declared.unwrap_or(0));
     route.metrics.request_bytes.fetch_add(request_bytes, Ordering::Relaxed);
-    let resp =
-        route_request(state, &route, &mut req, body, conn, &host, raw_host).await.map(|b| b.counted(&route.metrics));
+    let place = match &route.in_flight {
+        Some((limit, counter)) => match super::body::InFlight::enter(counter, *limit) {
+            Some(place) => Some(place),
+            None => {
+                let resp = with_status(StatusCode::TOO_MANY_REQUESTS, "too many requests in flight\n");
+                route.metrics.record(resp.status().as_u16(), started.elapsed());
+                access(state, &req, &host, conn, &Logged { route: &route.id, ..logged }, &resp, started, "in flight");
+                return resp;
+            }
+        },
+        None => None,
+    };
+    let mut resp = route_request(state, &route, &mut req, body, conn, &host, raw_host).await;
+    if let Some(place) = place {
+        resp = resp.map(|b| ProxyBody::Held(Box::new((b, place))));
+    }
+    let resp = resp.map(|b| b.counted(&route.metrics));
     let status = resp.status();
     route.metrics.record(status.as_u16(), started.elapsed());
     access(state, &req, &host, conn, &Logged { route: &route.id, ..logged }, &resp, started, "");

@@ -35,6 +35,9 @@ struct Slots {
     /// The users (name, hash) the cache was filled against.
     auth: Option<(Users, Arc<AuthCache>)>,
     rr: Option<Arc<AtomicUsize>>,
+    /// Requests of the route in flight (`InFlightLimit`): the count must outlive a table swap,
+    /// or a deploy would reset it while those requests still run.
+    in_flight: Option<Arc<AtomicUsize>>,
 }
 
 impl RouteStates {
@@ -54,6 +57,11 @@ impl RouteStates {
                 rl
             }
         }
+    }
+
+    /// The route's in-flight counter.
+    pub fn in_flight(&self, route: &str) -> Arc<AtomicUsize> {
+        self.routes.entry(route.into()).or_default().in_flight.get_or_insert_with(Arc::default).clone()
     }
 
     /// The route's cache of verified credentials, kept while the users are unchanged.

@@ -798,6 +798,26 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             let (include, exclude) = (types("includedcontenttypes"), types("excludedcontenttypes"));
             vec![MwSpec::Plain(Middleware::Compress { min_bytes, include, exclude })]
         }
+        "inflightreq" => {
+            for (k, f) in known(&["amount"], &["sourcecriterion"]) {
+                bad(&k, format!("inflightreq.{f} is not supported"));
+            }
+            note(
+                &m.key,
+                "in-flight requests are counted per route across all clients (Traefik counts per client IP)".into(),
+            );
+            match get("amount").map(|(k, v)| (k, v.parse::<u64>())) {
+                Some((_, Ok(n))) if n > 0 => vec![MwSpec::Plain(Middleware::InFlightLimit(n))],
+                Some((k, _)) => {
+                    bad(k, "amount must be a whole number ≥ 1".into());
+                    vec![]
+                }
+                None => {
+                    bad(&m.key, "inflightreq.amount is missing".into());
+                    vec![]
+                }
+            }
+        }
         "chain" => match get("middlewares").map(|(k, v)| (k, list(v))) {
             Some((_, names)) if !names.is_empty() => vec![MwSpec::Chain(names)],
             _ => {
@@ -902,7 +922,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             }
         }
         other => {
-            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, redirectregex, compress, stripprefix, stripprefixregex, addprefix, replacepath, replacepathregex, headers, basicauth, forwardauth, ipallowlist, buffering, chain, ratelimit, retry)"));
+            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, redirectregex, compress, inflightreq, stripprefix, stripprefixregex, addprefix, replacepath, replacepathregex, headers, basicauth, forwardauth, ipallowlist, buffering, chain, ratelimit, retry)"));
             vec![]
         }
     };
