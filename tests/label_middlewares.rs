@@ -35,6 +35,7 @@ fn labels(port: u16) -> Vec<(String, String)> {
     router("png", "png.example.com", "as-png,zipper");
     router("cors", "cors.example.com", "cors");
     router("one", "one.example.com", "one-at-a-time");
+    router("oops", "oops.example.com", "pretty");
     let mw = [
         ("to-bare.redirectregex.regex", r"^https?://www\.([^/]+)(.*)"),
         ("to-bare.redirectregex.replacement", "https://${1}${2}"),
@@ -60,14 +61,21 @@ fn labels(port: u16) -> Vec<(String, String)> {
         ("cors.headers.accessControlMaxAge", "600"),
         ("cors.headers.addVaryHeader", "true"),
         ("one-at-a-time.inflightreq.amount", "1"),
+        ("pretty.errors.status", "500-599,404"),
+        ("pretty.errors.service", "pages@docker"),
+        ("pretty.errors.query", "/{status}.html"),
     ];
     l.extend(mw.iter().map(|(k, v)| (format!("traefik.http.middlewares.{k}"), v.to_string())));
     l.push(("traefik.http.services.app.loadbalancer.server.port".into(), port));
     l
 }
 
-async fn gateway() -> (FakeDocker, Origin, Gateway) {
+async fn gateway() -> (FakeDocker, Origin, Origin, Gateway) {
     let origin = Origin::start_on("127.0.0.41:0".parse().unwrap(), "app").await;
+    let pages = Origin::start_on("127.0.0.42:0".parse().unwrap(), "pages").await;
+    let pages_port = pages.addr.port().to_string();
+    let pages_labels =
+        [("traefik.enable", "true"), ("traefik.http.services.pages.loadbalancer.server.port", pages_port.as_str())];
     let port = origin.addr.port();
     let fake = FakeDocker::start().await;
     let traefik = labels(port);
@@ -79,10 +87,14 @@ async fn gateway() -> (FakeDocker, Origin, Gateway) {
         ("caddy.request_body.max_size", "100B"),
     ];
     fake.update(|s| {
-        s.services = vec![service("s1", "app", &traefik), service("s2", "upload", &caddy)];
-        s.tasks = ["s1", "s2"]
+        s.services = vec![
+            service("s1", "app", &traefik),
+            service("s2", "upload", &caddy),
+            service("s3", "pages", &pages_labels),
+        ];
+        s.tasks = [("s1", "127.0.0.41/24"), ("s2", "127.0.0.41/24"), ("s3", "127.0.0.42/24")]
             .iter()
-            .map(|svc| task(&format!("t-{svc}"), svc, "running", "running", &[("netid", "proxy", "127.0.0.41/24")]))
+            .map(|(svc, ip)| task(&format!("t-{svc}"), svc, "running", "running", &[("netid", "proxy", ip)]))
             .collect();
     });
     let cfg =
@@ -93,7 +105,7 @@ async fn gateway() -> (FakeDocker, Origin, Gateway) {
         assert!(std::time::Instant::now() < deadline, "label routes never appeared");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (fake, origin, gw)
+    (fake, origin, pages, gw)
 }
 
 fn post(host: &str, chunked_len: usize) -> Vec<u8> {
@@ -104,7 +116,7 @@ fn post(host: &str, chunked_len: usize) -> Vec<u8> {
 
 #[tokio::test]
 async fn traefik_and_caddy_middlewares_from_labels_do_what_they_say() {
-    let (_fake, origin, gw) = gateway().await;
+    let (_fake, origin, pages, gw) = gateway().await;
     let seen_path = |i: usize| origin.seen()[i].uri.clone();
 
     // redirectregex: the standard www → bare-domain redirect, groups filled, permanent.
@@ -213,6 +225,16 @@ async fn traefik_and_caddy_middlewares_from_labels_do_what_they_say() {
     let (first, second) = tokio::join!(slow, second);
     assert_eq!((first.status, second.status), (StatusCode::OK, StatusCode::TOO_MANY_REQUESTS));
     assert_eq!(get(gw.http, "one.example.com", "/").await.status, StatusCode::OK);
+
+    // errors: a listed status gets the page from the pages service, with the status kept;
+    // other answers pass.
+    let r = get(gw.http, "oops.example.com", "/status/503").await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::SERVICE_UNAVAILABLE, "pages GET /503.html"));
+    let r = get(gw.http, "oops.example.com", "/status/404").await;
+    assert_eq!((r.status, r.text().as_str()), (StatusCode::NOT_FOUND, "pages GET /404.html"));
+    let r = get(gw.http, "oops.example.com", "/status/403").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(pages.hits(), 2);
 
     let problems = get(gw.admin.unwrap(), "admin", "/api/problems").await.text();
     assert!(!problems.contains("\"error\""), "{problems}");

@@ -539,6 +539,10 @@ pub enum Middleware {
         include: Vec<String>,
         exclude: Vec<String>,
     },
+    /// Custom error pages (Traefik `errors`): a response whose status is in `statuses` is
+    /// replaced by the page `query` (`{status}` filled in) from another service, with the
+    /// original status. The service goes to a side route, as for [`Middleware::ForwardAuth`].
+    Errors(ErrorPages),
     /// Cross-origin resource sharing (Traefik `headers.accessControl*`): preflight requests
     /// from an allowed origin are answered here; other responses to one get its headers.
     Cors(Cors),
@@ -579,23 +583,39 @@ pub struct ForwardAuth {
     pub service: Option<Box<UpstreamSpec>>,
 }
 
-/// Moves each route's forward-auth service into a route of its own (`auth_of` = the route's
-/// id), once ids are final. A route with more than one is left to `compile`, which refuses it.
+/// Error pages from another service: the status ranges, the page path and the service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ErrorPages {
+    pub statuses: Vec<(u16, u16)>,
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<Box<UpstreamSpec>>,
+}
+
+/// Moves each route's side services (forward auth, error pages) into routes of their own,
+/// `<id>/auth` and `<id>/errors` with `auth_of` = the route's id, once ids are final. A route
+/// with more than one of a kind is left to `compile`, which refuses it.
 pub fn split_auth_services(routes: &mut Vec<RouteSpec>) {
     let mut services = Vec::new();
     for r in routes.iter_mut() {
-        let mut found = r.middlewares.iter_mut().filter_map(|m| match m {
-            Middleware::ForwardAuth(fa) => Some(fa),
-            _ => None,
-        });
-        if let (Some(first), None) = (found.next(), found.next()) {
-            if let Some(up) = first.service.take() {
-                services.push((r.id.clone(), r.provenance.clone(), *up));
+        let (mut auth, mut errors) = (Vec::new(), Vec::new());
+        for m in r.middlewares.iter_mut() {
+            match m {
+                Middleware::ForwardAuth(fa) => auth.push(&mut fa.service),
+                Middleware::Errors(e) => errors.push(&mut e.service),
+                _ => {}
+            }
+        }
+        for (kind, mut found) in [("auth", auth), ("errors", errors)] {
+            if let [only] = found.as_mut_slice() {
+                if let Some(up) = only.take() {
+                    services.push((format!("{}/{kind}", r.id), r.id.clone(), r.provenance.clone(), *up));
+                }
             }
         }
     }
-    for (owner, provenance, up) in services {
-        let mut spec = RouteSpec::proxy(format!("{owner}/auth"), provenance, Vec::new(), up);
+    for (id, owner, provenance, up) in services {
+        let mut spec = RouteSpec::proxy(id, provenance, Vec::new(), up);
         spec.auth_of = Some(owner);
         routes.push(spec);
     }
@@ -650,8 +670,9 @@ pub struct RouteSpec {
     /// Extra names to put on the certificate (Traefik `tls.domains`), beyond `hosts`.
     pub tls_domains: Vec<String>,
     pub entrypoints: Entrypoints,
-    /// Not served to clients: the forward-auth service of the route with this id. Its
-    /// upstream is discovered like any other (tasks, names), then lent to that route.
+    /// Not served to clients: a side service (forward auth, error pages) of the route with
+    /// this id. Its upstream is discovered like any other (tasks, names), then lent to that
+    /// route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_of: Option<String>,
 }

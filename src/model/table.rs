@@ -349,6 +349,7 @@ pub struct CompiledRoute {
     pub max_body_bytes: u64,
     pub compress: Option<CompiledCompress>,
     pub cors: Option<Arc<CompiledCors>>,
+    pub errors: Option<Arc<CompiledErrors>>,
     /// `InFlightLimit`: the limit and the route's counter (kept across table swaps).
     pub in_flight: Option<(usize, Arc<std::sync::atomic::AtomicUsize>)>,
     pub rate_limit: Option<Arc<RateLimiter>>,
@@ -359,6 +360,21 @@ pub struct CompiledRoute {
     pub on_https: bool,
     pub metrics: Arc<RouteMetrics>,
     order: (i64, usize),
+}
+
+/// The `Errors` step.
+#[derive(Debug)]
+pub struct CompiledErrors {
+    pub group: Arc<UpstreamGroup>,
+    pub statuses: Vec<(u16, u16)>,
+    /// The page's path and query, `{status}` filled in per response.
+    pub query: String,
+}
+
+impl CompiledErrors {
+    pub fn covers(&self, status: u16) -> bool {
+        self.statuses.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
 }
 
 /// The `Cors` step, its header values built once.
@@ -477,7 +493,8 @@ pub struct CompiledForwardAuth {
     pub request_headers: Option<Vec<HeaderName>>,
 }
 
-/// The upstream groups of forward-auth services, by the id of the route they guard.
+/// The upstream groups of side services, by their own route's id (`<route>/auth`,
+/// `<route>/errors`).
 type AuthServices = std::collections::HashMap<String, Arc<UpstreamGroup>>;
 
 impl CompiledRoute {
@@ -836,6 +853,7 @@ fn compile_route(
         max_body_bytes: 0,
         compress: None,
         cors: None,
+        errors: None,
         in_flight: None,
         rate_limit: None,
         retries: 1,
@@ -892,6 +910,32 @@ fn compile_route(
                 route.compress =
                     Some(CompiledCompress { min_bytes: *min_bytes, include: include.clone(), exclude: exclude.clone() })
             }
+            Middleware::Errors(e) => {
+                let group = auth.get(&format!("{}/errors", spec.id));
+                let (Some(group), None) = (group, &e.service) else {
+                    problems.push(Problem::new(&source, &key, "error pages: the service is not available (or more than one errors step); the route is not served"));
+                    return None;
+                };
+                if route.errors.is_some() {
+                    problems.push(Problem::new(&source, &key, "more than one errors step; the route is not served"));
+                    return None;
+                }
+                if !e.query.starts_with('/')
+                    || e.query.replace("{status}", "500").parse::<http::uri::PathAndQuery>().is_err()
+                {
+                    problems.push(Problem::new(
+                        &source,
+                        &key,
+                        format!("error pages: query {:?} is not a path; the route is not served", e.query),
+                    ));
+                    return None;
+                }
+                route.errors = Some(Arc::new(CompiledErrors {
+                    group: group.clone(),
+                    statuses: e.statuses.clone(),
+                    query: e.query.clone(),
+                }));
+            }
             Middleware::Cors(c) => match compile_cors(c) {
                 Ok(c) => route.cors = Some(Arc::new(c)),
                 Err(e) => {
@@ -916,7 +960,7 @@ fn compile_route(
                     ));
                     return None;
                 }
-                let Some(group) = auth.get(&spec.id) else {
+                let Some(group) = auth.get(&format!("{}/auth", spec.id)) else {
                     problems.push(Problem::new(
                         &source,
                         &key,
@@ -1033,7 +1077,9 @@ fn compile_auth_services(specs: &[RouteSpec], opts: &CompileOptions<'_>, problem
     let none = AuthServices::new();
     let mut out = AuthServices::new();
     for spec in specs {
-        let Some(owner) = &spec.auth_of else { continue };
+        if spec.auth_of.is_none() {
+            continue;
+        }
         if !spec.middlewares.is_empty() {
             problems.push(Problem::new(source_of(spec), route_key(spec), "a forward auth service has no middlewares"));
             continue;
@@ -1041,7 +1087,7 @@ fn compile_auth_services(specs: &[RouteSpec], opts: &CompileOptions<'_>, problem
         if let Some(CompiledRoute { action: CompiledAction::Proxy(group), .. }) =
             compile_route(spec, opts, &none, problems)
         {
-            out.insert(owner.clone(), group);
+            out.insert(spec.id.clone(), group);
         }
     }
     out

@@ -417,6 +417,11 @@ async fn route_request(
                 }
                 return resp;
             }
+            if let Some(errors) = route.errors.as_ref().filter(|e| e.covers(resp.status().as_u16())) {
+                if let Some(page) = super::error_pages::page(state, errors, resp.status(), conn, raw_host).await {
+                    resp = page;
+                }
+            }
             route.response_headers.apply(resp.headers_mut());
             if let Some(cfg) = gzip {
                 resp = super::compress::apply(cfg, &req.method, resp);

@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod body;
 pub mod compress;
 pub mod cors;
+pub mod error_pages;
 pub mod fdlimit;
 pub mod forward;
 pub mod forward_auth;

@@ -541,13 +541,31 @@ fn routes_for(
             MwSpec::RedirectScheme { permanent, port } => Some((*permanent, *port)),
             _ => None,
         });
-        let middlewares: Vec<Middleware> = mws
-            .into_iter()
-            .filter_map(|m| match m {
-                MwSpec::Plain(m) => Some(m),
-                MwSpec::RedirectScheme { .. } | MwSpec::Chain(_) => None,
-            })
-            .collect();
+        let mut middlewares: Vec<Middleware> = Vec::with_capacity(mws.len());
+        for m in mws {
+            match m {
+                MwSpec::Plain(m) => middlewares.push(m),
+                MwSpec::Errors { statuses, service, query } => {
+                    match resolve_service(i, &service, services, parsed, idx) {
+                        Ok((target, def)) => {
+                            let mut up = UpstreamSpec::new(target);
+                            up.scheme = def.scheme;
+                            let service = Some(Box::new(up));
+                            middlewares.push(Middleware::Errors(crate::model::ErrorPages { statuses, query, service }));
+                        }
+                        Err(e) => {
+                            problem(&r.middlewares_key, format!("errors: {e}; router {name} not served"));
+                            mw_ok = false;
+                            break;
+                        }
+                    }
+                }
+                MwSpec::RedirectScheme { .. } | MwSpec::Chain(_) => {}
+            }
+        }
+        if !mw_ok {
+            continue;
+        }
         // TLS domains.
         let mut tls_domains = Vec::new();
         for (main, sans) in r.domains.values() {

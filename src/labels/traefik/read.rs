@@ -86,6 +86,13 @@ pub(super) enum MwSpec {
     Plain(Middleware),
     /// `chain.middlewares`: names, expanded where a router uses the chain.
     Chain(Vec<String>),
+    /// `errors`: status ranges, the Traefik service of the pages (resolved where a router
+    /// uses it, like the router's own service) and the page path.
+    Errors {
+        statuses: Vec<(u16, u16)>,
+        service: String,
+        query: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -818,6 +825,33 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
                 }
             }
         }
+        "errors" => {
+            for (k, f) in known(&["status", "service", "query"], &[]) {
+                bad(&k, format!("errors.{f} is not supported"));
+            }
+            let mut statuses = Vec::new();
+            for r in get("status").map(|(_, v)| list(v)).unwrap_or_default() {
+                let (lo, hi) = r.split_once('-').unwrap_or((&r, &r));
+                match (lo.trim().parse::<u16>(), hi.trim().parse::<u16>()) {
+                    (Ok(lo), Ok(hi)) if (100..=599).contains(&lo) && lo <= hi && hi <= 599 => statuses.push((lo, hi)),
+                    _ => bad(&m.key, format!("errors.status {r:?} is not a status or a range such as 500-599")),
+                }
+            }
+            let query = get("query").map(|(_, v)| v.to_owned()).unwrap_or_else(|| "/".into());
+            if query.contains("{url}") {
+                bad(&m.key, "errors.query: the {url} placeholder is not supported ({status} is)".into());
+            }
+            match get("service") {
+                Some((_, s)) if !statuses.is_empty() => {
+                    let service = s.split('@').next().unwrap_or(s).to_owned();
+                    vec![MwSpec::Errors { statuses, service, query }]
+                }
+                _ => {
+                    bad(&m.key, "errors needs status and service".into());
+                    vec![]
+                }
+            }
+        }
         "chain" => match get("middlewares").map(|(k, v)| (k, list(v))) {
             Some((_, names)) if !names.is_empty() => vec![MwSpec::Chain(names)],
             _ => {
@@ -922,7 +956,7 @@ pub(super) fn build_middleware(svc: &str, m: &MwDef, problems: &mut Vec<Problem>
             }
         }
         other => {
-            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, redirectregex, compress, inflightreq, stripprefix, stripprefixregex, addprefix, replacepath, replacepathregex, headers, basicauth, forwardauth, ipallowlist, buffering, chain, ratelimit, retry)"));
+            bad(&m.key, format!("middleware type {other} is not supported (supported: redirectscheme, redirectregex, compress, errors, inflightreq, stripprefix, stripprefixregex, addprefix, replacepath, replacepathregex, headers, basicauth, forwardauth, ipallowlist, buffering, chain, ratelimit, retry)"));
             vec![]
         }
     };
