@@ -726,7 +726,7 @@ impl Config {
     /// The file routes as `RouteSpec`s.
     pub fn route_specs(&self) -> Vec<RouteSpec> {
         let mut specs: Vec<RouteSpec> = self.routes.iter().enumerate().map(|(i, r)| r.to_spec(i)).collect();
-        crate::model::split_auth_services(&mut specs);
+        crate::model::split_side_services(&mut specs);
         specs
     }
 }

@@ -140,7 +140,7 @@ pub fn translate(services: &[ServiceInput], cfg: &LabelsConfig) -> Translation {
     // One problem per (service, key, message): the same label can be met on several paths.
     let mut seen = BTreeSet::new();
     out.problems.retain(|p| seen.insert(p.clone()));
-    crate::model::split_auth_services(&mut out.routes);
+    crate::model::split_side_services(&mut out.routes);
     out
 }
 

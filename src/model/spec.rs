@@ -577,7 +577,7 @@ pub struct ForwardAuth {
     pub copy_headers: Vec<(String, String)>,
     /// The client headers sent to the service; `None`: all of them.
     pub request_headers: Option<Vec<String>>,
-    /// The service, as a provider names it. [`split_auth_services`] moves it into a route of
+    /// The service, as a provider names it. [`split_side_services`] moves it into a route of
     /// its own before discovery, so it is found (tasks, names) like any other upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<Box<UpstreamSpec>>,
@@ -595,7 +595,7 @@ pub struct ErrorPages {
 /// Moves each route's side services (forward auth, error pages) into routes of their own,
 /// `<id>/auth` and `<id>/errors` with `auth_of` = the route's id, once ids are final. A route
 /// with more than one of a kind is left to `compile`, which refuses it.
-pub fn split_auth_services(routes: &mut Vec<RouteSpec>) {
+pub fn split_side_services(routes: &mut Vec<RouteSpec>) {
     let mut services = Vec::new();
     for r in routes.iter_mut() {
         let (mut auth, mut errors) = (Vec::new(), Vec::new());

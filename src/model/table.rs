@@ -495,7 +495,7 @@ pub struct CompiledForwardAuth {
 
 /// The upstream groups of side services, by their own route's id (`<route>/auth`,
 /// `<route>/errors`).
-type AuthServices = std::collections::HashMap<String, Arc<UpstreamGroup>>;
+type SideServices = std::collections::HashMap<String, Arc<UpstreamGroup>>;
 
 impl CompiledRoute {
     /// True when the path rewrite middlewares would change the path.
@@ -767,7 +767,7 @@ fn source_of(spec: &RouteSpec) -> String {
 fn compile_route(
     spec: &RouteSpec,
     opts: &CompileOptions<'_>,
-    auth: &AuthServices,
+    auth: &SideServices,
     problems: &mut Vec<Problem>,
 ) -> Option<CompiledRoute> {
     let source = source_of(spec);
@@ -1071,17 +1071,21 @@ pub fn compile_guarded(specs: &[RouteSpec], problems: Vec<Problem>, opts: &Compi
     attempt(&good, problems.clone()).unwrap_or_else(|_| compile(&[], problems, opts))
 }
 
-/// The forward-auth services' groups: routes of their own (so discovery fills their endpoints
+/// The side services' groups (forward auth, error pages): routes of their own (so discovery fills their endpoints
 /// as any other), never put in front of clients.
-fn compile_auth_services(specs: &[RouteSpec], opts: &CompileOptions<'_>, problems: &mut Vec<Problem>) -> AuthServices {
-    let none = AuthServices::new();
-    let mut out = AuthServices::new();
+fn compile_side_services(specs: &[RouteSpec], opts: &CompileOptions<'_>, problems: &mut Vec<Problem>) -> SideServices {
+    let none = SideServices::new();
+    let mut out = SideServices::new();
     for spec in specs {
         if spec.auth_of.is_none() {
             continue;
         }
         if !spec.middlewares.is_empty() {
-            problems.push(Problem::new(source_of(spec), route_key(spec), "a forward auth service has no middlewares"));
+            problems.push(Problem::new(
+                source_of(spec),
+                route_key(spec),
+                "a side service (forward auth, error pages) has no middlewares",
+            ));
             continue;
         }
         if let Some(CompiledRoute { action: CompiledAction::Proxy(group), .. }) =
@@ -1098,7 +1102,7 @@ fn compile_auth_services(specs: &[RouteSpec], opts: &CompileOptions<'_>, problem
 pub fn compile(specs: &[RouteSpec], provider_problems: Vec<Problem>, opts: &CompileOptions<'_>) -> RouteTable {
     let mut table = RouteTable { problems: provider_problems, generation: opts.generation, ..Default::default() };
     let mut seen = BTreeSet::new();
-    let auth = compile_auth_services(specs, opts, &mut table.problems);
+    let auth = compile_side_services(specs, opts, &mut table.problems);
     for spec in specs.iter().filter(|s| s.auth_of.is_none()) {
         if !seen.insert(spec.id.clone()) {
             table.problems.push(Problem::new(
