@@ -907,8 +907,10 @@ fn compile_route(
                 }
             }
             Middleware::Compress { min_bytes, include, exclude } => {
+                // Lowered once here so that matching a response's type never allocates.
+                let lower = |v: &[String]| v.iter().map(|t| t.trim().to_ascii_lowercase()).collect();
                 route.compress =
-                    Some(CompiledCompress { min_bytes: *min_bytes, include: include.clone(), exclude: exclude.clone() })
+                    Some(CompiledCompress { min_bytes: *min_bytes, include: lower(include), exclude: lower(exclude) })
             }
             Middleware::Errors(e) => {
                 let group = auth.get(&format!("{}/errors", spec.id));

@@ -85,26 +85,30 @@ fn should_compress(cfg: &CompiledCompress, method: &Method, resp: &Response<Prox
         return false;
     }
     let ctype = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let ctype = ctype.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let listed = |list: &[String]| list.iter().any(|t| type_matches(&ctype, t));
+    let ctype = ctype.split(';').next().unwrap_or("").trim();
+    let listed = |list: &[String]| list.iter().any(|t| type_matches(ctype, t));
     if listed(&cfg.exclude) || ctype.is_empty() {
         return false;
     }
     if cfg.include.is_empty() {
-        ctype != "text/event-stream" && COMPRESSIBLE.iter().any(|t| type_matches(&ctype, t))
+        !ctype.eq_ignore_ascii_case("text/event-stream") && COMPRESSIBLE.iter().any(|t| type_matches(ctype, t))
     } else {
         listed(&cfg.include)
     }
 }
 
-/// `pattern` is a full type (`text/html`), a prefix ending in `/`, or a suffix starting with
-/// `+` (`+json`).
+/// `pattern` (lower case: the route's lists are lowered at table-build time) is a full type
+/// (`text/html`), a prefix ending in `/` (`text/`), or a suffix starting with `+` (`+json`).
+/// Compared without allocating: this runs for every response of a compressing route.
 fn type_matches(ctype: &str, pattern: &str) -> bool {
-    let p = pattern.trim().to_ascii_lowercase();
-    if p.ends_with('/') || p.starts_with('+') {
-        ctype.starts_with(&p) || ctype.ends_with(&p)
+    let ends =
+        |s: &str, p: &str| s.len() >= p.len() && s.as_bytes()[s.len() - p.len()..].eq_ignore_ascii_case(p.as_bytes());
+    if pattern.ends_with('/') {
+        ctype.len() >= pattern.len() && ctype.as_bytes()[..pattern.len()].eq_ignore_ascii_case(pattern.as_bytes())
+    } else if pattern.starts_with('+') {
+        ends(ctype, pattern)
     } else {
-        ctype == p
+        ctype.eq_ignore_ascii_case(pattern)
     }
 }
 
@@ -190,6 +194,8 @@ mod tests {
     #[test]
     fn types_match_by_name_prefix_or_suffix() {
         assert!(type_matches("text/html", "text/"));
+        assert!(type_matches("Text/HTML", "text/html"));
+        assert!(!type_matches("application/text/", "text/"));
         assert!(type_matches("application/ld+json", "+json"));
         assert!(type_matches("application/json", "application/json"));
         assert!(!type_matches("application/jsonx", "application/json"));
