@@ -2198,10 +2198,15 @@ fn traefik_middlewares_that_cannot_be_applied_refuse_their_router() {
             &[("m.ipallowlist.sourcerange", "10.0.0.0/8"), ("m.ipallowlist.ipstrategy.excludedips", "10.0.0.1")],
         ),
         router("badregex", &[("m.redirectregex.regex", "^(unclosed"), ("m.redirectregex.replacement", "https://x")]),
+        // Short to write, huge once compiled: refused by the size bound, not built.
+        router(
+            "hugeregex",
+            &[("m.replacepathregex.regex", "(a{1000}){1000}"), ("m.replacepathregex.replacement", "/")],
+        ),
     ];
     let services: Vec<ServiceInput> = cases
         .iter()
-        .zip(["loop", "badrange", "excluded", "badregex"])
+        .zip(["loop", "badrange", "excluded", "badregex", "hugeregex"])
         .map(|(l, name)| {
             let labels: Vec<(&str, &str)> = l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             svc(name, &labels)
@@ -2226,6 +2231,13 @@ fn traefik_middlewares_that_cannot_be_applied_refuse_their_router() {
     assert!(matches!(table.lookup("badregex.example.com", &facts, false), Lookup::UnknownHost));
     assert!(
         table.problems.iter().any(|p| p.source == "badregex" && p.message.contains("regex")),
+        "{:#?}",
+        table.problems
+    );
+    let facts = RequestFacts { host: "hugeregex.example.com", ..facts };
+    assert!(matches!(table.lookup("hugeregex.example.com", &facts, false), Lookup::UnknownHost));
+    assert!(
+        table.problems.iter().any(|p| p.source == "hugeregex" && p.message.contains("size limit")),
         "{:#?}",
         table.problems
     );

@@ -477,10 +477,19 @@ impl ExtraSteps {
     }
 }
 
-/// Regular expressions from labels are bounded (the regex crate matches in linear time; this
-/// bounds the compiled program, so a hostile label cannot take memory without end).
+/// Regular expressions from labels are bounded: the regex crate matches in linear time, and
+/// these limits bound the compiled program and the lazy DFA's cache (which otherwise grows
+/// while matching, per thread), so a hostile label cannot take memory without end. Real
+/// redirect and path patterns are a few dozen bytes.
 fn bounded_regex(re: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(re).size_limit(1 << 20).build().map_err(|e| format!("regex {re:?}: {e}"))
+    if re.len() > 4096 {
+        return Err(format!("regex of {} bytes is longer than 4096", re.len()));
+    }
+    regex::RegexBuilder::new(re)
+        .size_limit(256 * 1024)
+        .dfa_size_limit(256 * 1024)
+        .build()
+        .map_err(|e| format!("regex {re:?}: {e}"))
 }
 
 /// A forward-auth step, with its header names parsed once at build time.

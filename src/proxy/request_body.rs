@@ -45,9 +45,14 @@ struct Limit {
 }
 
 impl RequestBody {
-    /// `max_bytes` 0 means unlimited, as in the config.
+    /// `max_bytes` 0 means unlimited, as in the config. A request without a body (most) needs
+    /// no counter: nothing is allocated for it.
     pub fn new(inner: Incoming, max_bytes: u64) -> Self {
-        let limit = (max_bytes > 0).then(|| Limit { max: max_bytes, left: max_bytes, exceeded: Arc::default() });
+        let limit = (max_bytes > 0 && !inner.is_end_stream()).then(|| Limit {
+            max: max_bytes,
+            left: max_bytes,
+            exceeded: Arc::default(),
+        });
         RequestBody { inner: Some(inner), limit }
     }
 
