@@ -5,11 +5,9 @@
 use http::header::HeaderMap;
 use http::{Response, StatusCode};
 
-use super::balancer::PickContext;
 use super::body::ProxyBody;
-use super::forward::{ClientSide, Outbound};
+use super::forward::ClientSide;
 use super::handler::{ConnInfo, ProxyState};
-use super::request_body::RequestBody;
 use crate::model::table::CompiledErrors;
 
 /// The page for `status`, or `None` to keep the upstream's answer.
@@ -27,11 +25,7 @@ pub async fn page(
     }
     let client = ClientSide { ip: &conn.client_ip, https: conn.https, host: raw_host, trusted: false };
     state.forwarder.prepare_headers(&mut headers, &client, false, true);
-    let out =
-        Outbound { method: http::Method::GET, path_and_query, headers, body: RequestBody::empty(), upgrade: false };
-    let ctx = PickContext { client_ip: Some(conn.peer.ip()), sticky: None, hash: None };
-    let errors_seen = std::sync::atomic::AtomicU64::new(0);
-    match state.forwarder.send(&errors.group, &ctx, out, 0, &errors_seen).await {
+    match super::forward_auth::side_get(state, &errors.group, path_and_query, headers, conn).await {
         Ok(f) if f.response.status().is_success() => {
             let mut resp = f.response;
             *resp.status_mut() = status;

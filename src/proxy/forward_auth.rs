@@ -7,9 +7,9 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
-use super::balancer::PickContext;
+use super::balancer::{PickContext, UpstreamGroup};
 use super::body::ProxyBody;
-use super::forward::{ClientSide, Outbound};
+use super::forward::{ClientSide, Forwarded, Outbound, UpstreamError};
 use super::handler::{with_status, ConnInfo, ProxyState};
 use super::request_body::RequestBody;
 use crate::model::table::CompiledForwardAuth;
@@ -36,16 +36,7 @@ pub async fn check(
     if let Ok(v) = HeaderValue::from_str(uri) {
         headers.insert(X_FORWARDED_URI.clone(), v);
     }
-    let out = Outbound {
-        method: http::Method::GET,
-        path_and_query: fa.path_and_query.clone(),
-        headers,
-        body: RequestBody::empty(),
-        upgrade: false,
-    };
-    let ctx = PickContext { client_ip: Some(conn.peer.ip()), sticky: None, hash: None };
-    let errors = std::sync::atomic::AtomicU64::new(0);
-    let resp = match state.forwarder.send(&fa.group, &ctx, out, 0, &errors).await {
+    let resp = match side_get(state, &fa.group, fa.path_and_query.clone(), headers, conn).await {
         Ok(f) => f.response,
         Err(e) => {
             tracing::warn!(error = %e, "forward auth service failed; request refused");
@@ -65,6 +56,22 @@ pub async fn check(
         }
     }
     None
+}
+
+/// A GET without a body to a side service (forward auth, error pages), balanced over its
+/// endpoints like any request; its failures are the caller's to report.
+pub(crate) async fn side_get(
+    state: &ProxyState,
+    group: &UpstreamGroup,
+    path_and_query: http::uri::PathAndQuery,
+    headers: HeaderMap,
+    conn: &ConnInfo,
+) -> Result<Forwarded, UpstreamError> {
+    let out =
+        Outbound { method: http::Method::GET, path_and_query, headers, body: RequestBody::empty(), upgrade: false };
+    let ctx = PickContext { client_ip: Some(conn.peer.ip()), sticky: None, hash: None };
+    let errors = std::sync::atomic::AtomicU64::new(0);
+    state.forwarder.send(group, &ctx, out, 0, &errors).await
 }
 
 /// The client's headers the service sees: all of them or the listed ones, never a body's
